@@ -1,0 +1,61 @@
+"""Tiny fp64 transformers models and random rollouts for the property tests."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import unified_rl as url
+
+VOCAB = 23
+
+
+def tiny_model(seed: int = 0, vocab: int = VOCAB, tie: bool = False) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=tie, attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg).double().eval()
+
+
+def random_rollout(seed: int, n_groups: int = 2, group_size: int = 3, prompt_max: int = 4, completion_max: int = 6,
+                   allow_empty: bool = False, vocab: int = VOCAB) -> url.Rollout:
+    """Right-padded rows: prompt (>= 1 token) then completion; groups contiguous."""
+    g = torch.Generator().manual_seed(seed)
+    b = n_groups * group_size
+    p_len = torch.randint(1, prompt_max + 1, (b,), generator=g)
+    c_len = torch.randint(0 if allow_empty else 1, completion_max + 1, (b,), generator=g)
+    seq = int((p_len + c_len).max())
+    ids = torch.randint(0, vocab, (b, seq), generator=g)
+    pos = torch.arange(seq)[None]
+    attn = pos < (p_len + c_len)[:, None]
+    comp = (pos >= p_len[:, None]) & attn
+    ids = torch.where(attn, ids, torch.zeros_like(ids))
+    groups = torch.arange(n_groups).repeat_interleave(group_size)
+    rewards = torch.randint(0, 3, (b,), generator=g).double()
+    return url.Rollout(ids, attn, comp, group_ids=groups, rewards=rewards)
+
+
+def true_logprobs(model, rollout: url.Rollout) -> torch.Tensor:
+    """Plain full-logits log pi of each token (0 outside completions), with grad."""
+    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask.long()).logits
+    logp = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, rollout.input_ids[:, 1:, None]).squeeze(-1)
+    logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], 1)
+    return torch.where(rollout.completion_mask, logp, torch.zeros_like(logp))
+
+
+def with_policy_logprobs(model, rollout: url.Rollout, seed: int, noise: float = 0.3) -> url.Rollout:
+    """old/ref log-probs near the model's own, so some tokens clip and some do not."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        lp = true_logprobs(model, rollout)
+    old = lp + noise * torch.randn(lp.shape, generator=g, dtype=lp.dtype)
+    ref = lp + noise * torch.randn(lp.shape, generator=g, dtype=lp.dtype)
+    m = rollout.completion_mask
+    return rollout.replace(old_logprobs=torch.where(m, old, 0.0), ref_logprobs=torch.where(m, ref, 0.0))
+
+
+def grads(model) -> list[torch.Tensor]:
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+def assert_grads_close(a, b, rtol=1e-9, atol=1e-12):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)

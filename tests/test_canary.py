@@ -1,0 +1,28 @@
+"""The run-time shape checking is really on: a mis-shaped tensor to an annotated function raises.
+(With typeguard 3/4, @jaxtyped(typechecker=typechecked) silently checks nothing.)"""
+
+import importlib.metadata
+
+import pytest
+import torch
+
+from unified_rl.coefficients import gae_advantages
+from unified_rl.logprobs import linear_logprobs
+
+
+def test_typeguard_is_the_pinned_version():
+    assert importlib.metadata.version("typeguard") == "2.13.3"
+
+
+def test_mis_shaped_call_raises():
+    h, w = torch.zeros(5, 4), torch.zeros(7, 4)
+    linear_logprobs(h, w, None, torch.zeros(5, dtype=torch.long))  # fine
+    with pytest.raises(TypeError):
+        linear_logprobs(h, torch.zeros(7, 3), None, torch.zeros(5, dtype=torch.long))  # hidden 4 vs 3
+    with pytest.raises(TypeError):
+        linear_logprobs(h, w, None, torch.zeros(6, dtype=torch.long))  # tokens 5 vs 6
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    with pytest.raises(TypeError):
+        gae_advantages(torch.zeros(2, 6), torch.zeros(2, 5), mask, 1.0, 1.0)  # seq 6 vs 5
+    with pytest.raises(TypeError):
+        gae_advantages(torch.zeros(2, 6), torch.zeros(2, 6), mask.long(), 1.0, 1.0)  # Bool expected

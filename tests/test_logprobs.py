@@ -1,0 +1,64 @@
+"""The chunked loss head equals plain full-logits log_softmax, in value and in gradient."""
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from helpers import grads, random_rollout, tiny_model, true_logprobs
+from unified_rl.logprobs import completion_logprobs, linear_logprobs
+
+
+@given(seed=st.integers(0, 10_000), chunk_rows=st.integers(1, 9), temperature=st.sampled_from([1.0, 0.7]), bias=st.booleans())
+def test_linear_logprobs_matches_log_softmax(seed, chunk_rows, temperature, bias):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(13, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    t = torch.randint(0, 11, (13,), generator=g)
+    up = torch.randn(13, dtype=torch.float64, generator=g)
+    out = linear_logprobs(h, w, b, t, temperature=temperature, chunk_bytes=chunk_rows * 4 * 11)
+    logits = (h @ w.T + (b if b is not None else 0)) / temperature
+    ref = logits.log_softmax(-1).gather(1, t[:, None]).squeeze(1)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    params = [h, w] + ([b] if bias else [])
+    g1 = torch.autograd.grad((out * up).sum(), params)
+    g2 = torch.autograd.grad((ref * up).sum(), params)
+    for x, y in zip(g1, g2):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_completion_logprobs_matches_full_logits(tie):
+    model = tiny_model(tie=tie)
+    r = random_rollout(3, n_groups=3)
+    ours = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, chunk_bytes=4 * 23 * 3)
+    ours.sum().backward()
+    g_ours = grads(model)
+    model.zero_grad()
+    ref = true_logprobs(model, r)
+    ref.sum().backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_ours, grads(model)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_left_padding_gives_same_logprobs():
+    """Position ids follow the attention mask, so left-padding a row changes nothing."""
+    model = tiny_model()
+    r = random_rollout(5, n_groups=1, group_size=1)
+    ids, attn, comp = r.input_ids, r.attention_mask, r.completion_mask
+    pad = 3
+    left = lambda x, v: torch.cat([torch.full((1, pad), v, dtype=x.dtype), x], 1)  # noqa: E731
+    a = completion_logprobs(model, ids, attn, comp)
+    b = completion_logprobs(model, left(ids, 0), left(attn, False), left(comp, False))
+    torch.testing.assert_close(a, b[:, pad:], rtol=1e-10, atol=1e-12)
+
+
+def test_nonlinear_head_falls_back_to_full_logits():
+    model = tiny_model()
+    model.config.logit_scale = 1.0  # plain: still the fast path
+    r = random_rollout(1)
+    fast = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
+    model.config.final_logit_softcapping = 30.0  # Llama ignores it; our path must not assume linear
+    slow = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,41 @@
+"""Segment statistics over arbitrary ``group_ids`` (groups need not be contiguous or equal-sized)."""
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+
+def group_index(group_ids: Int[Tensor, "n"]) -> tuple[Int[Tensor, "n"], int]:
+    """Dense 0..K-1 index of each element's group, and K."""
+    uniq, inverse = torch.unique(group_ids, return_inverse=True)
+    return inverse, int(uniq.numel())
+
+
+def normalize_in_groups(
+    values: Float[Tensor, "n"], groups: Int[Tensor, "n"], valid: Bool[Tensor, "n"]
+) -> Float[Tensor, "n"]:
+    """(v - mean_g) / std_g over the valid elements of each group; 0 where invalid.
+
+    std is the sample standard deviation (ddof = 1). A group whose valid values are all equal,
+    or that has fewer than two valid values, carries no learning signal: its result is exactly 0
+    (never NaN, and never rounding noise amplified by a tiny std).
+    """
+    idx, k = group_index(groups)
+    v = torch.where(valid, values, torch.zeros_like(values))
+    count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, valid.to(values.dtype))
+    mean = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, v) / count.clamp(min=1)
+    centered = torch.where(valid, values - mean[idx], torch.zeros_like(values))
+    var = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, centered**2) / (count - 1).clamp(min=1)
+    big = torch.finfo(values.dtype).max
+    hi = torch.full((k,), -big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, -big), "amax")
+    lo = torch.full((k,), big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, big), "amin")
+    signal = (count >= 2) & (hi > lo)
+    std = torch.where(signal, var.sqrt(), torch.ones_like(var))
+    out = centered / std[idx]
+    return torch.where(valid & signal[idx], out, torch.zeros_like(out))
+
+
+def group_sizes(group_ids: Int[Tensor, "n"]) -> Int[Tensor, "n"]:
+    """Size of each element's group."""
+    idx, k = group_index(group_ids)
+    return torch.bincount(idx, minlength=k)[idx]

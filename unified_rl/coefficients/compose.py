@@ -1,0 +1,98 @@
+"""``chain``: a gradient coefficient composed of one advantage estimator, objective terms and an
+aggregation (optax-style). The GC of a composition is the sum of its terms' GCs, and its
+objective the sum of their objectives, so dJ/dlogp = weights * GC holds for every composition
+whose pieces satisfy it.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ..rollout import Rollout
+from .terms import masked, token_mean_of
+
+
+class Term(Protocol):
+    couples_group: bool
+
+    def check(self, rollout: Rollout) -> None: ...
+    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]: ...
+    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]: ...
+    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]: ...
+
+
+class AdvantageEstimator(Protocol):
+    def check(self, rollout: Rollout) -> None: ...
+    def __call__(self, rollout: Rollout) -> Rollout: ...
+
+
+Aggregation = Callable[[Rollout], Float[Tensor, "batch seq"]]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A GradientCoefficient: ``advantage`` (may be None) -> ``terms`` -> ``aggregation``."""
+
+    advantage: Optional[AdvantageEstimator]
+    terms: tuple[Term, ...]
+    aggregation: Aggregation
+    name: str = "chain"
+
+    @property
+    def couples_group(self) -> bool:
+        return any(t.couples_group for t in self.terms)
+
+    @torch.no_grad()
+    def prepare(self, rollout: Rollout) -> Rollout:
+        """Advantages and aggregation weights from the whole batch. Checks every piece's inputs
+        first, so a bad batch raises before anything is computed."""
+        probe = rollout
+        if self.advantage is not None:
+            self.advantage.check(rollout)
+            probe = rollout.replace(advantages=torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device))
+        for term in self.terms:
+            term.check(probe)
+        rollout = rollout.replace(weights=self.aggregation(rollout))
+        return self.advantage(rollout) if self.advantage is not None else rollout
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        gc = sum(term.gc(rollout, logprobs) for term in self.terms)
+        return masked(rollout, gc)
+
+    def objective(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+        """J(logp): the quantity whose gradient the engine follows (for tests and teaching)."""
+        return sum(term.objective(rollout, logprobs) for term in self.terms)
+
+    @torch.no_grad()
+    def metrics(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"], gc: Optional[Tensor] = None) -> dict[str, float]:
+        gc = self(rollout, logprobs) if gc is None else gc
+        out = {"gc/mean": token_mean_of(rollout, gc), "gc/abs_mean": token_mean_of(rollout, gc.abs())}
+        for term in self.terms:
+            out.update(term.metrics(rollout, logprobs))
+        return out
+
+    def attach(self, policy: nn.Module) -> None:
+        """Give pieces that own models (PPO's value model) the policy to initialise from."""
+        for piece in (self.advantage, *self.terms):
+            if hasattr(piece, "attach"):
+                piece.attach(policy)
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """Train any auxiliary model the pieces own (PPO's value model) on a prepared batch."""
+        out: dict[str, float] = {}
+        for piece in (self.advantage, *self.terms):
+            if hasattr(piece, "update"):
+                out.update(piece.update(rollout))
+        return out
+
+
+def chain(advantage: Optional[AdvantageEstimator], *terms: Term, aggregation: Aggregation, name: str = "chain") -> Chain:
+    """Compose a gradient coefficient, e.g.
+    ``chain(group_normalized(), ppo_clip(0.2), kl_k3(0.04), aggregation=sequence_mean())``."""
+    if not terms:
+        raise ValueError("chain: needs at least one objective term")
+    return Chain(advantage, tuple(terms), aggregation, name)

@@ -1,0 +1,148 @@
+"""PPO's advantage: GAE against a value model V_psi that the coefficient owns and trains.
+
+Per-token reward with the KL **inside the reward** (DeepSeekMath §4.1.1, k1 estimator):
+    r_t = r_phi(q, o) * 1[t = |o|] - beta * (log pi_old(o_t) - log pi_ref(o_t))
+    delta_t = r_t + gamma V(s_{t+1}) - V(s_t),   A_t = sum_l (gamma lambda)^l delta_{t+l}
+    returns_t = A_t + V(s_t)   (the value model's regression target)
+V(s_t) is read at the position before token t (the state o_t is emitted from), so values are
+aligned with ``input_ids`` like every other per-token tensor.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from ..rollout import Rollout
+from .advantages import require
+from .terms import masked
+
+
+class ValueModel(nn.Module):
+    """A causal-LM trunk with a scalar head: values[b, t] = V(input_ids[b, :t])."""
+
+    def __init__(self, trunk: nn.Module, hidden_size: int):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_policy(cls, policy: nn.Module) -> "ValueModel":
+        """Initialise from a copy of the policy's trunk (a fresh zero head)."""
+        trunk = copy.deepcopy(policy.base_model)
+        weight = next(trunk.parameters())
+        return cls(trunk, policy.config.hidden_size).to(device=weight.device, dtype=weight.dtype)
+
+    def forward(self, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+        h = self.trunk(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state
+        v = self.head(h).squeeze(-1)
+        return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
+
+
+def gae_advantages(
+    token_rewards: Float[Tensor, "batch seq"],
+    values: Float[Tensor, "batch seq"],
+    mask: Bool[Tensor, "batch seq"],
+    gamma: float,
+    lam: float,
+) -> Float[Tensor, "batch seq"]:
+    """GAE over the masked positions of each row, in order (gaps are skipped, not zero-filled)."""
+    adv = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_adv = torch.zeros_like(values[:, 0])
+    for t in range(values.shape[1] - 1, -1, -1):
+        m = mask[:, t]
+        delta = token_rewards[:, t] + gamma * next_value - values[:, t]
+        a = delta + gamma * lam * next_adv
+        adv[:, t] = torch.where(m, a, torch.zeros_like(a))
+        next_value = torch.where(m, values[:, t], next_value)
+        next_adv = torch.where(m, a, next_adv)
+    return adv
+
+
+def _last_token(mask: Bool[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
+    pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask, pos, torch.full_like(pos, -1)).amax(-1)
+    return pos == last[:, None]
+
+
+@dataclass
+class GAE:
+    """Advantages by GAE(gamma, lambda) with a value model; ``update`` trains the value model."""
+
+    value_model: Optional[ValueModel] = None
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_beta: float = 0.04
+    whiten: bool = False
+    value_lr: float = 1e-4
+    value_clip: Optional[float] = 0.2
+    optimizer: Any = field(default=None, repr=False)
+
+    def attach(self, policy: nn.Module) -> None:
+        if self.value_model is None:
+            self.value_model = ValueModel.from_policy(policy)
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.value_model.parameters(), lr=self.value_lr)
+
+    def check(self, rollout: Rollout) -> None:
+        require(rollout, "gae()", "rewards")
+        if self.kl_beta:
+            require(rollout, f"gae(kl_beta={self.kl_beta})", "old_logprobs", "ref_logprobs")
+        if self.value_model is None:
+            raise ValueError("gae(): no value model; pass value_model= or call coefficient.attach(policy) first")
+
+    def token_rewards(self, rollout: Rollout, dtype: torch.dtype) -> Float[Tensor, "batch seq"]:
+        r = _last_token(rollout.completion_mask) & rollout.completion_mask
+        out = torch.where(r, rollout.rewards.to(dtype)[:, None], torch.zeros((), dtype=dtype))
+        if self.kl_beta:
+            out = out - self.kl_beta * masked(rollout, (rollout.old_logprobs - rollout.ref_logprobs).to(dtype))
+        return out
+
+    @torch.no_grad()
+    def __call__(self, rollout: Rollout) -> Rollout:
+        values = self.value_model(rollout.input_ids, rollout.attention_mask).to(torch.float64)
+        values = masked(rollout, values)
+        adv = gae_advantages(self.token_rewards(rollout, values.dtype), values, rollout.completion_mask, self.gamma, self.lam)
+        returns = adv + values
+        if self.whiten:
+            m = rollout.completion_mask
+            mean = adv[m].mean()
+            adv = masked(rollout, (adv - mean) / adv[m].std().clamp(min=1e-8))
+        return rollout.replace(advantages=adv, returns=masked(rollout, returns))
+
+    def value_loss(self, rollout: Rollout) -> Float[Tensor, ""]:
+        """0.5 * mean over output tokens of (V - returns)^2 (clipped around the sampling-time values)."""
+        values = self.value_model(rollout.input_ids, rollout.attention_mask)
+        target = rollout.returns.to(values.dtype)
+        err = (values - target) ** 2
+        if self.value_clip is not None:
+            old = (rollout.returns - rollout.advantages).to(values.dtype) if not self.whiten else values.detach()
+            clipped = old + (values - old).clamp(-self.value_clip, self.value_clip)
+            err = torch.maximum(err, (clipped - target) ** 2)
+        return 0.5 * masked(rollout, err).sum() / max(rollout.num_completion_tokens, 1)
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One AdamW step of the value model on this batch."""
+        require(rollout, "gae().update", "returns")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.value_loss(rollout)
+        loss.backward()
+        self.optimizer.step()
+        return {"value/loss": float(loss)}
+
+
+def gae(value_model: Optional[ValueModel] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,
+        whiten: bool = False, value_lr: float = 1e-4, value_clip: Optional[float] = 0.2) -> GAE:
+    for name, v in (("gamma", gamma), ("lam", lam)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"gae: {name} must be in [0, 1], got {v}")
+    if kl_beta < 0 or value_lr <= 0:
+        raise ValueError(f"gae: kl_beta must be >= 0 and value_lr > 0, got {kl_beta}, {value_lr}")
+    return GAE(value_model, gamma, lam, kl_beta, whiten, value_lr, value_clip)

@@ -1,0 +1,107 @@
+"""The one engine: grad J = sum_{b,t} w[b,t] * GC[b,t] * grad log pi_theta(o_t | q, o_<t).
+
+    logp = log pi_theta at completion positions only (chunked loss head, see logprobs.py)
+    gc   = coefficient(rollout, logp.detach())             # no grad
+    loss = -sum w * gc * logp ;  loss.backward()            # parameter .grad += -grad J
+
+Every method -- SFT, RFT, DPO, PPO, GRPO, and any composition -- goes through these lines;
+nothing here knows a method's name. Micro-batches are cut by a token budget (never splitting a
+group when the coefficient couples a group's sequences); because ``weights`` come from the
+whole batch, the gradients of the micro-batches sum to the full-batch gradient.
+"""
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .logprobs import DEFAULT_CHUNK_BYTES, completion_logprobs
+from .protocols import GradientCoefficient
+from .rollout import Rollout
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one ``backward`` computed: the surrogate loss (-J), per-token ``gc`` and ``logprobs``
+    ([batch, seq], detached, 0 outside completions) and scalar metrics (see docs/metrics.md)."""
+
+    loss: float
+    gc: Float[Tensor, "batch seq"]
+    logprobs: Float[Tensor, "batch seq"]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool) -> Iterator[list[int]]:
+    """Row indices of consecutive micro-batches whose padded size (rows x longest row) stays
+    within ``max_tokens``; a single row or group larger than the budget forms its own."""
+    n = rollout.batch_size
+    if max_tokens is None:
+        yield list(range(n))
+        return
+    lengths = rollout.attention_mask.sum(-1).tolist()
+    units: list[list[int]] = [[i] for i in range(n)]
+    if keep_groups and rollout.group_ids is not None:  # whole groups stay together, in order
+        by_group: dict[int, list[int]] = {}
+        for i, g in enumerate(rollout.group_ids.tolist()):
+            by_group.setdefault(g, []).append(i)
+        units = list(by_group.values())
+    rows: list[int] = []
+    longest = 0
+    for unit in units:
+        unit_longest = max(lengths[i] for i in unit)
+        if rows and max(longest, unit_longest) * (len(rows) + len(unit)) > max_tokens:
+            yield rows
+            rows, longest = [], 0
+        rows = rows + unit
+        longest = max(longest, unit_longest)
+    if rows:
+        yield rows
+
+
+def backward(
+    model: nn.Module,
+    rollout: Rollout,
+    coefficient: GradientCoefficient,
+    *,
+    max_tokens: Optional[int] = None,
+    temperature: float = 1.0,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Stats:
+    """Accumulate parameter ``.grad`` += -grad J for a prepared rollout; return :class:`Stats`.
+
+    ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``max_tokens`` caps the
+    padded tokens per forward pass; ``temperature`` must match the sampler's.
+    """
+    if rollout.weights is None:
+        raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
+    gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
+    logp_full = torch.zeros_like(gc_full)
+    loss_total = 0.0
+    for rows in micro_batches(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
+        sel = rollout if len(rows) == rollout.batch_size else rollout.select(rows)
+        lo, hi = sel.used_columns()
+        mb = sel.columns(lo, hi)
+        if mb.num_completion_tokens == 0:
+            continue
+        logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
+        with torch.no_grad():
+            gc = coefficient(mb, logp.detach())
+        bad = mb.completion_mask & ~torch.isfinite(gc)
+        if bool(bad.any()):
+            b, t = bad.nonzero()[0].tolist()
+            raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {rows[b]}, position {lo + t}")
+        loss = -(mb.weights.to(logp.dtype) * gc.to(logp.dtype) * logp).sum()
+        loss.backward()
+        loss_total += float(loss.detach())
+        idx = torch.tensor(rows, device=gc_full.device)
+        gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
+        logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = torch.promote_types(dtype, torch.float32)
+    gc_full, logp_full = gc_full.to(dtype), logp_full.to(dtype)
+    metrics = {"loss": loss_total, "tokens": float(rollout.num_completion_tokens)}
+    if hasattr(coefficient, "metrics") and rollout.num_completion_tokens:
+        metrics.update(coefficient.metrics(rollout, logp_full, gc_full))
+    return Stats(loss_total, gc_full, logp_full, metrics)

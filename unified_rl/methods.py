@@ -1,0 +1,97 @@
+"""The six methods of DeepSeekMath §5.2 as compositions of gradient-coefficient pieces.
+
+Each function returns a :class:`Method` -- (data_source, reward, coefficient) -- whose
+coefficient is an alias of a ``chain`` with the paper's equation in its docstring. Data sources
+and rewards default to the embedded task when the loop builds them (see ``loop.py``); pass your
+own to use any dataset or scorer.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .coefficients import (
+    Chain,
+    chain,
+    constant,
+    correct,
+    dpo_term,
+    gae,
+    group_mean,
+    group_normalized,
+    kl_k3,
+    policy_gradient,
+    ppo_clip,
+    process_normalized,
+    sequence_mean,
+)
+
+
+@dataclass
+class Method:
+    """A training method: where the data comes from, what scores it, and the per-token GC.
+
+    ``data_source`` / ``reward`` may be None: the loop then builds the default for ``kind``
+    ("supervised", "offline", "online", "group", "pairs") on the task it trains on.
+    """
+
+    name: str
+    coefficient: Chain
+    data_source: Any = None
+    reward: Any = None
+    kind: str = "online"
+    group_size: int = 1
+
+
+def sft(data_source: Any = None) -> Method:
+    """SFT: GC = 1 on every token of a supervised (q, o). Loss: mean_i (1/|o_i|) sum_t -log pi(o_t)."""
+    return Method("sft", chain(constant(1.0), policy_gradient(), aggregation=sequence_mean(), name="sft"), data_source, None, "supervised")
+
+
+def rft(data_source: Any = None, reward: Any = None, samples_per_question: int = 4) -> Method:
+    """RFT: o sampled **offline** from the frozen SFT model; GC = 1[o correct]."""
+    coef = chain(correct(), policy_gradient(), aggregation=sequence_mean(), name="rft")
+    return Method("rft", coef, data_source, reward, "offline", samples_per_question)
+
+
+def online_rft(data_source: Any = None, reward: Any = None, samples_per_question: int = 4) -> Method:
+    """Online RFT: o sampled **online** from the current policy; GC = 1[o correct]."""
+    coef = chain(correct(), policy_gradient(), aggregation=sequence_mean(), name="online_rft")
+    return Method("online_rft", coef, data_source, reward, "online", samples_per_question)
+
+
+def dpo(beta: float = 0.1, length_normalized: bool = True, data_source: Any = None, reward: Any = None) -> Method:
+    """DPO: z = beta (l(o+) - l(o-)), l(o) = (1/|o|) sum_t log(pi/pi_ref) (paper) or the sum
+    (``length_normalized=False``, Rafailov et al.); GC = +beta sigmoid(-z) on o+, -beta sigmoid(-z) on o-.
+    Pairs (o+ correct, o- wrong) are sampled offline from the frozen SFT model."""
+    coef = chain(None, dpo_term(beta, length_normalized), aggregation=group_mean(length_normalized), name="dpo")
+    return Method("dpo", coef, data_source, reward, "pairs", 2)
+
+
+def ppo(epsilon: float = 0.2, beta: float = 0.04, *, gamma: float = 1.0, lam: float = 0.95, value_model: Any = None,
+        value_lr: float = 1e-4, value_clip: Optional[float] = 0.2, whiten: bool = False, data_source: Any = None, reward: Any = None) -> Method:
+    """PPO: GC = A_t * rho_t * 1_clip, A_t by GAE(gamma, lambda) against a value model that the
+    coefficient trains; KL in the reward, r_t = r(q, o) 1[t = |o|] - beta log(pi_old / pi_ref)."""
+    advantage = gae(value_model, gamma=gamma, lam=lam, kl_beta=beta, whiten=whiten, value_lr=value_lr, value_clip=value_clip)
+    coef = chain(advantage, ppo_clip(epsilon), aggregation=sequence_mean(), name="ppo")
+    return Method("ppo", coef, data_source, reward, "online", 1)
+
+
+_SUPERVISION = {"outcome": group_normalized, "process": process_normalized}
+
+
+def grpo(beta: float = 0.04, epsilon: float = 0.2, supervision: str = "outcome", *, group_size: int = 8,
+         epsilon_high: Optional[float] = None, data_source: Any = None, reward: Any = None) -> Method:
+    """GRPO (Eq. 3): GC = A_{i,t} rho_{i,t} 1_clip + beta (pi_ref/pi - 1), with the per-sequence mean.
+
+    ``grpo(beta, epsilon) == chain(group_normalized(), ppo_clip(epsilon), kl_k3(beta), aggregation=sequence_mean())``;
+    ``supervision="process"`` swaps in ``process_normalized()``.
+    """
+    if supervision not in _SUPERVISION:
+        raise ValueError(f"grpo: supervision must be one of {sorted(_SUPERVISION)}, got {supervision!r}")
+    if group_size < 2:
+        raise ValueError(f"grpo: group_size (G) must be >= 2 for group-relative advantages, got {group_size}")
+    coef = chain(_SUPERVISION[supervision](), ppo_clip(epsilon, epsilon_high), kl_k3(beta), aggregation=sequence_mean(), name=f"grpo-{supervision}")
+    return Method(f"grpo-{supervision}" if supervision != "outcome" else "grpo", coef, data_source, reward, "group", group_size)
+
+
+__all__ = ["Method", "sft", "rft", "online_rft", "dpo", "ppo", "grpo"]
