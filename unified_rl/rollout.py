@@ -7,8 +7,8 @@ NaN/inf are allowed only where a mask says the slot is unused (they are never re
 """
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Optional, no_type_check
+from dataclasses import dataclass, field
+from typing import Any, Optional, no_type_check
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -51,6 +51,15 @@ def _kind(t: Tensor) -> str:
     return "int" if not t.is_complex() else "complex"
 
 
+@dataclass(frozen=True)
+class Sample:
+    """The text side of one sequence: what reward functions and logs read."""
+
+    prompt: str
+    completion: str
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
 @no_type_check  # validated by __post_init__ with messages that name field, sample and position
 @dataclass(frozen=True, eq=False)
 class Rollout:
@@ -82,6 +91,7 @@ class Rollout:
     advantages: Optional[Float[Tensor, "batch seq"]] = None
     returns: Optional[Float[Tensor, "batch seq"]] = None
     weights: Optional[Float[Tensor, "batch seq"]] = None
+    texts: Optional[tuple[Sample, ...]] = None
 
     def __post_init__(self) -> None:
         ids = self.input_ids
@@ -104,6 +114,8 @@ class Rollout:
                 )
             if value.device != ids.device:
                 raise ValueError(f"Rollout.{name}: on {value.device}, but input_ids is on {ids.device}")
+        if self.texts is not None and len(self.texts) != dims["batch"]:
+            raise ValueError(f"Rollout.texts: expected {dims['batch']} samples, got {len(self.texts)}")
         if ids.shape[1] and bool(self.completion_mask[:, 0].any()):
             row = int(self.completion_mask[:, 0].nonzero()[0, 0])
             raise ValueError(f"Rollout.completion_mask: sample {row} marks position 0 as output; the first token has no context")
@@ -132,10 +144,14 @@ class Rollout:
         """Rows ``index`` of every tensor (weights keep their whole-batch values)."""
         if isinstance(index, list):
             index = torch.tensor(index, dtype=torch.long, device=self.input_ids.device)
-        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC})
+        texts = None
+        if self.texts is not None:
+            rows = range(self.batch_size)[index] if isinstance(index, slice) else index.tolist()
+            texts = tuple(self.texts[i] for i in (rows if not isinstance(rows, int) else [rows]))
+        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts)
 
     def to(self, device: "torch.device | str") -> "Rollout":
-        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC})
+        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC}, texts=self.texts)
 
     def used_columns(self) -> tuple[int, int]:
         """[lo, hi): the columns that are a real token in at least one row."""
@@ -147,7 +163,8 @@ class Rollout:
     def columns(self, lo: int, hi: int) -> "Rollout":
         """Columns [lo, hi) of every per-token tensor."""
         return Rollout(
-            **{f: (None if getattr(self, f) is None else (getattr(self, f)[:, lo:hi] if len(_SPEC[f][0]) == 2 else getattr(self, f))) for f in _SPEC}
+            **{f: (None if getattr(self, f) is None else (getattr(self, f)[:, lo:hi] if len(_SPEC[f][0]) == 2 else getattr(self, f))) for f in _SPEC},
+            texts=self.texts,
         )
 
     def trim(self) -> "Rollout":

@@ -47,6 +47,8 @@ class Constant:
     value: float = 1.0
     dtype: "torch.dtype | None" = None
 
+    needs = frozenset()
+
     def check(self, rollout: Rollout) -> None:
         pass
 
@@ -64,6 +66,8 @@ class Correct:
     Unscored samples get 0."""
 
     threshold: float = 0.5
+
+    needs = frozenset({"rewards"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "correct()", "rewards")
@@ -85,6 +89,8 @@ class GroupNormalized:
     Unscored samples are left out of mean and std and get 0; an all-equal group gets exactly 0.
     """
 
+    needs = frozenset({"rewards", "group_ids"})
+
     def check(self, rollout: Rollout) -> None:
         require(rollout, "group_normalized()", "rewards")
         check_groups(rollout, "group_normalized()")
@@ -100,6 +106,8 @@ class GroupNormalized:
 @dataclass(frozen=True)
 class LeaveOneOut:
     """RLOO: A_i = r_i - mean_{j != i} r_j within the group (not in the paper; a composition example)."""
+
+    needs = frozenset({"rewards", "group_ids"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "leave_one_out()", "rewards")
@@ -123,6 +131,8 @@ class ProcessNormalized:
     """Process supervision (§4.1.3): step rewards normalised over all steps of the group,
     r~ = (r - mean(R)) / std(R); then A_{i,t} = sum of r~_i^{index(j)} over steps with index(j) >= t.
     """
+
+    needs = frozenset({"step_rewards", "step_mask", "group_ids"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "process_normalized()", "step_rewards", "step_mask")

@@ -42,6 +42,14 @@ class Chain:
     name: str = "chain"
 
     @property
+    def needs(self) -> frozenset:
+        """Rollout fields the pieces read (the loop fills only these: no reference pass at beta = 0)."""
+        out = set().union(*(getattr(p, "needs", frozenset()) for p in self.terms))
+        if self.advantage is not None:
+            out = (out - {"advantages", "returns"}) | set(getattr(self.advantage, "needs", frozenset()))
+        return frozenset(out)
+
+    @property
     def couples_group(self) -> bool:
         return any(t.couples_group for t in self.terms)
 
@@ -80,6 +88,17 @@ class Chain:
         for piece in (self.advantage, *self.terms):
             if hasattr(piece, "attach"):
                 piece.attach(policy)
+
+    def _stateful(self) -> list[tuple[int, Any]]:
+        return [(i, p) for i, p in enumerate((self.advantage, *self.terms)) if hasattr(p, "state_dict")]
+
+    def state_dict(self) -> dict:
+        """State of pieces that own models (PPO's value model and its optimizer), by position."""
+        return {i: p.state_dict() for i, p in self._stateful()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, p in self._stateful():
+            p.load_state_dict(state[i])
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """Train any auxiliary model the pieces own (PPO's value model) on a prepared batch."""

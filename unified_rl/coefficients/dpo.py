@@ -27,6 +27,7 @@ class DPOTerm:
     beta: float = 0.1
     length_normalized: bool = True
     couples_group = True
+    needs = frozenset({"group_ids", "chosen", "ref_logprobs"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "dpo()", "group_ids", "chosen", "ref_logprobs")

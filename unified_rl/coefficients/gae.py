@@ -85,6 +85,10 @@ class GAE:
     value_clip: Optional[float] = 0.2
     optimizer: Any = field(default=None, repr=False)
 
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"rewards", "old_logprobs", "ref_logprobs"} if self.kl_beta else {"rewards"})
+
     def attach(self, policy: nn.Module) -> None:
         if self.value_model is None:
             self.value_model = ValueModel.from_policy(policy)
@@ -116,6 +120,13 @@ class GAE:
             mean = adv[m].mean()
             adv = masked(rollout, (adv - mean) / adv[m].std().clamp(min=1e-8))
         return rollout.replace(advantages=adv, returns=masked(rollout, returns))
+
+    def state_dict(self) -> dict:
+        return {"value_model": self.value_model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value_model.load_state_dict(state["value_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def value_loss(self, rollout: Rollout) -> Float[Tensor, ""]:
         """0.5 * mean over output tokens of (V - returns)^2 (clipped around the sampling-time values)."""

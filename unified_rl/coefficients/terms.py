@@ -34,6 +34,7 @@ class PolicyGradient:
     """j = A_t * log pi  ->  GC = A_t. (SFT with A = 1, RFT with A = 1[correct].)"""
 
     couples_group = False
+    needs = frozenset({"advantages"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "policy_gradient()", "advantages")
@@ -58,6 +59,7 @@ class PPOClip:
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
     couples_group = False
+    needs = frozenset({"advantages", "old_logprobs"})
 
     def check(self, rollout: Rollout) -> None:
         require(rollout, "ppo_clip()", "advantages", "old_logprobs")
@@ -98,6 +100,10 @@ class KLk3:
 
     beta: float = 0.04
     couples_group = False
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"ref_logprobs"}) if self.beta else frozenset()
 
     def check(self, rollout: Rollout) -> None:
         if self.beta:

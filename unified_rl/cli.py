@@ -1,0 +1,164 @@
+"""``unified-rl``: demo | train | eval.
+
+    unified-rl demo [--out runs/demo] [--quick]
+    unified-rl train --method grpo [--config cfg.toml] [--model DIR] [--data FILE --format gsm8k] [--out DIR] [--resume]
+    unified-rl eval [--model DIR] [--data FILE --format gsm8k] [--k 1,4,16]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from typing import Optional, Sequence
+
+from .config import METHODS, TrainConfig
+
+
+def _flag_type(annotation):
+    """int / float / bool / str for a TrainConfig field (Optional[X] -> X)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    return (lambda s: s.lower() in ("1", "true", "yes")) if base is bool else base
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("method", "out_dir"):
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None, help=f"(default {f.default!r})")
+
+
+def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None):
+    from .data.rows import SCHEMAS, gsm8k_rows, read_jsonl
+
+    if fmt == "gsm8k":
+        return gsm8k_rows(path)
+    if fmt not in SCHEMAS:
+        raise ValueError(f"--format must be one of {sorted(SCHEMAS)}, got {fmt!r}")
+    return read_jsonl(path, SCHEMAS[fmt], max_prompt_chars=max_prompt_chars)
+
+
+def _model_and_data(args, cfg: TrainConfig):
+    """Validate data first (before any model is loaded), then load or build the model."""
+    from .tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama
+
+    if args.data:
+        rows = _rows(args.data, args.format)
+        eval_rows = _rows(args.eval_data, args.format) if getattr(args, "eval_data", None) else None
+    else:
+        task = ArithmeticTask(seed=cfg.seed)
+        rows, eval_rows = task.train_rows(20_000, eval_size=cfg.eval_size), task.eval_rows(cfg.eval_size)
+    if args.model:
+        model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code), load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    else:
+        tok = char_tokenizer()
+        model = tiny_llama(len(tok), seed=cfg.seed)
+    return model, tok, rows, eval_rows
+
+
+def cmd_demo(args) -> int:
+    from .demo import DemoSettings, run_demo
+
+    s = DemoSettings.quick() if args.quick else DemoSettings()
+    summary = run_demo(args.out, s, progress=not args.no_progress)
+    print(f"held-out greedy accuracy ({summary['eval_problems']} problems): {summary['accuracy_before']:.1%} after SFT -> "
+          f"{summary['accuracy_after']:.1%} after GRPO ({summary['gain_points']:+.1f} points) in {summary['seconds_total']:.0f} s")
+    print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model: {args.out}/model")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import checkpoint
+    from .config import build_method
+    from .demo import write_metrics
+    from .loop import Trainer
+    from .plots import plot_training
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    overrides["method"] = args.method
+    overrides["out_dir"] = args.out
+    cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    method = build_method(cfg)
+    model, tok, rows, eval_rows = _model_and_data(args, cfg)
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows)
+    if args.resume:
+        found = checkpoint.latest(args.out)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {args.out!r}")
+        trainer.resume(found)
+        print(f"resumed from {found} at step {trainer.step_count}")
+    trainer.run(progress=not args.no_progress)
+    if eval_rows:
+        acc = trainer.evaluate()
+        trainer.history.append({"phase": cfg.method, "step": trainer.step_count, "eval/accuracy": acc})
+        print(f"held-out greedy accuracy: {acc:.1%}")
+    write_metrics(trainer.history, args.out)
+    plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=cfg.method)
+    model.save_pretrained(os.path.join(args.out, "model"))
+    tok.save_pretrained(os.path.join(args.out, "model"))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data.sources import Encoder
+    from .evaluate import greedy_accuracy, pass_and_majority
+
+    cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
+    args.eval_data = None
+    model, tok, rows, eval_rows = _model_and_data(args, cfg)
+    rows = (eval_rows or rows)[: args.n]
+    enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
+    result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, max_new_tokens=args.max_new_tokens), "n": len(rows)}
+    ks = [int(k) for k in args.k.split(",") if k]
+    if ks:
+        result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="unified-rl", description="SFT, RFT, Online RFT, DPO, PPO and GRPO through one gradient engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="SFT then GRPO on the embedded tiny model and arithmetic task")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a seconds-long version (no accuracy claim)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("train", help="train with one method")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--config", help="TOML or JSON file of TrainConfig fields; flags override it")
+    p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--data", help="JSONL file; default: the embedded arithmetic task")
+    p.add_argument("--eval-data", help="held-out JSONL file (same format)")
+    p.add_argument("--format", default="prompt_completion", help="prompt_completion | preference | gsm8k | prompts")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true")
+    _add_config_flags(p)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="greedy accuracy, Pass@K and Maj@K")
+    p.add_argument("--model")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--data")
+    p.add_argument("--format", default="prompt_completion")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--k", default="1,4,16", help="comma-separated K for Pass@K / Maj@K ('' for none)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.set_defaults(fn=cmd_eval)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Training configuration, validated field by field before any model is touched."""
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+METHODS = ("sft", "rft", "online-rft", "dpo", "ppo", "grpo", "grpo-process")
+
+
+@dataclass
+class TrainConfig:
+    """One run of Algorithm 1 (``iterations`` x ``steps``); every field is checked by :meth:`check`."""
+
+    method: str = "grpo"
+    steps: int = 100                  # policy steps per iteration (M)
+    iterations: int = 1               # outer iterations (I): reference reset + reward-model update
+    questions_per_step: int = 16      # questions sampled per step
+    group_size: int = 8               # G (GRPO) / samples per question (RFT, Online RFT, DPO pairs)
+    mu: int = 1                       # policy updates per batch
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"        # constant | cosine | linear (after warmup)
+    grad_clip: Optional[float] = 1.0
+    max_tokens: Optional[int] = 8192  # padded tokens per micro-batch forward
+    max_new_tokens: int = 48
+    max_prompt_tokens: int = 256
+    temperature: float = 1.0
+    beta: float = 0.04                # KL coefficient (GRPO k3 in the loss; PPO k1 in the reward)
+    epsilon: float = 0.2              # clip range
+    dpo_beta: float = 0.1
+    reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
+    reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
+    seed: int = 0
+    eval_every: int = 0               # 0: only at the end
+    eval_size: int = 256
+    checkpoint_every: int = 0
+    out_dir: Optional[str] = None
+
+    def check(self) -> "TrainConfig":
+        def bad(field: str, why: str) -> ValueError:
+            return ValueError(f"config field {field!r} = {getattr(self, field)!r}: {why}")
+
+        if self.method not in METHODS:
+            raise bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        for f in ("steps", "iterations", "questions_per_step", "group_size", "mu", "max_new_tokens", "max_prompt_tokens", "eval_size"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                raise bad(f, "must be a positive integer")
+        for f in ("lr", "temperature", "dpo_beta"):
+            if not (isinstance(getattr(self, f), (int, float)) and math.isfinite(getattr(self, f)) and getattr(self, f) > 0):
+                raise bad(f, "must be a finite number > 0")
+        for f in ("beta", "epsilon", "weight_decay", "reward_replay"):
+            if not (isinstance(getattr(self, f), (int, float)) and math.isfinite(getattr(self, f)) and getattr(self, f) >= 0):
+                raise bad(f, "must be a finite number >= 0")
+        if self.reward_replay > 1:
+            raise bad("reward_replay", "is a fraction, at most 1")
+        if self.method.startswith("grpo") and self.group_size < 2:
+            raise bad("group_size", "GRPO needs G >= 2 samples per question for a group-relative advantage")
+        if self.schedule not in ("constant", "cosine", "linear"):
+            raise bad("schedule", "choose constant, cosine or linear")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "must be > 0 or null")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise bad("max_tokens", "must be >= 1 or null")
+        for f in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
+                raise bad(f, "must be an integer >= 0")
+        return self
+
+    @classmethod
+    def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":
+        """Read a TOML or JSON file; unknown keys are errors. ``overrides`` (non-None) win."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} not found")
+        with open(path, "rb") as f:
+            data = tomllib.load(f) if path.endswith(".toml") else json.load(f)
+        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data).check()
+
+
+def build_method(cfg: TrainConfig):
+    """The name registry lives here, at the edge: config/CLI name -> method composition."""
+    from . import methods
+
+    table = {
+        "sft": lambda: methods.sft(),
+        "rft": lambda: methods.rft(samples_per_question=cfg.group_size),
+        "online-rft": lambda: methods.online_rft(samples_per_question=cfg.group_size),
+        "dpo": lambda: methods.dpo(beta=cfg.dpo_beta),
+        "ppo": lambda: methods.ppo(epsilon=cfg.epsilon, beta=cfg.beta),
+        "grpo": lambda: methods.grpo(beta=cfg.beta, epsilon=cfg.epsilon, group_size=cfg.group_size),
+        "grpo-process": lambda: methods.grpo(beta=cfg.beta, epsilon=cfg.epsilon, supervision="process", group_size=cfg.group_size),
+    }
+    return table[cfg.check().method]()

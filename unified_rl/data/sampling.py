@@ -1,0 +1,103 @@
+"""Sampling completions with the KV cache, recording the sampler's log-probs.
+
+Each prompt is prefilled **once** and its cache repeated for its G samples (a GRPO group), and
+the log-probability of every sampled token under the sampler is recorded, so no extra pass is
+needed for pi_old when there is one update per batch (mu = 1). Sampling is plain ancestral
+sampling from softmax(logits / temperature) -- no top-k/top-p -- so the recorded log-probs are
+those of the distribution the engine differentiates.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..rollout import Rollout, Sample
+
+
+@dataclass
+class Generated:
+    """Per sample (prompt-major, G consecutive samples per prompt): token ids and log-probs."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    logprobs: list[Tensor]
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int = 1, max_new_tokens: int = 64,
+             eos_id: int, pad_id: int, temperature: float = 1.0, greedy: bool = False,
+             generator: Optional[torch.Generator] = None) -> Generated:
+    if not prompts:
+        raise ValueError("generate: no prompts")
+    if temperature <= 0 and not greedy:
+        raise ValueError(f"generate: temperature must be > 0, got {temperature}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    attn = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):  # left-pad so every row's next token is at the end
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        attn[i, width - len(p):] = True
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    if group_size > 1:  # share the prefill across the group
+        cache.batch_repeat_interleave(group_size)
+        logits = logits.repeat_interleave(group_size, 0)
+        attn = attn.repeat_interleave(group_size, 0)
+    n = attn.shape[0]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    tokens, logps = [], []
+    next_pos = attn.long().sum(-1)
+    for step in range(max_new_tokens):
+        lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
+        tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tokens.append(tok)
+        logps.append(torch.where(done, torch.zeros_like(lp[:, 0]), lp.gather(1, tok[:, None]).squeeze(1)))
+        alive = ~done
+        done = done | (tok == eos_id)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, alive[:, None]], 1)
+        out = model(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+        next_pos = next_pos + alive.long()
+        cache, logits = out.past_key_values, out.logits[:, -1]
+    model.train(was_training)
+    toks = torch.stack(tokens, 1).cpu()
+    lps = torch.stack(logps, 1).cpu()
+    completions, logprobs = [], []
+    for row, lrow in zip(toks.tolist(), lps):
+        end = row.index(eos_id) + 1 if eos_id in row else len(row)
+        completions.append(row[:end])
+        logprobs.append(lrow[:end])
+    prompt_ids = [list(p) for p in prompts for _ in range(group_size)]
+    return Generated(prompt_ids, completions, logprobs)
+
+
+def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, pad_id: int,
+               logprobs: Optional[Sequence[Tensor]] = None, logprob_field: str = "old_logprobs",
+               group_ids: Optional[Sequence[int]] = None, texts: Optional[Sequence[Sample]] = None,
+               device: "torch.device | str" = "cpu") -> Rollout:
+    """Right-padded rows [prompt | completion | pad], completion_mask on the completion."""
+    n = len(prompt_ids)
+    width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.bool)
+    comp = torch.zeros((n, width), dtype=torch.bool)
+    lp = torch.zeros((n, width), dtype=torch.float32) if logprobs is not None else None
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        if not p:
+            raise ValueError(f"sample {i}: empty prompt (no tokens)")
+        ids[i, : len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
+        attn[i, : len(p) + len(c)] = True
+        comp[i, len(p): len(p) + len(c)] = True
+        if lp is not None:
+            lp[i, len(p): len(p) + len(c)] = logprobs[i].float()
+    extra = {logprob_field: lp.to(device)} if lp is not None else {}
+    groups = torch.tensor(list(group_ids) if group_ids is not None else range(n), dtype=torch.long, device=device)
+    return Rollout(ids.to(device), attn.to(device), comp.to(device), group_ids=groups, texts=tuple(texts) if texts is not None else None, **extra)

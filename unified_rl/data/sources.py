@@ -1,0 +1,220 @@
+"""Data sources: where (q, o) comes from. Each has ``sample(policy, n) -> Rollout`` and a
+``state_dict`` (data position and RNG) so a resumed run draws exactly the same data.
+
+* :class:`SupervisedSource` -- (q, o) pairs from a dataset (SFT);
+* :class:`SampledSource`    -- G samples per question from a **frozen** model (offline: RFT) or
+  from the **current** policy (online: Online RFT, PPO, GRPO groups);
+* :class:`PairSource`       -- DPO pairs as in the paper: o+ correct and o- wrong, sampled from pi_sft;
+* :class:`PreferenceSource` -- chosen/rejected pairs from a dataset.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..rollout import Rollout, Sample
+from .sampling import generate, to_rollout
+
+
+class RowCursor:
+    """Deterministic epoch-shuffled pass over rows; its state is one integer."""
+
+    def __init__(self, rows: Sequence[dict], seed: int = 0, shuffle: bool = True):
+        if not rows:
+            raise ValueError("data source: zero rows")
+        self.rows, self.seed, self.shuffle, self.position = list(rows), seed, shuffle, 0
+        self._perm: tuple[int, Optional[list[int]]] = (-1, None)
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.position, len(self.rows))
+            if self._perm[0] != epoch:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._perm = (epoch, torch.randperm(len(self.rows), generator=g).tolist() if self.shuffle else list(range(len(self.rows))))
+            out.append(self.rows[self._perm[1][i]])
+            self.position += 1
+        return out
+
+
+@dataclass
+class Encoder:
+    """Tokenises prompts and completions with limits; errors name the row and the column."""
+
+    tokenizer: Any
+    max_prompt_tokens: int = 256
+    max_completion_tokens: int = 256
+
+    def prompt(self, row: dict) -> list[int]:
+        text = row.get("prompt")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"row {row!r:.80}: column 'prompt' must be a non-empty string")
+        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        if len(ids) > self.max_prompt_tokens:
+            raise ValueError(f"row {text!r:.60}: column 'prompt' has {len(ids)} tokens, over max_prompt_tokens={self.max_prompt_tokens}")
+        return ids
+
+    def completion(self, text: str, column: str = "completion") -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+        if len(ids) > self.max_completion_tokens:
+            raise ValueError(f"column {column!r} of {text!r:.60} has {len(ids)} tokens with eos, over max_completion_tokens="
+                             f"{self.max_completion_tokens} (raise max_new_tokens)")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def _device(policy: Optional[nn.Module]) -> torch.device:
+    return next(policy.parameters()).device if policy is not None else torch.device("cpu")
+
+
+class SupervisedSource:
+    """SFT data: each row's reference completion (column ``completion``)."""
+
+    def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
+        self.cursor, self.encoder = RowCursor(rows, seed), encoder
+
+    def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
+        rows = self.cursor.take(n)
+        prompts = [self.encoder.prompt(r) for r in rows]
+        completions = [self.encoder.completion(r["completion"]) for r in rows]
+        texts = [Sample(r["prompt"], r["completion"], r) for r in rows]
+        return to_rollout(prompts, completions, pad_id=self.encoder.tokenizer.pad_token_id, texts=texts, device=_device(policy))
+
+    def state_dict(self) -> dict:
+        return {"position": self.cursor.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor.position = int(state["position"])
+
+
+class SampledSource:
+    """``samples_per_question`` completions per question, from ``frozen`` (offline) or the policy (online).
+
+    Online, the sampler's log-probs are recorded as ``old_logprobs`` (pi_old = the policy that
+    sampled). Offline, the frozen sampler is pi_sft = pi_ref, so they are recorded as ``ref_logprobs``.
+    """
+
+    def __init__(self, rows: Sequence[dict], encoder: Encoder, *, samples_per_question: int = 1, frozen: Optional[nn.Module] = None,
+                 max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0):
+        if samples_per_question < 1:
+            raise ValueError(f"samples_per_question must be >= 1, got {samples_per_question}")
+        self.cursor, self.encoder = RowCursor(rows, seed), encoder
+        self.group_size, self.frozen = samples_per_question, frozen
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.generator = torch.Generator().manual_seed(seed)
+        if frozen is not None:
+            frozen.requires_grad_(False).eval()
+
+    @property
+    def online(self) -> bool:
+        return self.frozen is None
+
+    def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
+        sampler = policy if self.online else self.frozen
+        if sampler is None:
+            raise ValueError("SampledSource.sample: an online source needs the policy")
+        rows = self.cursor.take(n)
+        prompts = [self.encoder.prompt(r) for r in rows]
+        tok = self.encoder.tokenizer
+        gen = generate(sampler, prompts, group_size=self.group_size, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
+                       pad_id=tok.pad_token_id, temperature=self.temperature, generator=self.generator)
+        expanded = [r for r in rows for _ in range(self.group_size)]
+        texts = [Sample(r["prompt"], self.encoder.decode(c), r) for r, c in zip(expanded, gen.completion_ids)]
+        groups = [i for i in range(len(rows)) for _ in range(self.group_size)]
+        return to_rollout(gen.prompt_ids, gen.completion_ids, pad_id=tok.pad_token_id, logprobs=gen.logprobs,
+                          logprob_field="old_logprobs" if self.online else "ref_logprobs", group_ids=groups, texts=texts,
+                          device=_device(policy if policy is not None else sampler))
+
+    def state_dict(self) -> dict:
+        return {"position": self.cursor.position, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor.position = int(state["position"])
+        self.generator.set_state(state["generator"])
+
+
+class PairSource:
+    """DPO pairs from the frozen SFT model: for each question, one correct o+ and one wrong o-
+    among ``samples_per_question`` samples (judged by ``judge``, a reward function); questions
+    without both are skipped, and more are drawn (up to ``max_draws`` rounds)."""
+
+    def __init__(self, sampled: SampledSource, judge: Callable[[Rollout, Sequence[Sample]], Rollout], max_draws: int = 8):
+        if sampled.online:
+            raise ValueError("PairSource: pairs are sampled offline; give SampledSource a frozen model")
+        self.sampled, self.judge, self.max_draws = sampled, judge, max_draws
+
+    def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
+        parts: list[Rollout] = []
+        found = 0
+        for _ in range(self.max_draws):
+            scored = self.judge(r := self.sampled.sample(policy, n), r.texts)
+            ok = (scored.rewards > 0.5) & (scored.scored if scored.scored is not None else True)
+            for g in scored.group_ids.unique().tolist():
+                rows = (scored.group_ids == g).nonzero().squeeze(1)
+                good, bad = rows[ok[rows]], rows[~ok[rows]]
+                if len(good) and len(bad) and found < n:
+                    pick = scored.select([int(good[0]), int(bad[0])])
+                    parts.append(pick.replace(group_ids=torch.full((2,), found, dtype=torch.long, device=pick.input_ids.device),
+                                              chosen=torch.tensor([True, False], device=pick.input_ids.device)))
+                    found += 1
+            if found >= n:
+                break
+        if not parts:
+            raise ValueError(f"PairSource: no question gave both a correct and a wrong sample in {self.max_draws} draws")
+        return concat(parts, pad_id=self.sampled.encoder.tokenizer.pad_token_id)
+
+    def state_dict(self) -> dict:
+        return self.sampled.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampled.load_state_dict(state)
+
+
+class PreferenceSource:
+    """Chosen/rejected pairs from a dataset (columns ``prompt``, ``chosen``, ``rejected``)."""
+
+    def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
+        self.cursor, self.encoder = RowCursor(rows, seed), encoder
+
+    def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
+        rows = self.cursor.take(n)
+        prompts, completions, texts, groups = [], [], [], []
+        for i, r in enumerate(rows):
+            p = self.encoder.prompt(r)
+            for col in ("chosen", "rejected"):
+                prompts.append(p)
+                completions.append(self.encoder.completion(r[col], col))
+                texts.append(Sample(r["prompt"], r[col], r))
+                groups.append(i)
+        out = to_rollout(prompts, completions, pad_id=self.encoder.tokenizer.pad_token_id, group_ids=groups, texts=texts, device=_device(policy))
+        return out.replace(chosen=torch.arange(len(groups), device=out.input_ids.device) % 2 == 0)
+
+    def state_dict(self) -> dict:
+        return {"position": self.cursor.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cursor.position = int(state["position"])
+
+
+def concat(parts: Sequence[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts row-wise (right-padding to the widest); fields must be filled alike."""
+    width = max(p.input_ids.shape[1] for p in parts)
+    fields: dict[str, Any] = {}
+    for name in parts[0].fields():
+        values = []
+        for p in parts:
+            v = getattr(p, name)
+            if v is None:
+                raise ValueError(f"concat: field {name} is missing in some parts")
+            if v.dim() == 2 and v.shape[1] < width:
+                fill = pad_id if name == "input_ids" else (False if v.dtype == torch.bool else 0)
+                v = torch.cat([v, torch.full((v.shape[0], width - v.shape[1]), fill, dtype=v.dtype, device=v.device)], 1)
+            values.append(v)
+        fields[name] = torch.cat(values, 0)
+    texts = tuple(t for p in parts for t in (p.texts or ())) if all(p.texts is not None for p in parts) else None
+    return Rollout(**fields, texts=texts)

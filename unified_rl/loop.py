@@ -1,0 +1,217 @@
+"""Algorithm 1 (DeepSeekMath §4.1.4) for every method, through one loop:
+
+    for iteration in 1..I:
+        pi_ref <- pi_theta                                    (reset_reference)
+        for step in 1..M:
+            rollout = data_source.sample(policy, n)           (offline sources ignore the policy)
+            rollout = reward(rollout, rollout.texts)          (outcome, process or a reward model)
+            fill old / reference log-probs the coefficient needs (skipped when beta = 0)
+            rollout = coefficient.prepare(rollout)            (advantages + weights, no grad)
+            repeat mu times: engine.backward -> clip grad norm -> AdamW -> LR schedule
+            coefficient.update(rollout)                       (PPO: the value model)
+        reward model: continual training on new samples + 10% replay
+"""
+
+import copy
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import engine
+from .checkpoint import load_state, save_state
+from .config import TrainConfig
+from .data.sources import Encoder, PairSource, SampledSource, SupervisedSource
+from .evaluate import greedy_accuracy
+from .logprobs import completion_logprobs
+from .methods import Method
+from .rewards.rule import OutcomeReward, ProcessReward
+from .rollout import Rollout
+from .tasks.models import check_tokenizer
+
+
+def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
+    total = cfg.steps * cfg.iterations
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if cfg.schedule == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    return factor
+
+
+@torch.no_grad()
+def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float) -> Rollout:
+    """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches."""
+    out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
+    was = model.training
+    model.eval()
+    for rows in engine.micro_batches(rollout, max_tokens, keep_groups=False):
+        mb = rollout.select(rows)
+        lo, hi = mb.used_columns()
+        mb = mb.columns(lo, hi)
+        lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature)
+        out[torch.tensor(rows, device=out.device), lo:hi] = lp.float()
+    model.train(was)
+    return rollout.replace(**{field: out})
+
+
+class Trainer:
+    """Trains ``policy`` with ``method`` on ``rows`` (dicts with ``prompt`` and ``completion`` /
+    ``answer``). Data source and reward default to what ``method.kind`` and the coefficient need."""
+
+    def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Sequence[dict], config: TrainConfig, *,
+                 eval_rows: Optional[Sequence[dict]] = None, reward: Any = None, data_source: Any = None, phase: Optional[str] = None):
+        self.cfg = config.check()
+        check_tokenizer(tokenizer)
+        self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
+        self.coefficient = method.coefficient
+        self.needs = self.coefficient.needs
+        self.encoder = Encoder(tokenizer, config.max_prompt_tokens, config.max_new_tokens + 1)
+        self.eval_rows = list(eval_rows) if eval_rows is not None else None
+        self.reward = reward or method.reward or self._default_reward()
+        self.source = data_source or method.data_source or self._default_source(rows)
+        self.reference = None
+        if "ref_logprobs" in self.needs:
+            self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
+        if hasattr(self.coefficient, "attach"):
+            self.coefficient.attach(policy)
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        self.step_count, self.iteration = 0, 0
+        self.pending: list = []  # new policy samples for the reward model, this iteration
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ defaults
+    def _default_reward(self):
+        if self.method.kind == "supervised":
+            return None
+        return ProcessReward(self.tokenizer) if "step_rewards" in self.needs else OutcomeReward()
+
+    def _default_source(self, rows: Sequence[dict]):
+        c, kind = self.cfg, self.method.kind
+        if kind == "supervised":
+            return SupervisedSource(rows, self.encoder, seed=c.seed)
+        frozen = copy.deepcopy(self.policy) if kind in ("offline", "pairs") else None
+        samples = c.group_size if kind == "pairs" else self.method.group_size  # pairs: draw G, keep one o+ and one o-
+        sampled = SampledSource(rows, self.encoder, samples_per_question=samples, frozen=frozen, max_new_tokens=c.max_new_tokens,
+                                temperature=c.temperature, seed=c.seed)
+        return PairSource(sampled, self.reward or OutcomeReward()) if kind == "pairs" else sampled
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict[str, float]:
+        c = self.cfg
+        t0 = time.perf_counter()
+        if self.step_count % c.steps == 0:
+            self._begin_iteration()
+        rollout = self.source.sample(self.policy, c.questions_per_step)
+        t_gen = time.perf_counter()
+        if self.reward is not None and ({"rewards", "step_rewards"} & self.needs or self.method.kind != "supervised"):
+            rollout = self.reward(rollout, rollout.texts)
+        t_rew = time.perf_counter()
+        temperature = 1.0 if self.method.kind == "supervised" else c.temperature
+        if "old_logprobs" in self.needs and rollout.old_logprobs is None:
+            rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature)
+        if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
+            rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature)
+        t_ref = time.perf_counter()
+        rollout = self.coefficient.prepare(rollout)
+        self.policy.train()
+        for _ in range(c.mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature)
+            norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip if c.grad_clip else float("inf"))
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
+            self.optimizer.step()
+        self.scheduler.step()
+        aux = self.coefficient.update(rollout) if hasattr(self.coefficient, "update") else {}
+        if hasattr(self.reward, "continual_update"):
+            self.pending.extend(self.reward.label(rollout))
+        self.step_count += 1
+        t_end = time.perf_counter()
+        m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux,
+             "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
+             "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
+             "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
+             "completion_length": rollout.num_completion_tokens / rollout.batch_size}
+        if rollout.rewards is not None:
+            m["reward/mean"] = float(rollout.rewards.float().mean())
+        if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
+            m["eval/accuracy"] = self.evaluate()
+        self.history.append(m)
+        self._log(m)
+        if c.checkpoint_every and c.out_dir and self.step_count % c.checkpoint_every == 0:
+            self.save(os.path.join(c.out_dir, "checkpoint"))
+        return m
+
+    def _begin_iteration(self) -> None:
+        if self.iteration > 0 and hasattr(self.reward, "continual_update") and self.pending:
+            self._log({"phase": self.phase, "step": self.step_count, **self.reward.continual_update(self.pending, self.cfg.reward_replay)})
+            self.pending = []
+        if self.reference is not None and self.cfg.reset_reference and self.iteration > 0:
+            self.reference.load_state_dict(self.policy.state_dict())
+        self.iteration += 1
+
+    def run(self, progress: bool = True) -> list[dict]:
+        total = self.cfg.steps * self.cfg.iterations
+        bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress, dynamic_ncols=True)
+        while self.step_count < total:
+            m = self.train_step()
+            bar.update(1)
+            bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward/mean", "loss", "kl/k3", "eval/accuracy") if k in m})
+        bar.close()
+        return self.history
+
+    def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
+        rows = rows if rows is not None else (self.eval_rows or [])
+        return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
+
+    def _log(self, m: dict) -> None:
+        if self.cfg.out_dir:
+            os.makedirs(self.cfg.out_dir, exist_ok=True)
+            with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(m) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        parts = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "step": self.step_count, "iteration": self.iteration, "torch_rng": torch.get_rng_state(),
+                 "source": self.source.state_dict(), "pending": [list(p) for p in self.pending]}
+        if self.reference is not None:
+            parts["reference"] = self.reference.state_dict()
+        for name, obj in (("coefficient", self.coefficient), ("reward", self.reward)):
+            if hasattr(obj, "state_dict"):
+                parts[name] = obj.state_dict()
+        return parts
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
+        torch.set_rng_state(state["torch_rng"])
+        self.source.load_state_dict(state["source"])
+        self.pending = [tuple(p) for p in state["pending"]]
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
+        for name, obj in (("coefficient", self.coefficient), ("reward", self.reward)):
+            if hasattr(obj, "load_state_dict") and name in state:
+                obj.load_state_dict(state[name])
+
+    def save(self, folder: str) -> None:
+        save_state(self.state_dict(), folder)
+
+    def resume(self, folder: str) -> None:
+        self.load_state_dict(load_state(folder))

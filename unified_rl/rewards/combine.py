@@ -1,0 +1,84 @@
+"""Combining rewards, and adapting plain Python callables."""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from ..rollout import Rollout, Sample
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+@dataclass
+class FromCallable:
+    """Adapts ``f(prompts, completions, **columns) -> list[float | None]`` (TRL's convention).
+
+    ``None`` means "could not score": the sample is marked ``scored=False`` -- left out of group
+    baselines and never counted as 0. NaN/inf, a wrong length or a non-number is an error that
+    names the function and the sample; so is an exception, located by re-running sample by sample.
+    """
+
+    fn: Callable[..., Sequence[Optional[float]]]
+    name: Optional[str] = None
+
+    def _call(self, texts: Sequence[Sample]) -> Sequence[Optional[float]]:
+        columns: dict[str, list] = {}
+        for s in texts:
+            for k, v in s.columns.items():
+                columns.setdefault(k, [])
+        for k in list(columns):
+            columns[k] = [s.columns.get(k) for s in texts]
+        columns.pop("prompt", None)
+        columns.pop("completion", None)
+        return self.fn([s.prompt for s in texts], [s.completion for s in texts], **columns)
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        name = self.name or _name(self.fn)
+        try:
+            values = list(self._call(texts))
+        except Exception as batch_error:
+            for i, s in enumerate(texts):
+                try:
+                    self._call([s])
+                except Exception as e:
+                    raise RuntimeError(f"reward function {name!r} raised on sample {i} (prompt {s.prompt!r:.60}): {e!r}") from e
+            raise RuntimeError(f"reward function {name!r} raised on the batch: {batch_error!r}") from batch_error
+        if len(values) != len(texts):
+            raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(texts)} samples")
+        rewards, scored = [], []
+        for i, v in enumerate(values):
+            if v is None:
+                rewards.append(0.0)
+                scored.append(False)
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i}; expected a number or None")
+            if not math.isfinite(v):
+                raise ValueError(f"reward function {name!r} returned {v} for sample {i} (prompt {texts[i].prompt!r:.60})")
+            rewards.append(float(v))
+            scored.append(True)
+        dev = rollout.input_ids.device
+        return rollout.replace(rewards=torch.tensor(rewards, dtype=torch.float32, device=dev), scored=torch.tensor(scored, device=dev))
+
+
+@dataclass
+class WeightedSum:
+    """r = sum_k w_k r_k over reward functions; a sample is scored only if every part scored it."""
+
+    parts: Sequence[tuple[float, Any]]
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        if not self.parts:
+            raise ValueError("WeightedSum: no parts")
+        total = torch.zeros(rollout.batch_size, dtype=torch.float32, device=rollout.input_ids.device)
+        scored = torch.ones(rollout.batch_size, dtype=torch.bool, device=rollout.input_ids.device)
+        for weight, fn in self.parts:
+            out = fn(rollout, texts)
+            total = total + weight * out.rewards.float()
+            if out.scored is not None:
+                scored = scored & out.scored
+        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)

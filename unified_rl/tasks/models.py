@@ -1,0 +1,54 @@
+"""Model builders and loaders. Nothing here downloads anything: tiny models are built from a
+config; real ones load from a local folder, safetensors only, ``trust_remote_code`` off unless asked."""
+
+import os
+from typing import Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+
+
+def tiny_llama(vocab_size: int, *, hidden: int = 128, layers: int = 4, heads: int = 4, intermediate: int = 384,
+               max_positions: int = 128, seed: int = 0, tie: bool = False) -> LlamaForCausalLM:
+    """The embedded default: a ~0.86M-parameter Llama (4 layers, width 128) for a char vocabulary."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
+                      tie_word_embeddings=tie, pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg)
+
+
+def qwen2_config(vocab_size: int = 151_936, **overrides) -> Qwen2Config:
+    """A Qwen2-0.5B-shaped config (24 layers, width 896, 14 heads / 2 KV heads); override any field."""
+    fields = dict(vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                  num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=1_000_000.0)
+    fields.update(overrides)
+    return Qwen2Config(**fields)
+
+
+def build_qwen2(config: Qwen2Config, seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config)
+
+
+def load_model(path: str, *, trust_remote_code: bool = False, dtype: Optional[torch.dtype] = None) -> PreTrainedModel:
+    """Any local ``AutoModelForCausalLM`` folder; weights must be safetensors (never pickle)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model path {path!r} is not a local folder (nothing is downloaded)")
+    if not any(f.endswith(".safetensors") for f in os.listdir(path)):
+        raise ValueError(f"model folder {path!r} has no .safetensors weights; pickled weights are never loaded")
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                local_files_only=True, dtype=dtype)
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    check_tokenizer(tok)
+    return tok
+
+
+def check_tokenizer(tok) -> None:
+    if tok.pad_token_id is None:
+        raise ValueError(f"tokenizer {type(tok).__name__} has no pad token; set tokenizer.pad_token (e.g. to its eos token) first")
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer {type(tok).__name__} has no eos token; completions could never end")
