@@ -1,0 +1,55 @@
+"""The command line: the quick demo end to end, and errors before any model is loaded."""
+
+import json
+import os
+
+import pytest
+
+from unified_rl.cli import main
+
+
+def test_quick_demo_writes_metrics_plot_and_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    for name in ("metrics.jsonl", "metrics.csv", "plot.png", "summary.json", "model/model.safetensors", "model/tokenizer.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["accuracy_before"] <= 1.0 and 0.0 <= summary["accuracy_after"] <= 1.0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {m["phase"] for m in lines} >= {"sft", "grpo"}
+    grpo = [m for m in lines if m["phase"] == "grpo" and "reward/mean" in m]
+    assert all(k in grpo[0] for k in ("kl/k3", "gc/abs_mean", "gc/frac_clipped", "tokens_per_s", "reward/mean"))
+    assert "held-out greedy accuracy" in capsys.readouterr().out
+    # the saved model and tokenizer load back with the standard Auto classes, and eval runs on them
+    assert main(["eval", "--model", str(out / "model"), "--n", "8", "--k", "1,2", "--max-new-tokens", "40"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--method", "grpo", "--group-size", "1"], "config field 'group_size' = 1: GRPO needs G >= 2"),
+        (["train", "--method", "grpo", "--lr=-1e-5"], "config field 'lr' = -1e-05: must be a finite number > 0"),
+        (["train", "--method", "grpo", "--beta=-0.1"], "config field 'beta' = -0.1: must be a finite number >= 0"),
+        (["train", "--method", "reinforce"], "config field 'method' = 'reinforce': unknown method"),
+        (["train", "--method", "sft", "--data", "missing.jsonl"], "missing.jsonl: no such file"),
+        (["train", "--method", "sft", "--model", "no/such/dir"], "is not a local folder"),
+    ],
+)
+def test_train_errors_are_clear(argv, message, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "o"), "--no-progress", "--steps", "1"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_file_with_unknown_field(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('lr = 1e-4\nlearning_rate = 3\n')
+    assert main(["train", "--method", "sft", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown field(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_pickled_weights_are_never_loaded(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
+    assert main(["eval", "--model", str(tmp_path), "--n", "1", "--k", ""]) == 2
+    assert "pickled weights are never loaded" in capsys.readouterr().err
+    assert os.path.exists(tmp_path / "pytorch_model.bin")
