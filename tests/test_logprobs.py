@@ -62,3 +62,45 @@ def test_nonlinear_head_falls_back_to_full_logits():
     model.config.final_logit_softcapping = 30.0  # Llama ignores it; our path must not assume linear
     slow = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+
+
+def _tiny(kind):
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if kind == "qwen2":
+        cfg = tf.Qwen2Config(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+        return tf.Qwen2ForCausalLM(cfg).double()
+    if kind == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=23, n_embd=16, n_layer=2, n_head=2, n_positions=64)
+        return tf.GPT2LMHeadModel(cfg).double()
+    cfg = tf.MistralConfig(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    return tf.MistralForCausalLM(cfg).double()
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gpt2", "mistral"])
+def test_other_transformers_architectures(kind):
+    """The split trunk/head path works beyond Llama (GPT-2's trunk is `transformer`, not `model`)."""
+    model = _tiny(kind).eval()
+    r = random_rollout(4)
+    ours = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
+    torch.testing.assert_close(ours, true_logprobs(model, r), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_engine_on_cuda_in_bf16_matches_cpu_fp32():
+    import unified_rl as url
+    from helpers import with_policy_logprobs
+
+    cpu = tiny_model().float()
+    r = with_policy_logprobs(cpu.double(), random_rollout(6), 6)
+    cpu = cpu.float()
+    method = url.methods.grpo(beta=0.04)
+    prepared = method.coefficient.prepare(r)
+    url.engine.backward(cpu, prepared, method.coefficient)
+    gpu = tiny_model().to("cuda", torch.bfloat16)
+    stats = url.engine.backward(gpu, prepared.to("cuda"), method.coefficient)
+    assert stats.logprobs.dtype == torch.float32  # fp32 log-softmax accumulation
+    for a, b in zip(cpu.parameters(), gpu.parameters()):
+        torch.testing.assert_close(b.grad.float().cpu(), a.grad, rtol=0.1, atol=2e-2)
