@@ -4,7 +4,7 @@ Same model, same GRPO batch, same coefficient maths; three ways to get the gradi
   engine      url.engine.backward(model, rollout, grpo)  (chunked loss head at completion positions)
   hand        completion_logprobs (same chunked head) + the GRPO loss written inline
   naive       model(...).logits (full fp32 [batch, seq, vocab]) -> log_softmax -> gather -> same loss
-Time: median seconds per step, variants interleaved (A B C A B C ...) in one process.
+Time: median seconds per step, variants interleaved in one process, the order rotated each round.
 Memory: each variant in a fresh process; peak RSS growth during one step (kernel VmHWM), for the
 whole step and for the loss head alone (the step minus a trunk-only forward/backward).
 
@@ -111,8 +111,8 @@ def main() -> None:
         for v in variants:
             step(v, model, r, coef)  # warm-up
         times = {v: [] for v in variants}
-        for _ in range(args.repeats):
-            for v in variants:
+        for i in range(args.repeats):
+            for v in variants[i % 3:] + variants[: i % 3]:  # rotate the order: no variant always runs first
                 t = time.perf_counter()
                 step(v, model, r, coef)
                 times[v].append(time.perf_counter() - t)

@@ -157,3 +157,20 @@ def test_callable_reward_adapter():
         FromCallable(lambda p, c, **_: [1.0], name="short")(r, r.texts)
     with pytest.raises(ValueError, match=r"returned 'x' \(str\) for sample 1"):
         FromCallable(lambda p, c, **_: [1.0, "x"], name="typo")(r, r.texts)
+
+
+def test_replay_source_mixes_a_fraction_of_history():
+    from unified_rl.data.sources import ReplaySource
+
+    rows = [{"prompt": f"{i}+1=", "completion": f"#{i + 1}", "answer": str(i + 1)} for i in range(1, 9)]
+    replay = ReplaySource(SupervisedSource(rows, Encoder(TOK), seed=0), fraction=0.25, seed=0)
+    first = replay.sample(None, 4)
+    assert first.batch_size == 4  # no history yet: all fresh
+    second = replay.sample(None, 4)
+    assert second.batch_size == 4
+    replayed = second.texts[3]
+    assert replayed.prompt in {t.prompt for t in first.texts}  # the last row comes from history
+    assert second.texts[:3] != first.texts[:3]  # the first three are fresh draws
+    assert len(set(second.group_ids.tolist())) == 4  # the replayed row is its own group
+    with pytest.raises(ValueError, match="fraction must be in"):
+        ReplaySource(replay, fraction=1.0)

@@ -2,7 +2,7 @@
 
 from .rows import check_rows, gsm8k_rows, read_jsonl
 from .sampling import Generated, generate, to_rollout
-from .sources import Encoder, PairSource, PreferenceSource, RowCursor, SampledSource, SupervisedSource, concat
+from .sources import Encoder, PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource, concat
 
 __all__ = ["check_rows", "gsm8k_rows", "read_jsonl", "Generated", "generate", "to_rollout", "Encoder", "PairSource",
-           "PreferenceSource", "RowCursor", "SampledSource", "SupervisedSource", "concat"]
+           "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource", "concat"]

@@ -218,3 +218,33 @@ def concat(parts: Sequence[Rollout], pad_id: int) -> Rollout:
         fields[name] = torch.cat(values, 0)
     texts = tuple(t for p in parts for t in (p.texts or ())) if all(p.texts is not None for p in parts) else None
     return Rollout(**fields, texts=texts)
+
+
+class ReplaySource:
+    """Mixes a ``fraction`` of history into each batch: ``n - k`` fresh questions' rollouts from
+    ``inner`` plus ``k = round(fraction * n)`` rows drawn from earlier batches (kept up to
+    ``capacity`` rows). Meant for offline data and reward-model training: replayed samples are
+    off-policy, so do not feed them to ratio-based coefficients that assume pi_old sampled them.
+    """
+
+    def __init__(self, inner: Any, fraction: float = 0.1, capacity: int = 10_000, seed: int = 0, pad_id: int = 0):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"ReplaySource: fraction must be in [0, 1), got {fraction}")
+        self.inner, self.fraction, self.capacity, self.pad_id = inner, fraction, capacity, pad_id
+        self.history: list[Rollout] = []
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
+        k = min(int(round(self.fraction * n)), sum(h.batch_size for h in self.history))
+        fresh = self.inner.sample(policy, n - k)
+        parts = [fresh]
+        if k:
+            pool = concat(self.history, self.pad_id)
+            pick = torch.randperm(pool.batch_size, generator=self.generator)[:k].tolist()
+            old = pool.select(pick)
+            offset = int(fresh.group_ids.max()) + 1 if fresh.group_ids is not None else 0
+            parts.append(old.replace(group_ids=torch.arange(offset, offset + k, device=old.input_ids.device)))
+        self.history.append(fresh)
+        while sum(h.batch_size for h in self.history) > self.capacity and len(self.history) > 1:
+            self.history.pop(0)
+        return concat(parts, self.pad_id) if len(parts) > 1 else fresh
