@@ -1,0 +1,162 @@
+"""GRPO steps per second: unified_rl vs TRL's GRPOTrainer, side by side (issue 5).
+
+The same tiny model (saved once as safetensors, loaded by both), the same prompts in the same
+order, G, maximum completion length, sampling (temperature 1, no top-k/top-p), beta, epsilon,
+learning rate, one update per batch, and the paper's per-sequence aggregation
+(TRL ``loss_type="grpo"``). Runs alternate A B A B ... in one process; the first step of every
+run is warm-up and not counted. Also prints unified_rl's per-phase breakdown and its update
+phase against one plain forward+backward of the same model on the same tokens.
+
+    pip install -e ".[bench]"
+    python benchmarks/grpo_vs_trl.py [--width 128] [--rounds 3] [--steps 6]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _machine import machine  # noqa: E402
+
+import unified_rl as url  # noqa: E402
+from unified_rl.config import TrainConfig  # noqa: E402
+from unified_rl.loop import Trainer  # noqa: E402
+from unified_rl.rewards import extract_answer, normalize_number  # noqa: E402
+from unified_rl.tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama  # noqa: E402
+
+
+def correct(prompts, completions, answer, **_):
+    return [float(extract_answer(c) == normalize_number(a)) for c, a in zip(completions, answer)]
+
+
+def run_ours(path, rows, a, seed):
+    model, tok = load_model(path), load_tokenizer(path)
+    cfg = TrainConfig(method="grpo", steps=a.steps, questions_per_step=a.questions, group_size=a.group, lr=a.lr, beta=a.beta,
+                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed, max_tokens=None)
+    trainer = Trainer(model, tok, url.methods.grpo(beta=a.beta, epsilon=0.2, group_size=a.group), rows, cfg,
+                      reward=url.rewards.FromCallable(correct))
+    trainer.source.cursor.shuffle = False  # same prompt order as TRL's unshuffled dataset
+    times, metrics = [], []
+    for _ in range(a.steps):
+        t = time.perf_counter()
+        metrics.append(trainer.train_step())
+        times.append(time.perf_counter() - t)
+    return times[1:], metrics[1:], trainer
+
+
+def run_trl(path, rows, a, seed):
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.times, self.t = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t)
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = GRPOConfig(output_dir=out, per_device_train_batch_size=a.questions * a.group, num_generations=a.group,
+                         max_completion_length=a.max_new_tokens, beta=a.beta, epsilon=0.2, loss_type="grpo", scale_rewards="group",
+                         learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, temperature=1.0, top_k=0, top_p=1.0,
+                         use_cpu=True, report_to="none", logging_steps=10_000, save_strategy="no", max_steps=a.steps,
+                         num_iterations=1, gradient_accumulation_steps=1, shuffle_dataset=False, seed=seed, disable_tqdm=True,
+                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True)
+        ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
+        trainer = GRPOTrainer(model=load_model(path), reward_funcs=correct, args=cfg, train_dataset=ds,
+                              processing_class=load_tokenizer(path), callbacks=[clock])
+        trainer.train()
+    return clock.times[1:]
+
+
+def update_vs_plain(trainer):
+    """Seconds of the update phase (engine backward + optimizer) vs a plain HF forward+backward
+    (cross-entropy on every token) of the same model on the same tokens; medians of 5."""
+    r = trainer.source.sample(trainer.policy, trainer.cfg.questions_per_step)
+    r = trainer.reward(r, r.texts)
+    from unified_rl.loop import fill_logprobs
+
+    r = trainer.coefficient.prepare(fill_logprobs(trainer.reference, r, "ref_logprobs", None, 1.0))
+    model, opt = trainer.policy, trainer.optimizer
+
+    def ours():
+        opt.zero_grad(set_to_none=True)
+        url.engine.backward(model, r, trainer.coefficient)
+        opt.step()
+
+    def plain():
+        opt.zero_grad(set_to_none=True)
+        model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=r.input_ids).loss.backward()
+        opt.step()
+
+    t = {"ours": [], "plain": []}
+    for f in (ours, plain):
+        f()
+    for _ in range(5):
+        for name, f in (("ours", ours), ("plain", plain)):
+            s = time.perf_counter()
+            f()
+            t[name].append(time.perf_counter() - s)
+    return statistics.median(t["ours"]), statistics.median(t["plain"]), r.input_ids.numel()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6, help="steps per run (the first is warm-up)")
+    ap.add_argument("--questions", type=int, default=16)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--beta", type=float, default=0.04)
+    ap.add_argument("--lr", type=float, default=3e-5)
+    a = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    rows = ArithmeticTask().train_rows(a.questions * a.steps * a.rounds + 64)
+    with tempfile.TemporaryDirectory() as work:
+        path = os.path.join(work, "model")
+        tok = char_tokenizer()
+        model = tiny_llama(len(tok), hidden=a.width, heads=max(4, a.width // 32), intermediate=3 * a.width)
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        n_params = sum(p.numel() for p in model.parameters())
+        ours, trl, phases, tokens = [], [], [], []
+        for k in range(a.rounds):
+            t, m, trainer = run_ours(path, rows, a, seed=k)
+            ours += t
+            phases += m
+            tokens += [x["tokens"] for x in m]
+            trl += run_trl(path, rows, a, seed=k)
+        upd, plain, n_tok = update_vs_plain(trainer)
+    mo, mt = statistics.median(ours), statistics.median(trl)
+    print(f"machine: {machine()}")
+    print(f"model: Llama {n_params / 1e6:.2f}M parameters (width {a.width}); {a.questions} questions x G={a.group}, "
+          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
+    print("| library | median s/step | steps/s | ratio (TRL time / ours) |")
+    print("|---|---|---|---|")
+    print(f"| unified_rl | {mo:.3f} | {1 / mo:.2f} | {mt / mo:.2f}x |")
+    print(f"| TRL {__import__('trl').__version__} GRPOTrainer | {mt:.3f} | {1 / mt:.2f} | 1.00x |")
+    med_tok = statistics.median(tokens)
+    print(f"\nunified_rl: {med_tok / mo:.0f} completion tokens/s (median {med_tok:.0f} completion tokens per step)")
+    print("\nunified_rl step breakdown (median seconds):")
+    print("| generate | reward | reference / old log-probs | update (engine + AdamW) |")
+    print("|---|---|---|---|")
+    print("| " + " | ".join(f"{statistics.median(m[k] for m in phases):.3f}" for k in ("time/generate", "time/reward", "time/logprobs", "time/update")) + " |")
+    print(f"\nupdate phase vs plain forward+backward (+AdamW) on the same {n_tok} padded tokens: "
+          f"{upd:.3f} s vs {plain:.3f} s = {upd / plain:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
