@@ -170,7 +170,7 @@ def test_ppo_clipped_surrogate(seed, eps):
     assert_grads_close(g_engine, _canonical_grads(ppo_loss, r))
 
 
-@pytest.mark.parametrize("max_tokens", [None, 1, 9, 20])
+@pytest.mark.parametrize("max_tokens", [None, 1, 9, 20, 10_000])
 @pytest.mark.parametrize("name", ["sft", "grpo", "grpo_process", "dpo", "rft"])
 def test_micro_batches_sum_to_full_batch(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(11, n_groups=3, group_size=2), 11), 11)

@@ -26,7 +26,7 @@ class TrainConfig:
     warmup_steps: int = 0
     schedule: str = "constant"        # constant | cosine | linear (after warmup)
     grad_clip: Optional[float] = 1.0
-    max_tokens: Optional[int] = 8192  # padded tokens per micro-batch forward
+    max_tokens: Optional[int] = 4096  # padded tokens per micro-batch forward (rows bucketed by length)
     max_new_tokens: int = 48
     max_prompt_tokens: int = 256
     temperature: float = 1.0

@@ -34,19 +34,21 @@ class Stats:
 
 
 def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool) -> Iterator[list[int]]:
-    """Row indices of consecutive micro-batches whose padded size (rows x longest row) stays
-    within ``max_tokens``; a single row or group larger than the budget forms its own."""
+    """Row indices of micro-batches whose padded size (rows x longest row) stays within
+    ``max_tokens``. Rows are bucketed by length (longest first), so each micro-batch pads only to
+    its own longest row; a single row or group larger than the budget forms its own."""
     n = rollout.batch_size
     if max_tokens is None:
         yield list(range(n))
         return
     lengths = rollout.attention_mask.sum(-1).tolist()
     units: list[list[int]] = [[i] for i in range(n)]
-    if keep_groups and rollout.group_ids is not None:  # whole groups stay together, in order
+    if keep_groups and rollout.group_ids is not None:  # whole groups stay together
         by_group: dict[int, list[int]] = {}
         for i, g in enumerate(rollout.group_ids.tolist()):
             by_group.setdefault(g, []).append(i)
         units = list(by_group.values())
+    units.sort(key=lambda u: -max(lengths[i] for i in u))
     rows: list[int] = []
     longest = 0
     for unit in units:
@@ -80,7 +82,7 @@ def backward(
     logp_full = torch.zeros_like(gc_full)
     loss_total = 0.0
     for rows in micro_batches(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
-        sel = rollout if len(rows) == rollout.batch_size else rollout.select(rows)
+        sel = rollout if rows == list(range(rollout.batch_size)) else rollout.select(rows)
         lo, hi = sel.used_columns()
         mb = sel.columns(lo, hi)
         if mb.num_completion_tokens == 0:
