@@ -49,29 +49,36 @@ def write_metrics(history: list[dict], out_dir: str) -> None:
         w.writerows(history)
 
 
-def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True) -> dict:
-    s = settings or DemoSettings()
-    t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(os.path.join(out_dir, "metrics.jsonl")):
-        os.remove(os.path.join(out_dir, "metrics.jsonl"))
+def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = True):
+    """The demo's SFT phase: returns (model, tokenizer, train_rows, eval_rows, sft_trainer)."""
     torch.manual_seed(s.seed)
     tok = char_tokenizer()
     task = ArithmeticTask(seed=s.seed)
     eval_rows = task.eval_rows(s.eval_size)
     train_rows = task.train_rows(s.train_rows, eval_size=s.eval_size)
     model = tiny_llama(len(tok), seed=s.seed)
+    # Constant LR after warm-up: the SFT start is a checkpoint mid-training, not an annealed one
+    # (see README: benchmarks/demo_control.py continues SFT from it for comparison).
+    cfg = TrainConfig(method="sft", steps=s.sft_steps, questions_per_step=s.sft_batch, lr=s.sft_lr, warmup_steps=min(20, s.sft_steps // 5),
+                      schedule="constant", max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
+    sft = Trainer(model, tok, methods.sft(), train_rows, cfg, eval_rows=eval_rows, phase="sft")
+    sft.run(progress=progress)
+    return model, tok, train_rows, eval_rows, sft
+
+
+def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True) -> dict:
+    s = settings or DemoSettings()
+    t0 = time.perf_counter()
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, "metrics.jsonl")):
+        os.remove(os.path.join(out_dir, "metrics.jsonl"))
+    model, tok, train_rows, eval_rows, sft = sft_start(s, out_dir, progress)
     n_params = sum(p.numel() for p in model.parameters())
     common = dict(max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
-
-    # Constant LR after warm-up: the SFT start is a checkpoint mid-training, not an annealed one
-    # (docs/results: on this task, annealing with more SFT also gains; RL is compared to that there).
-    sft_cfg = TrainConfig(method="sft", steps=s.sft_steps, questions_per_step=s.sft_batch, lr=s.sft_lr, warmup_steps=min(20, s.sft_steps // 5),
-                          schedule="constant", **common)
-    sft = Trainer(model, tok, methods.sft(), train_rows, sft_cfg, eval_rows=eval_rows, phase="sft")
-    sft.run(progress=progress)
     before = sft.evaluate()
-    sft.history.append({"phase": "grpo", "step": 0, "eval/accuracy": before})
+    start = {"phase": "grpo", "step": 0, "eval/accuracy": before}
+    sft.history.append(start)
+    sft.log_metrics(start)
     t_sft = time.perf_counter()
 
     grpo_cfg = TrainConfig(method="grpo", steps=s.grpo_steps, questions_per_step=s.questions_per_step, group_size=s.group_size, lr=s.grpo_lr,

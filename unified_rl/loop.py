@@ -151,14 +151,14 @@ class Trainer:
         if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)
-        self._log(m)
+        self.log_metrics(m)
         if c.checkpoint_every and c.out_dir and self.step_count % c.checkpoint_every == 0:
             self.save(os.path.join(c.out_dir, "checkpoint"))
         return m
 
     def _begin_iteration(self) -> None:
         if self.iteration > 0 and hasattr(self.reward, "continual_update") and self.pending:
-            self._log({"phase": self.phase, "step": self.step_count, **self.reward.continual_update(self.pending, self.cfg.reward_replay)})
+            self.log_metrics({"phase": self.phase, "step": self.step_count, **self.reward.continual_update(self.pending, self.cfg.reward_replay)})
             self.pending = []
         if self.reference is not None and self.cfg.reset_reference and self.iteration > 0:
             self.reference.load_state_dict(self.policy.state_dict())
@@ -178,7 +178,8 @@ class Trainer:
         rows = rows if rows is not None else (self.eval_rows or [])
         return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
 
-    def _log(self, m: dict) -> None:
+    def log_metrics(self, m: dict) -> None:
+        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set)."""
         if self.cfg.out_dir:
             os.makedirs(self.cfg.out_dir, exist_ok=True)
             with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as f:
