@@ -38,7 +38,7 @@ def correct(prompts, completions, answer, **_):
 def run_ours(path, rows, a, seed):
     model, tok = load_model(path), load_tokenizer(path)
     cfg = TrainConfig(method="grpo", steps=a.steps, questions_per_step=a.questions, group_size=a.group, lr=a.lr, beta=a.beta,
-                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed, max_tokens=None)
+                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed)
     trainer = Trainer(model, tok, url.methods.grpo(beta=a.beta, epsilon=0.2, group_size=a.group), rows, cfg,
                       reward=url.rewards.FromCallable(correct))
     trainer.source.cursor.shuffle = False  # same prompt order as TRL's unshuffled dataset
@@ -92,7 +92,7 @@ def update_vs_plain(trainer):
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        url.engine.backward(model, r, trainer.coefficient)
+        url.engine.backward(model, r, trainer.coefficient, max_tokens=trainer.cfg.max_tokens)
         opt.step()
 
     def plain():

@@ -50,28 +50,29 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         logits = logits.repeat_interleave(group_size, 0)
         attn = attn.repeat_interleave(group_size, 0)
     n = attn.shape[0]
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    tokens, logps = [], []
+    toks = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    lps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
+    active = torch.arange(n, device=device)  # rows still generating; finished rows leave the batch
     next_pos = attn.long().sum(-1)
     for step in range(max_new_tokens):
         lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
         tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens.append(tok)
-        logps.append(torch.where(done, torch.zeros_like(lp[:, 0]), lp.gather(1, tok[:, None]).squeeze(1)))
-        alive = ~done
-        done = done | (tok == eos_id)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        toks[active, step] = tok
+        lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
+        alive = tok != eos_id
+        if step == max_new_tokens - 1 or not bool(alive.any()):
             break
-        attn = torch.cat([attn, alive[:, None]], 1)
+        if not bool(alive.all()):  # drop finished rows from the cache and the batch
+            keep = alive.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, attn, next_pos, tok = active[keep], attn[keep], next_pos[keep], tok[keep]
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
         out = model(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
-        next_pos = next_pos + alive.long()
+        next_pos = next_pos + 1
         cache, logits = out.past_key_values, out.logits[:, -1]
     model.train(was_training)
-    toks = torch.stack(tokens, 1).cpu()
-    lps = torch.stack(logps, 1).cpu()
     completions, logprobs = [], []
-    for row, lrow in zip(toks.tolist(), lps):
+    for row, lrow in zip(toks.cpu().tolist(), lps.cpu()):
         end = row.index(eos_id) + 1 if eos_id in row else len(row)
         completions.append(row[:end])
         logprobs.append(lrow[:end])
