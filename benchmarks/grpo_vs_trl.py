@@ -72,7 +72,7 @@ def run_trl(path, rows, a, seed):
                          learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, temperature=1.0, top_k=0, top_p=1.0,
                          use_cpu=True, report_to="none", logging_steps=10_000, save_strategy="no", max_steps=a.steps,
                          num_iterations=1, gradient_accumulation_steps=1, shuffle_dataset=False, seed=seed, disable_tqdm=True,
-                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True)
+                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=False)  # fp32 like ours (TRL defaults to bf16)
         ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
         trainer = GRPOTrainer(model=load_model(path), reward_funcs=correct, args=cfg, train_dataset=ds,
                               processing_class=load_tokenizer(path), callbacks=[clock])

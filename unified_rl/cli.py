@@ -1,8 +1,9 @@
-"""``unified-rl``: demo | train | eval.
+"""``unified-rl``: demo | train | eval | experiment.
 
     unified-rl demo [--out runs/demo] [--quick]
     unified-rl train --method grpo [--config cfg.toml] [--model DIR] [--data FILE --format gsm8k] [--out DIR] [--resume]
     unified-rl eval [--model DIR] [--data FILE --format gsm8k] [--k 1,4,16]
+    unified-rl experiment online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost [--quick]
 """
 
 import argparse
@@ -117,6 +118,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiments import run_experiment
+
+    out = args.out or os.path.join("runs", "experiments", args.name)
+    print(run_experiment(args.name, out, quick=args.quick, progress=not args.no_progress))
+    print(f"results: {out}/results.md, plots and metrics.jsonl in {out}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="unified-rl", description="SFT, RFT, Online RFT, DPO, PPO and GRPO through one gradient engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +161,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("experiment", help="reproduce a paper finding in miniature (writes a results folder)")
+    p.add_argument("name", help="online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost")
+    p.add_argument("--out")
+    p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_experiment)
 
     args = parser.parse_args(argv)
     try:

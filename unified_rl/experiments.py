@@ -1,0 +1,216 @@
+"""Named experiments that reproduce DeepSeekMath's findings in miniature (``unified-rl experiment``).
+
+Each writes a results folder: ``metrics.jsonl``, PNG plots and ``results.md`` (a Markdown table).
+All start from the demo's SFT checkpoint on the embedded arithmetic task.
+
+* ``online-vs-offline`` (Figure 5): RFT, Online RFT, GRPO outcome and GRPO process, same number of
+  updates and questions, several seeds; held-out accuracy over training with spread across seeds.
+* ``maj-vs-pass`` (Figure 7): Pass@K and Maj@K, K = 1..64, before and after GRPO.
+* ``iterative`` (Figure 6): GRPO with a trained reward model, iterative (reference reset, reward
+  model re-trained with 10% replay) against non-iterative.
+* ``grpo-vs-ppo-cost``: peak memory, parameters held and seconds per update, GRPO vs PPO.
+"""
+
+import copy
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import methods
+from .config import TrainConfig, build_method
+from .demo import DemoSettings, sft_start
+from .evaluate import pass_and_majority
+from .loop import Trainer
+from .plots import plt
+from ._memory import peak, reset_peak
+from .rewards import ModelReward, OutcomeReward, tiny_reward_model
+
+
+@dataclass
+class Size:
+    steps: int = 100
+    questions: int = 16
+    group: int = 8
+    seeds: int = 3
+    eval_every: int = 25
+    eval_size: int = 256
+    ks: tuple = (1, 2, 4, 8, 16, 32, 64)
+    pass_questions: int = 128
+    sft: DemoSettings = None
+
+    @classmethod
+    def quick(cls) -> "Size":
+        return cls(steps=4, questions=4, group=4, seeds=2, eval_every=2, eval_size=16, ks=(1, 2, 4), pass_questions=8,
+                   sft=DemoSettings.quick())
+
+
+def _write(out: str, name: str, rows: list[dict]) -> None:
+    with open(os.path.join(out, name), "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _start(size: Size):
+    model, tok, train_rows, eval_rows, sft = sft_start(size.sft or DemoSettings(eval_size=size.eval_size), progress=False)
+    return model, tok, train_rows, eval_rows[: size.eval_size], sft.evaluate(eval_rows[: size.eval_size])
+
+
+def _cfg(method: str, size: Size, seed: int, **kw) -> TrainConfig:
+    return TrainConfig(method=method, steps=size.steps, questions_per_step=size.questions, group_size=size.group, lr=3e-5,
+                       warmup_steps=min(10, size.steps // 2), eval_every=size.eval_every, eval_size=size.eval_size, seed=seed,
+                       max_new_tokens=40, **kw)
+
+
+def online_vs_offline(out: str, size: Size, progress: bool) -> str:
+    base, tok, train_rows, eval_rows, acc0 = _start(size)
+    names = ["rft", "online-rft", "grpo", "grpo-process"]
+    curves: dict[str, list[list[float]]] = {n: [] for n in names}
+    log = []
+    for name in names:
+        for seed in range(size.seeds):
+            model = copy.deepcopy(base)
+            cfg = _cfg(name, size, seed)
+            trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, phase=name)
+            hist = trainer.run(progress=progress)
+            curve = [acc0] + [m["eval/accuracy"] for m in hist if "eval/accuracy" in m]
+            curves[name].append(curve)
+            log += [{**m, "seed": seed} for m in hist]
+    _write(out, "metrics.jsonl", log)
+    steps = [0] + list(range(size.eval_every, size.steps + 1, size.eval_every))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for name in names:
+        runs = curves[name]
+        mean = [statistics.mean(r[i] for r in runs) for i in range(len(steps))]
+        sd = [statistics.pstdev(r[i] for r in runs) for i in range(len(steps))]
+        ax.plot(steps, mean, marker="o", label=name)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], alpha=0.2)
+        lines.append(f"| {name} | " + " | ".join(f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in zip(mean, sd)) + " |")
+    ax.set(xlabel="policy update", ylabel="held-out greedy accuracy", title=f"online vs offline ({size.seeds} seeds, mean ± sd)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "online_vs_offline.png"), dpi=110)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
+    model, tok, train_rows, eval_rows, acc0 = _start(size)
+    cfg = _cfg("grpo", size, 0)
+    trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, phase="grpo")
+    rows = eval_rows[: size.pass_questions]
+    before = pass_and_majority(model, trainer.encoder, rows, size.ks, seed=1)
+    trainer.run(progress=progress)
+    after = pass_and_majority(model, trainer.encoder, rows, size.ks, seed=1)
+    _write(out, "metrics.jsonl", [{"k": k, "when": w, **r[k]} for w, r in (("before", before), ("after", after)) for k in size.ks])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for when, res, style in (("before GRPO", before, "--"), ("after GRPO", after, "-")):
+        ax.plot(size.ks, [res[k]["pass"] for k in size.ks], style, marker="o", color="C0", label=f"Pass@K {when}")
+        ax.plot(size.ks, [res[k]["maj"] for k in size.ks], style, marker="s", color="C1", label=f"Maj@K {when}")
+    ax.set(xscale="log", xlabel="K", ylabel="accuracy", title="Maj@K and Pass@K before and after GRPO")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "maj_vs_pass.png"), dpi=110)
+    plt.close(fig)
+    lines = ["| K | Pass@K before | Pass@K after | Maj@K before | Maj@K after |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {100 * before[k]['pass']:.1f} | {100 * after[k]['pass']:.1f} | {100 * before[k]['maj']:.1f} | {100 * after[k]['maj']:.1f} |" for k in size.ks]
+    return "\n".join(lines)
+
+
+def _reward_model(tok, policy, train_rows, n: int, seed: int) -> ModelReward:
+    """A reward model trained on ``n`` labelled samples of the SFT policy (rule labels)."""
+    from .data import Encoder, SampledSource
+
+    rm = ModelReward(tiny_reward_model(len(tok), seed=seed), tok, labeler=OutcomeReward(), seed=seed)
+    src = SampledSource(train_rows[-2000:], Encoder(tok), samples_per_question=8, max_new_tokens=40, seed=seed + 100)
+    samples = []
+    while len(samples) < n:
+        samples += rm.label(src.sample(policy, 32))
+    rm.continual_update(samples[:n], replay=0.0, epochs=3)
+    return rm
+
+
+def iterative(out: str, size: Size, progress: bool) -> str:
+    base, tok, train_rows, eval_rows, acc0 = _start(size)
+    lines = ["| run | " + " | ".join(["start", "end"]) + " |", "|---|---|---|"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    log = []
+    for label, iterations in (("non-iterative", 1), ("iterative (3 iterations)", 3)):
+        model = copy.deepcopy(base)
+        rm = _reward_model(tok, model, train_rows, 64 if size.steps < 10 else 2048, seed=0)
+        cfg = _cfg("grpo", size, 0, iterations=iterations)
+        cfg.steps = max(1, size.steps // iterations)
+        cfg.eval_every = max(1, size.eval_every // iterations) if iterations > 1 else size.eval_every
+        trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, reward=rm, phase=label)
+        hist = trainer.run(progress=progress)
+        pts = [(0, acc0)] + [(m["step"], m["eval/accuracy"]) for m in hist if "eval/accuracy" in m]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        lines.append(f"| {label} | {100 * acc0:.1f} | {100 * pts[-1][1]:.1f} |")
+        log += hist
+    _write(out, "metrics.jsonl", log)
+    ax.set(xlabel="policy update", ylabel="held-out greedy accuracy", title="GRPO with a reward model: iterative vs not")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "iterative.png"), dpi=110)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
+    from .loop import fill_logprobs
+    from . import engine
+
+    base, tok, train_rows, eval_rows, _ = _start(size)
+    cfg = _cfg("grpo", size, 0)
+    trainer = Trainer(copy.deepcopy(base), tok, build_method(cfg), train_rows, cfg)
+    r = trainer.source.sample(trainer.policy, size.questions)
+    r = fill_logprobs(trainer.reference, trainer.reward(r, r.texts), "ref_logprobs", None, 1.0)
+    lines = ["| method | parameters held (policy, reference, value model) | seconds per update (prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
+             "|---|---|---|---|"]
+    for name, method in (("GRPO", methods.grpo(group_size=size.group)), ("PPO", methods.ppo())):
+        policy = copy.deepcopy(base)
+        method.coefficient.attach(policy)
+        held = sum(p.numel() for p in policy.parameters()) * 2  # policy + reference
+        if name == "PPO":
+            held += sum(p.numel() for p in method.coefficient.advantage.value_model.parameters())
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+        times, growth = [], []
+        for _ in range(4):  # the first is warm-up (optimizer state, allocator pools)
+            base_bytes = reset_peak()
+            t = time.perf_counter()
+            prepared = method.coefficient.prepare(r)
+            opt.zero_grad()
+            engine.backward(policy, prepared, method.coefficient, max_tokens=4096)
+            opt.step()
+            method.coefficient.update(prepared)
+            times.append(time.perf_counter() - t)
+            growth.append((peak() - base_bytes) / 2**20)
+        lines.append(f"| {name} | {held / 1e6:.2f}M | {statistics.median(times[1:]):.3f} | {statistics.median(growth[1:]):.0f} |")
+    return "\n".join(lines)
+
+
+EXPERIMENTS: dict[str, Callable[[str, Size, bool], str]] = {
+    "online-vs-offline": online_vs_offline,
+    "maj-vs-pass": maj_vs_pass,
+    "iterative": iterative,
+    "grpo-vs-ppo-cost": grpo_vs_ppo_cost,
+}
+
+
+def run_experiment(name: str, out_dir: str, quick: bool = False, progress: bool = True) -> str:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    os.makedirs(out_dir, exist_ok=True)
+    size = Size.quick() if quick else Size()
+    t0 = time.perf_counter()
+    table = EXPERIMENTS[name](out_dir, size, progress)
+    seconds = time.perf_counter() - t0
+    text = f"# {name}\n\n{table}\n\nsize: {'quick' if quick else 'default'}; {seconds:.0f} s on {os.cpu_count()} CPUs, torch {torch.__version__}\n"
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(text)
+    return text
