@@ -6,11 +6,12 @@
     stats = url.engine.backward(model, rollout, method.coefficient)
 """
 
-from . import coefficients, engine, methods
+from . import coefficients, config, data, engine, evaluate, logprobs, loop, methods, rewards, tasks
 from .engine import Stats
 from .methods import Method
 from .protocols import DataSource, GradientCoefficient, RewardFunction
 from .rollout import Rollout
 
 __version__ = "0.1.0"
-__all__ = ["Rollout", "Method", "Stats", "DataSource", "RewardFunction", "GradientCoefficient", "coefficients", "engine", "methods"]
+__all__ = ["Rollout", "Method", "Stats", "DataSource", "RewardFunction", "GradientCoefficient", "coefficients", "config", "data", "engine",
+           "evaluate", "logprobs", "loop", "methods", "rewards", "tasks"]

@@ -39,6 +39,7 @@ def flatten(state: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> A
 
 
 def unflatten(doc: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten`: put the tensors back into the JSON structure."""
     if isinstance(doc, dict):
         if "__tensor__" in doc:
             return tensors[doc["__tensor__"]]

@@ -59,6 +59,7 @@ def _model_and_data(args, cfg: TrainConfig):
 
 
 def cmd_demo(args) -> int:
+    """``unified-rl demo``: SFT then GRPO on the embedded default; prints before/after accuracy."""
     from .demo import DemoSettings, run_demo
 
     s = DemoSettings.quick() if args.quick else DemoSettings()
@@ -70,6 +71,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``unified-rl train``: one method through the loop, from a config file and flags."""
     from . import checkpoint
     from .config import build_method
     from .demo import write_metrics
@@ -102,6 +104,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    """``unified-rl eval``: greedy accuracy, Pass@K and Maj@K of a model folder."""
     from .data.sources import Encoder
     from .evaluate import greedy_accuracy, pass_and_majority
 
@@ -119,6 +122,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_experiment(args) -> int:
+    """``unified-rl experiment NAME``: run a named experiment into a results folder."""
     from .experiments import run_experiment
 
     out = args.out or os.path.join("runs", "experiments", args.name)
@@ -128,6 +132,7 @@ def cmd_experiment(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``unified-rl`` command; returns the exit status (2 for a usage or input error)."""
     parser = argparse.ArgumentParser(prog="unified-rl", description="SFT, RFT, Online RFT, DPO, PPO and GRPO through one gradient engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -42,6 +42,7 @@ class TrainConfig:
     out_dir: Optional[str] = None
 
     def check(self) -> "TrainConfig":
+        """Validate every field; raise a ValueError naming the first bad one. Returns ``self``."""
         def bad(field: str, why: str) -> ValueError:
             return ValueError(f"config field {field!r} = {getattr(self, field)!r}: {why}")
 

@@ -42,6 +42,7 @@ class DemoSettings:
 
 
 def write_metrics(history: list[dict], out_dir: str) -> None:
+    """Write the per-step metrics as ``metrics.csv``."""
     keys = sorted({k for m in history for k in m})
     with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -67,6 +68,7 @@ def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = T
 
 
 def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True) -> dict:
+    """Run the demo into ``out_dir`` and return its summary (accuracies, seconds, settings)."""
     s = settings or DemoSettings()
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)

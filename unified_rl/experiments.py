@@ -67,6 +67,7 @@ def _cfg(method: str, size: Size, seed: int, **kw) -> TrainConfig:
 
 
 def online_vs_offline(out: str, size: Size, progress: bool) -> str:
+    """Figure 5: RFT, Online RFT, GRPO outcome and process from one SFT start, several seeds."""
     base, tok, train_rows, eval_rows, acc0 = _start(size)
     names = ["rft", "online-rft", "grpo", "grpo-process"]
     curves: dict[str, list[list[float]]] = {n: [] for n in names}
@@ -100,6 +101,7 @@ def online_vs_offline(out: str, size: Size, progress: bool) -> str:
 
 
 def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
+    """Figure 7: Pass@K and Maj@K before and after GRPO."""
     model, tok, train_rows, eval_rows, acc0 = _start(size)
     cfg = _cfg("grpo", size, 0)
     trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, phase="grpo")
@@ -136,6 +138,7 @@ def _reward_model(tok, policy, train_rows, n: int, seed: int) -> ModelReward:
 
 
 def iterative(out: str, size: Size, progress: bool) -> str:
+    """Figure 6: GRPO with a reward model, iterative vs not."""
     base, tok, train_rows, eval_rows, acc0 = _start(size)
     lines = ["| run | " + " | ".join(["start", "end"]) + " |", "|---|---|---|"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -162,6 +165,7 @@ def iterative(out: str, size: Size, progress: bool) -> str:
 
 
 def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
+    """Parameters held, seconds and peak memory per update: GRPO vs PPO with its value model."""
     from .loop import fill_logprobs
     from . import engine
 
@@ -203,6 +207,7 @@ EXPERIMENTS: dict[str, Callable[[str, Size, bool], str]] = {
 
 
 def run_experiment(name: str, out_dir: str, quick: bool = False, progress: bool = True) -> str:
+    """Run experiment ``name`` into ``out_dir`` (``quick`` for a CI-sized run); returns the results Markdown."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     os.makedirs(out_dir, exist_ok=True)

@@ -111,6 +111,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
+        """One step of Algorithm 1: sample, reward, log-probs, prepare, mu updates; returns the step's metrics."""
         c = self.cfg
         t0 = time.perf_counter()
         if self.step_count % c.steps == 0:
@@ -165,6 +166,7 @@ class Trainer:
         self.iteration += 1
 
     def run(self, progress: bool = True) -> list[dict]:
+        """Train until ``steps x iterations`` steps are done (with a progress bar); returns the metrics history."""
         total = self.cfg.steps * self.cfg.iterations
         bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress, dynamic_ncols=True)
         while self.step_count < total:
@@ -175,6 +177,7 @@ class Trainer:
         return self.history
 
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
+        """Greedy accuracy on ``rows`` (default: the held-out rows)."""
         rows = rows if rows is not None else (self.eval_rows or [])
         return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
 
@@ -187,6 +190,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""
         parts = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "step": self.step_count, "iteration": self.iteration, "torch_rng": torch.get_rng_state(),
                  "source": self.source.state_dict(), "pending": [list(p) for p in self.pending]}
@@ -198,6 +202,7 @@ class Trainer:
         return parts
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`."""
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -212,7 +217,9 @@ class Trainer:
                 obj.load_state_dict(state[name])
 
     def save(self, folder: str) -> None:
+        """Write a checkpoint atomically to ``folder``."""
         save_state(self.state_dict(), folder)
 
     def resume(self, folder: str) -> None:
+        """Load the checkpoint in ``folder`` and continue from it."""
         self.load_state_dict(load_state(folder))

@@ -44,6 +44,14 @@ class GradientCoefficient(Protocol):
 
     couples_group: bool
 
-    def prepare(self, rollout: Rollout) -> Rollout: ...
+    def prepare(self, rollout: Rollout) -> Rollout:
+        """Advantages and aggregation ``weights`` from the whole batch, without grad."""
+        ...
 
-    def __call__(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]: ...
+    def __call__(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        """GC for every token given the current log-probs (0 outside output tokens), without grad."""
+        ...
+
+    def attach(self, policy: Any) -> None:
+        """Optional: build models the coefficient owns (PPO's value model) from the policy."""
+        ...

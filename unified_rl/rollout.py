@@ -151,6 +151,7 @@ class Rollout:
         return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts)
 
     def to(self, device: "torch.device | str") -> "Rollout":
+        """The same rollout on ``device``."""
         return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC}, texts=self.texts)
 
     def used_columns(self) -> tuple[int, int]:

@@ -16,12 +16,14 @@ from ._groups import group_sizes, normalize_in_groups
 
 
 def require(rollout: Rollout, piece: str, *fields: str) -> None:
+    """Raise a ValueError naming ``piece`` and the first of ``fields`` that is None."""
     for f in fields:
         if getattr(rollout, f) is None:
             raise ValueError(f"{piece} needs Rollout.{f}, which is None")
 
 
 def check_groups(rollout: Rollout, piece: str, min_size: int = 2) -> None:
+    """Raise if any group has fewer than ``min_size`` samples, naming the group and a sample."""
     require(rollout, piece, "group_ids")
     sizes = group_sizes(rollout.group_ids)
     if bool((sizes < min_size).any()):
@@ -159,20 +161,25 @@ class ProcessNormalized:
 
 
 def constant(value: float = 1.0) -> Constant:
+    """A = ``value`` on every output token (SFT)."""
     return Constant(value)
 
 
 def correct(threshold: float = 0.5) -> Correct:
+    """A = 1[r > threshold] (RFT, Online RFT)."""
     return Correct(threshold)
 
 
 def group_normalized() -> GroupNormalized:
+    """Outcome supervision: the group-normalised reward (GRPO)."""
     return GroupNormalized()
 
 
 def process_normalized() -> ProcessNormalized:
+    """Process supervision: normalised step rewards summed over later steps (GRPO)."""
     return ProcessNormalized()
 
 
 def leave_one_out() -> LeaveOneOut:
+    """RLOO: the reward minus the mean of the rest of the group."""
     return LeaveOneOut()

@@ -67,16 +67,20 @@ class GroupMean:
 
 
 def sequence_mean() -> SequenceMean:
+    """The paper's aggregation, w = 1 / (B |o_i|)."""
     return SequenceMean()
 
 
 def token_mean() -> TokenMean:
+    """Mean over all output tokens, w = 1 / sum |o_i|."""
     return TokenMean()
 
 
 def constant_weight(value: float) -> ConstantWeight:
+    """w = ``value`` on every output token."""
     return ConstantWeight(value)
 
 
 def group_mean(length_normalized: bool = True) -> GroupMean:
+    """One term per question (group): w = 1 / (Q |o_i|), or 1 / Q without length normalisation."""
     return GroupMean(length_normalized)

@@ -16,17 +16,44 @@ from .terms import masked, token_mean_of
 
 
 class Term(Protocol):
+    """An objective term: J(logp) and its closed-form gradient coefficient, dJ/dlogp = weights * GC."""
+
     couples_group: bool
 
-    def check(self, rollout: Rollout) -> None: ...
-    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]: ...
-    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]: ...
-    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]: ...
+    def check(self, rollout: Rollout) -> None:
+        """Raise a ValueError naming any field the piece needs that is missing or inconsistent."""
+
+    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+        """The term's objective J(logp) as a differentiable scalar (uses ``rollout.weights``)."""
+
+    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        """The closed-form gradient coefficient, 0 outside output tokens."""
+
+    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
+        """Scalar metrics for logging (see docs/metrics.md)."""
 
 
 class AdvantageEstimator(Protocol):
-    def check(self, rollout: Rollout) -> None: ...
-    def __call__(self, rollout: Rollout) -> Rollout: ...
+    """A prepare-time piece: fills ``advantages`` (and possibly ``returns``), without grad."""
+
+    def check(self, rollout: Rollout) -> None:
+        """Raise a ValueError naming any field the estimator needs that is missing or inconsistent."""
+
+    def __call__(self, rollout: Rollout) -> Rollout:
+        """The rollout with ``advantages`` filled."""
+
+    def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
+        """The advantages alone, 0 outside output tokens."""
+
+
+class Stateful(Protocol):
+    """Anything whose state a checkpoint saves: sources, coefficients with models, reward models."""
+
+    def state_dict(self) -> dict:
+        """Tensors and plain values that restore this object exactly (no pickle needed)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`."""
 
 
 Aggregation = Callable[[Rollout], Float[Tensor, "batch seq"]]
@@ -77,6 +104,7 @@ class Chain:
 
     @torch.no_grad()
     def metrics(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"], gc: Optional[Tensor] = None) -> dict[str, float]:
+        """gc/mean, gc/abs_mean and every term's metrics, for one batch."""
         gc = self(rollout, logprobs) if gc is None else gc
         out = {"gc/mean": token_mean_of(rollout, gc), "gc/abs_mean": token_mean_of(rollout, gc.abs())}
         for term in self.terms:

@@ -70,6 +70,7 @@ class DPOTerm:
 
 
 def dpo_term(beta: float = 0.1, length_normalized: bool = True) -> DPOTerm:
+    """The DPO term with coefficient ``beta``; ``length_normalized`` is the paper's 1/|o| form."""
     if not beta > 0:
         raise ValueError(f"dpo: beta must be > 0, got {beta}")
     return DPOTerm(beta, length_normalized)

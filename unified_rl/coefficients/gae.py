@@ -103,6 +103,7 @@ class GAE:
             raise ValueError("gae(): no value model; pass value_model= or call coefficient.attach(policy) first")
 
     def token_rewards(self, rollout: Rollout, dtype: torch.dtype) -> Float[Tensor, "batch seq"]:
+        """r_t: the outcome reward at the last output token minus the k1 KL penalty at every token."""
         r = _last_token(rollout.completion_mask) & rollout.completion_mask
         out = torch.where(r, rollout.rewards.to(dtype)[:, None], torch.zeros((), dtype=dtype))
         if self.kl_beta:
@@ -151,6 +152,7 @@ class GAE:
 
 def gae(value_model: Optional[ValueModel] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,
         whiten: bool = False, value_lr: float = 1e-4, value_clip: Optional[float] = 0.2) -> GAE:
+    """GAE advantages with a value model that the coefficient trains (PPO)."""
     for name, v in (("gamma", gamma), ("lam", lam)):
         if not 0 <= v <= 1:
             raise ValueError(f"gae: {name} must be in [0, 1], got {v}")

@@ -21,11 +21,13 @@ def masked(rollout: Rollout, x: Tensor) -> Tensor:
 
 
 def token_mean_of(rollout: Rollout, x: Tensor) -> float:
+    """Mean of ``x`` over the output tokens of the batch (a float, for metrics)."""
     n = rollout.num_completion_tokens
     return float(masked(rollout, x).sum() / n) if n else 0.0
 
 
 def weighted(rollout: Rollout, j: Tensor) -> Tensor:
+    """sum_{b,t} w[b,t] j[b,t] over output tokens: a per-token term's objective."""
     return (rollout.weights.to(j.dtype) * masked(rollout, j)).sum()
 
 
@@ -127,6 +129,7 @@ class KLk3:
 
 
 def policy_gradient() -> PolicyGradient:
+    """The plain policy-gradient term, GC = A."""
     return PolicyGradient()
 
 
@@ -138,6 +141,7 @@ def ppo_clip(epsilon: float = 0.2, epsilon_high: "float | None" = None) -> PPOCl
 
 
 def kl_k3(beta: float = 0.04) -> KLk3:
+    """The k3 KL term added to the loss, GC = beta (kappa - 1)."""
     if not beta >= 0:
         raise ValueError(f"kl_k3: beta must be >= 0, got {beta}")
     return KLk3(beta)

@@ -46,6 +46,7 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
 
 
 def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt") -> None:
+    """Check one row's required columns (present, strings, non-empty prompt, length limit)."""
     for col in required:
         if col not in row:
             raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)})")

@@ -29,6 +29,7 @@ class Generated:
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int = 1, max_new_tokens: int = 64,
              eos_id: int, pad_id: int, temperature: float = 1.0, greedy: bool = False,
              generator: Optional[torch.Generator] = None) -> Generated:
+    """Sample ``group_size`` completions for each prompt (or the greedy one) with the KV cache; see the module docstring."""
     if not prompts:
         raise ValueError("generate: no prompts")
     if temperature <= 0 and not greedy:

@@ -29,6 +29,7 @@ class RowCursor:
         self._perm: tuple[int, Optional[list[int]]] = (-1, None)
 
     def take(self, n: int) -> list[dict]:
+        """The next ``n`` rows (a new shuffle each epoch)."""
         out = []
         for _ in range(n):
             epoch, i = divmod(self.position, len(self.rows))
@@ -49,6 +50,7 @@ class Encoder:
     max_completion_tokens: int = 256
 
     def prompt(self, row: dict) -> list[int]:
+        """Token ids of a row's prompt (checked against the limit)."""
         text = row.get("prompt")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"row {row!r:.80}: column 'prompt' must be a non-empty string")
@@ -58,6 +60,7 @@ class Encoder:
         return ids
 
     def completion(self, text: str, column: str = "completion") -> list[int]:
+        """Token ids of a completion with eos appended (an error if over the limit)."""
         ids = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
         if len(ids) > self.max_completion_tokens:
             raise ValueError(f"column {column!r} of {text!r:.60} has {len(ids)} tokens with eos, over max_completion_tokens="
@@ -65,6 +68,7 @@ class Encoder:
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens skipped."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 

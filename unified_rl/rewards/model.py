@@ -14,6 +14,7 @@ from ..rollout import Rollout, Sample
 
 
 def tiny_reward_model(vocab_size: int, *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> LlamaForSequenceClassification:
+    """A small Llama sequence classifier (one logit) for the embedded task."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=heads, num_labels=1, pad_token_id=0, max_position_embeddings=128)
@@ -44,6 +45,7 @@ class ModelReward:
         return ids.to(device), attn.to(device)
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """One logit per (prompt, completion) pair."""
         ids, attn = self._encode(pairs)
         return self.model(input_ids=ids, attention_mask=attn).logits.squeeze(-1).float()
 
@@ -75,6 +77,7 @@ class ModelReward:
         return sum(losses) / max(len(losses), 1)
 
     def label(self, rollout: Rollout) -> list[tuple[str, str, float]]:
+        """(prompt, completion, label) triples for a rollout, labelled by the rule ``labeler``."""
         if self.labeler is None:
             raise ValueError("ModelReward.label: no labeler (a rule reward) was given")
         scored = self.labeler(rollout, rollout.texts)

@@ -30,6 +30,7 @@ class Problem:
         return str(self.start) + "".join(f"{op}{b}" for op, b in self.ops) + "="
 
     def values(self) -> list[int]:
+        """The running value after each operation."""
         out, v = [], self.start
         for op, b in self.ops:
             v = _OPS[op](v, b)
@@ -41,6 +42,7 @@ class Problem:
         return self.values()[-1]
 
     def steps(self) -> list[str]:
+        """The expected step strings, 'a op b=c'."""
         prev, out = self.start, []
         for (op, b), v in zip(self.ops, self.values()):
             out.append(f"{prev}{op}{b}={v}")
@@ -52,10 +54,12 @@ class Problem:
         return "".join(s + ";" for s in self.steps()) + f"#{self.answer}"
 
     def row(self) -> dict:
+        """The problem as a dataset row: prompt, completion (worked solution) and answer."""
         return {"prompt": self.prompt, "completion": self.solution, "answer": str(self.answer)}
 
 
 def random_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4) -> Problem:
+    """A random chain of ``min_steps``..``max_steps`` operations."""
     v = rng.randint(1, 9)
     start, ops = v, []
     for _ in range(rng.randint(min_steps, max_steps)):
@@ -67,6 +71,7 @@ def random_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4) -
 
 
 def parse_problem(prompt: str) -> Problem:
+    """The Problem of a prompt like '7+5-3*2='."""
     m = re.fullmatch(r"(\d+)((?:[+\-*]\d+)+)=", prompt)
     if not m:
         raise ValueError(f"not an arithmetic-chain prompt: {prompt!r}")
@@ -115,6 +120,7 @@ class ArithmeticTask:
     seed: int = 0
 
     def eval_rows(self, n: int = 256) -> list[dict]:
+        """``n`` distinct held-out problems (fixed by the seed)."""
         rng = random.Random(f"eval-{self.seed}")
         seen, rows = set(), []
         while len(rows) < n:
@@ -125,6 +131,7 @@ class ArithmeticTask:
         return rows
 
     def train_rows(self, n: int, eval_size: int = 256) -> list[dict]:
+        """``n`` training problems, none of which is among the first ``eval_size`` held-out ones."""
         held_out = {r["prompt"] for r in self.eval_rows(eval_size)}
         rng = random.Random(f"train-{self.seed}")
         rows = []
@@ -135,6 +142,7 @@ class ArithmeticTask:
         return rows
 
     def stream(self, seed: int) -> Iterator[Problem]:
+        """An endless stream of random problems."""
         rng = random.Random(seed)
         while True:
             yield random_problem(rng, self.min_steps, self.max_steps)

@@ -27,6 +27,7 @@ def qwen2_config(vocab_size: int = 151_936, **overrides) -> Qwen2Config:
 
 
 def build_qwen2(config: Qwen2Config, seed: int = 0) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 model from ``config``."""
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config)
 
@@ -42,12 +43,14 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype: Optional[to
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """A tokenizer from a local folder, checked for pad and eos tokens."""
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     check_tokenizer(tok)
     return tok
 
 
 def check_tokenizer(tok) -> None:
+    """Raise if the tokenizer has no pad or no eos token."""
     if tok.pad_token_id is None:
         raise ValueError(f"tokenizer {type(tok).__name__} has no pad token; set tokenizer.pad_token (e.g. to its eos token) first")
     if tok.eos_token_id is None:
