@@ -26,7 +26,7 @@ from .config import TrainConfig, build_method
 from .demo import DemoSettings, sft_start
 from .evaluate import pass_and_majority
 from .loop import Trainer
-from .plots import plt
+from .plots import figure
 from ._memory import peak, reset_peak
 from .rewards import ModelReward, OutcomeReward, tiny_reward_model
 
@@ -83,7 +83,7 @@ def online_vs_offline(out: str, size: Size, progress: bool) -> str:
             log += [{**m, "seed": seed} for m in hist]
     _write(out, "metrics.jsonl", log)
     steps = [0] + list(range(size.eval_every, size.steps + 1, size.eval_every))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = figure(6.5, 4)
     lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name in names:
         runs = curves[name]
@@ -96,7 +96,6 @@ def online_vs_offline(out: str, size: Size, progress: bool) -> str:
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "online_vs_offline.png"), dpi=110)
-    plt.close(fig)
     return "\n".join(lines)
 
 
@@ -110,7 +109,7 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     trainer.run(progress=progress)
     after = pass_and_majority(model, trainer.encoder, rows, size.ks, seed=1)
     _write(out, "metrics.jsonl", [{"k": k, "when": w, **r[k]} for w, r in (("before", before), ("after", after)) for k in size.ks])
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = figure(6.5, 4)
     for when, res, style in (("before GRPO", before, "--"), ("after GRPO", after, "-")):
         ax.plot(size.ks, [res[k]["pass"] for k in size.ks], style, marker="o", color="C0", label=f"Pass@K {when}")
         ax.plot(size.ks, [res[k]["maj"] for k in size.ks], style, marker="s", color="C1", label=f"Maj@K {when}")
@@ -118,7 +117,6 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "maj_vs_pass.png"), dpi=110)
-    plt.close(fig)
     lines = ["| K | Pass@K before | Pass@K after | Maj@K before | Maj@K after |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {100 * before[k]['pass']:.1f} | {100 * after[k]['pass']:.1f} | {100 * before[k]['maj']:.1f} | {100 * after[k]['maj']:.1f} |" for k in size.ks]
     return "\n".join(lines)
@@ -141,7 +139,7 @@ def iterative(out: str, size: Size, progress: bool) -> str:
     """Figure 6: GRPO with a reward model, iterative vs not."""
     base, tok, train_rows, eval_rows, acc0 = _start(size)
     lines = ["| run | " + " | ".join(["start", "end"]) + " |", "|---|---|---|"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = figure(6.5, 4)
     log = []
     for label, iterations in (("non-iterative", 1), ("iterative (3 iterations)", 3)):
         model = copy.deepcopy(base)
@@ -160,7 +158,6 @@ def iterative(out: str, size: Size, progress: bool) -> str:
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "iterative.png"), dpi=110)
-    plt.close(fig)
     return "\n".join(lines)
 
 

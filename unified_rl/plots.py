@@ -1,11 +1,15 @@
-"""Plots of training metrics (matplotlib, headless)."""
+"""Plots of training metrics. Uses matplotlib's object API (no pyplot, no backend switch), so it
+works headless and leaves a notebook's inline backend alone."""
 
 from typing import Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def figure(width: float, height: float, ncols: int = 1):
+    """A (figure, axes) pair that never touches the global pyplot state."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols)
 
 
 def _smooth(xs: Sequence[float], k: int = 10) -> list[float]:
@@ -19,7 +23,7 @@ def _smooth(xs: Sequence[float], k: int = 10) -> list[float]:
 
 def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl") -> str:
     """Reward (raw and smoothed), k3 KL and held-out accuracy over steps, one panel each."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = figure(13, 3.6, ncols=3)
     rl = [m for m in history if "reward/mean" in m]
     steps = list(range(1, len(rl) + 1))
     if rl:
@@ -40,5 +44,4 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
