@@ -28,7 +28,7 @@ from .evaluate import pass_and_majority
 from .loop import Trainer
 from .plots import figure
 from ._memory import peak, reset_peak
-from .rewards import ModelReward, OutcomeReward, tiny_reward_model
+from .rewards import ModelReward, OutcomeReward, reward_model_from_policy
 
 
 @dataclass
@@ -53,6 +53,14 @@ def _write(out: str, name: str, rows: list[dict]) -> None:
     with open(os.path.join(out, name), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+
+
+def _save(fig, ax, path: str, **labels) -> None:
+    """Label, add the legend and write the figure."""
+    ax.set(**labels)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def _start(size: Size):
@@ -92,10 +100,8 @@ def online_vs_offline(out: str, size: Size, progress: bool) -> str:
         ax.plot(steps, mean, marker="o", label=name)
         ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], alpha=0.2)
         lines.append(f"| {name} | " + " | ".join(f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in zip(mean, sd)) + " |")
-    ax.set(xlabel="policy update", ylabel="held-out greedy accuracy", title=f"online vs offline ({size.seeds} seeds, mean ± sd)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "online_vs_offline.png"), dpi=110)
+    _save(fig, ax, os.path.join(out, "online_vs_offline.png"), xlabel="policy update", ylabel="held-out greedy accuracy",
+          title=f"online vs offline ({size.seeds} seeds, mean ± sd)")
     return "\n".join(lines)
 
 
@@ -113,25 +119,25 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     for when, res, style in (("before GRPO", before, "--"), ("after GRPO", after, "-")):
         ax.plot(size.ks, [res[k]["pass"] for k in size.ks], style, marker="o", color="C0", label=f"Pass@K {when}")
         ax.plot(size.ks, [res[k]["maj"] for k in size.ks], style, marker="s", color="C1", label=f"Maj@K {when}")
-    ax.set(xscale="log", xlabel="K", ylabel="accuracy", title="Maj@K and Pass@K before and after GRPO")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "maj_vs_pass.png"), dpi=110)
+    _save(fig, ax, os.path.join(out, "maj_vs_pass.png"), xscale="log", xlabel="K", ylabel="accuracy",
+          title="Maj@K and Pass@K before and after GRPO")
     lines = ["| K | Pass@K before | Pass@K after | Maj@K before | Maj@K after |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {100 * before[k]['pass']:.1f} | {100 * after[k]['pass']:.1f} | {100 * before[k]['maj']:.1f} | {100 * after[k]['maj']:.1f} |" for k in size.ks]
     return "\n".join(lines)
 
 
 def _reward_model(tok, policy, train_rows, n: int, seed: int) -> ModelReward:
-    """A reward model trained on ``n`` labelled samples of the SFT policy (rule labels)."""
+    """A reward model initialised from the SFT policy's trunk and trained on ``n`` labelled samples
+    of the SFT policy (rule labels), one epoch."""
     from .data import Encoder, SampledSource
 
-    rm = ModelReward(tiny_reward_model(len(tok), seed=seed), tok, labeler=OutcomeReward(), seed=seed)
-    src = SampledSource(train_rows[-2000:], Encoder(tok), samples_per_question=8, max_new_tokens=40, seed=seed + 100)
+    torch.manual_seed(seed)
+    rm = ModelReward(reward_model_from_policy(policy), tok, labeler=OutcomeReward(), lr=1e-4, seed=seed)
+    src = SampledSource(train_rows[-3000:], Encoder(tok), samples_per_question=8, max_new_tokens=40, seed=seed + 100)
     samples = []
     while len(samples) < n:
-        samples += rm.label(src.sample(policy, 32))
-    rm.continual_update(samples[:n], replay=0.0, epochs=3)
+        samples += rm.label(src.sample(policy, 64))
+    rm.continual_update(samples[:n], replay=0.0, epochs=1)
     return rm
 
 
@@ -143,7 +149,7 @@ def iterative(out: str, size: Size, progress: bool) -> str:
     log = []
     for label, iterations in (("non-iterative", 1), ("iterative (3 iterations)", 3)):
         model = copy.deepcopy(base)
-        rm = _reward_model(tok, model, train_rows, 64 if size.steps < 10 else 2048, seed=0)
+        rm = _reward_model(tok, model, train_rows, 64 if size.steps < 10 else 4096, seed=0)
         cfg = _cfg("grpo", size, 0, iterations=iterations)
         cfg.steps = max(1, size.steps // iterations)
         cfg.eval_every = max(1, size.eval_every // iterations) if iterations > 1 else size.eval_every
@@ -154,10 +160,8 @@ def iterative(out: str, size: Size, progress: bool) -> str:
         lines.append(f"| {label} | {100 * acc0:.1f} | {100 * pts[-1][1]:.1f} |")
         log += hist
     _write(out, "metrics.jsonl", log)
-    ax.set(xlabel="policy update", ylabel="held-out greedy accuracy", title="GRPO with a reward model: iterative vs not")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "iterative.png"), dpi=110)
+    _save(fig, ax, os.path.join(out, "iterative.png"), xlabel="policy update", ylabel="held-out greedy accuracy",
+          title="GRPO with a reward model: iterative vs not")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 scores prompt + completion; r = sigmoid(logit). It can be trained on labelled policy samples,
 continually, replaying a fraction of history (DeepSeekMath Algorithm 1, 10% replay)."""
 
+import copy
 import random
 from typing import Any, Callable, Optional, Sequence
 
@@ -19,6 +20,21 @@ def tiny_reward_model(vocab_size: int, *, hidden: int = 64, layers: int = 2, hea
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=heads, num_labels=1, pad_token_id=0, max_position_embeddings=128)
     return LlamaForSequenceClassification(cfg)
+
+
+def reward_model_from_policy(policy: nn.Module) -> nn.Module:
+    """A sequence classifier (one logit) of the policy's architecture, its trunk initialised from the
+    policy's (as reward models are initialised from the SFT model in the paper); a fresh head."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = copy.deepcopy(policy.config)
+    cfg.num_labels = 1
+    if cfg.pad_token_id is None:
+        raise ValueError("reward_model_from_policy: the policy config has no pad_token_id (needed to find each sequence's last token)")
+    clf = AutoModelForSequenceClassification.from_config(cfg)
+    clf.base_model.load_state_dict(policy.base_model.state_dict())
+    weight = next(policy.parameters())
+    return clf.to(device=weight.device, dtype=weight.dtype)
 
 
 class ModelReward:
@@ -73,7 +89,7 @@ class ModelReward:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
         return sum(losses) / max(len(losses), 1)
 
     def label(self, rollout: Rollout) -> list[tuple[str, str, float]]:
