@@ -175,6 +175,7 @@ def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
     trainer = Trainer(copy.deepcopy(base), tok, build_method(cfg), train_rows, cfg)
     r = trainer.source.sample(trainer.policy, size.questions)
     r = fill_logprobs(trainer.reference, trainer.reward(r, r.texts), "ref_logprobs", None, 1.0)
+    rows: list[dict] = []
     lines = ["| method | parameters held (policy, reference, value model) | seconds per update (prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
              "|---|---|---|---|"]
     for name, method in (("GRPO", methods.grpo(group_size=size.group)), ("PPO", methods.ppo())):
@@ -195,7 +196,17 @@ def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
             method.coefficient.update(prepared)
             times.append(time.perf_counter() - t)
             growth.append((peak() - base_bytes) / 2**20)
-        lines.append(f"| {name} | {held / 1e6:.2f}M | {statistics.median(times[1:]):.3f} | {statistics.median(growth[1:]):.0f} |")
+        rows.append({"method": name, "parameters_held": held, "seconds_per_update": statistics.median(times[1:]),
+                     "peak_growth_mib": statistics.median(growth[1:])})
+        lines.append(f"| {name} | {held / 1e6:.2f}M | {rows[-1]['seconds_per_update']:.3f} | {rows[-1]['peak_growth_mib']:.0f} |")
+    _write(out, "metrics.jsonl", rows)
+    fig, axes = figure(10, 3.2, ncols=3)
+    for ax, key, title in zip(axes, ("parameters_held", "seconds_per_update", "peak_growth_mib"),
+                              ("parameters held", "seconds per update", "peak RSS growth (MiB)")):
+        ax.bar([r["method"] for r in rows], [r[key] for r in rows], color=["C0", "C3"])
+        ax.set(title=title)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "grpo_vs_ppo_cost.png"), dpi=110)
     return "\n".join(lines)
 
 
