@@ -110,7 +110,7 @@ class Trainer:
         return PairSource(sampled, self.reward or OutcomeReward()) if kind == "pairs" else sampled
 
     # ------------------------------------------------------------------ one step
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
         """One step of Algorithm 1: sample, reward, log-probs, prepare, mu updates; returns the step's metrics."""
         c = self.cfg
         t0 = time.perf_counter()

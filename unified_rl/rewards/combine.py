@@ -25,7 +25,7 @@ class FromCallable:
     fn: Callable[..., Sequence[Optional[float]]]
     name: Optional[str] = None
 
-    def _call(self, texts: Sequence[Sample]) -> Sequence[Optional[float]]:
+    def _call(self, texts: Sequence[Sample]) -> Sequence[Any]:  # whatever the user returns; checked after
         columns: dict[str, list] = {}
         for s in texts:
             for k, v in s.columns.items():
