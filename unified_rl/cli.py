@@ -40,16 +40,19 @@ def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None)
     return read_jsonl(path, SCHEMAS[fmt], max_prompt_chars=max_prompt_chars)
 
 
-def _model_and_data(args, cfg: TrainConfig):
+def _model_and_data(args, cfg: TrainConfig, need_train: bool = True):
     """Validate data first (before any model is loaded), then load or build the model."""
     from .tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama
 
+    if args.model and not os.path.isdir(args.model):  # cheap, so before building or reading any data
+        raise FileNotFoundError(f"model path {args.model!r} is not a local folder (nothing is downloaded)")
     if args.data:
         rows = _rows(args.data, args.format)
         eval_rows = _rows(args.eval_data, args.format) if getattr(args, "eval_data", None) else None
     else:
         task = ArithmeticTask(seed=cfg.seed)
-        rows, eval_rows = task.train_rows(20_000, eval_size=cfg.eval_size), task.eval_rows(cfg.eval_size)
+        eval_rows = task.eval_rows(cfg.eval_size)
+        rows = task.train_rows(20_000, eval_size=cfg.eval_size) if need_train else eval_rows
     if args.model:
         model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code), load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     else:
@@ -110,7 +113,7 @@ def cmd_eval(args) -> int:
 
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
-    model, tok, rows, eval_rows = _model_and_data(args, cfg)
+    model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
     rows = (eval_rows or rows)[: args.n]
     enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
     result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, max_new_tokens=args.max_new_tokens), "n": len(rows)}
