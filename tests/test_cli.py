@@ -53,3 +53,17 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path), "--n", "1", "--k", ""]) == 2
     assert "pickled weights are never loaded" in capsys.readouterr().err
     assert os.path.exists(tmp_path / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("name", ["online-vs-offline", "maj-vs-pass", "iterative", "grpo-vs-ppo-cost"])
+def test_every_experiment_runs_at_quick_size(name, tmp_path):
+    out = tmp_path / name
+    assert main(["experiment", name, "--quick", "--out", str(out), "--no-progress"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert "results.md" in files and "metrics.jsonl" in files and any(f.endswith(".png") for f in files), files
+    assert "|---" in (out / "results.md").read_text()
+
+
+def test_unknown_experiment(capsys, tmp_path):
+    assert main(["experiment", "figure-9", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment 'figure-9'" in capsys.readouterr().err
