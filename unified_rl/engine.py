@@ -62,6 +62,17 @@ def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool
         yield rows
 
 
+def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool) -> Iterator[tuple[Tensor, int, int, Rollout]]:
+    """(row index, lo, hi, view) per micro-batch: the view holds those rows and only the columns
+    [lo, hi) that are a real token in one of them, ready for a forward pass; write results back
+    with ``full[rows, lo:hi] = value``."""
+    everything = list(range(rollout.batch_size))
+    for rows in micro_batches(rollout, max_tokens, keep_groups):
+        sel = rollout if rows == everything else rollout.select(rows)
+        lo, hi = sel.used_columns()
+        yield torch.tensor(rows, device=rollout.input_ids.device), lo, hi, sel.columns(lo, hi)
+
+
 def backward(
     model: nn.Module,
     rollout: Rollout,
@@ -81,10 +92,7 @@ def backward(
     gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
     logp_full = torch.zeros_like(gc_full)
     loss_total = 0.0
-    for rows in micro_batches(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
-        sel = rollout if rows == list(range(rollout.batch_size)) else rollout.select(rows)
-        lo, hi = sel.used_columns()
-        mb = sel.columns(lo, hi)
+    for idx, lo, hi, mb in micro_batch_views(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
         if mb.num_completion_tokens == 0:
             continue
         logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
@@ -93,11 +101,10 @@ def backward(
         bad = mb.completion_mask & ~torch.isfinite(gc)
         if bool(bad.any()):
             b, t = bad.nonzero()[0].tolist()
-            raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {rows[b]}, position {lo + t}")
+            raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {int(idx[b])}, position {lo + t}")
         loss = -(mb.weights.to(logp.dtype) * gc.to(logp.dtype) * logp).sum()
         loss.backward()
         loss_total += float(loss.detach())
-        idx = torch.tensor(rows, device=gc_full.device)
         gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
         logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

@@ -57,12 +57,9 @@ def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Op
     out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
     was = model.training
     model.eval()
-    for rows in engine.micro_batches(rollout, max_tokens, keep_groups=False):
-        mb = rollout.select(rows)
-        lo, hi = mb.used_columns()
-        mb = mb.columns(lo, hi)
+    for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
         lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature)
-        out[torch.tensor(rows, device=out.device), lo:hi] = lp.float()
+        out[idx, lo:hi] = lp.float()
     model.train(was)
     return rollout.replace(**{field: out})
 
