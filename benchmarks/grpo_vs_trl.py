@@ -27,6 +27,7 @@ from _machine import machine  # noqa: E402
 import unified_rl as url  # noqa: E402
 from unified_rl.config import TrainConfig  # noqa: E402
 from unified_rl.loop import Trainer  # noqa: E402
+from unified_rl.precision import autocast  # noqa: E402
 from unified_rl.rewards import extract_answer, normalize_number  # noqa: E402
 from unified_rl.tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama  # noqa: E402
 
@@ -38,7 +39,7 @@ def correct(prompts, completions, answer, **_):
 def run_ours(path, rows, a, seed):
     model, tok = load_model(path), load_tokenizer(path)
     cfg = TrainConfig(method="grpo", steps=a.steps, questions_per_step=a.questions, group_size=a.group, lr=a.lr, beta=a.beta,
-                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed)
+                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed, precision=a.precision)
     trainer = Trainer(model, tok, url.methods.grpo(beta=a.beta, epsilon=0.2, group_size=a.group), rows, cfg,
                       reward=url.rewards.FromCallable(correct))
     trainer.source.cursor.shuffle = False  # same prompt order as TRL's unshuffled dataset
@@ -72,7 +73,7 @@ def run_trl(path, rows, a, seed):
                          learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, temperature=1.0, top_k=0, top_p=1.0,
                          use_cpu=True, report_to="none", logging_steps=10_000, save_strategy="no", max_steps=a.steps,
                          num_iterations=1, gradient_accumulation_steps=1, shuffle_dataset=False, seed=seed, disable_tqdm=True,
-                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=False)  # fp32 like ours (TRL defaults to bf16)
+                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=a.precision == "bf16")
         ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
         trainer = GRPOTrainer(model=load_model(path), reward_funcs=correct, args=cfg, train_dataset=ds,
                               processing_class=load_tokenizer(path), callbacks=[clock])
@@ -92,12 +93,15 @@ def update_vs_plain(trainer):
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        url.engine.backward(model, r, trainer.coefficient, max_tokens=trainer.cfg.max_tokens)
+        with autocast(model, trainer.cfg.precision, backward=True):
+            url.engine.backward(model, r, trainer.coefficient, max_tokens=trainer.cfg.max_tokens)
         opt.step()
 
     def plain():
         opt.zero_grad(set_to_none=True)
-        model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=r.input_ids).loss.backward()
+        with autocast(model, trainer.cfg.precision, backward=True):
+            loss = model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=r.input_ids).loss
+        loss.backward()
         opt.step()
 
     t = {"ours": [], "plain": []}
@@ -121,6 +125,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="both libraries at this precision (bf16: autocast, TRL's default; fp32: TRL with bf16=False)")
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -143,7 +149,7 @@ def main() -> None:
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
     print(f"model: Llama {n_params / 1e6:.2f}M parameters (width {a.width}); {a.questions} questions x G={a.group}, "
-          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
+          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
     print("| library | median s/step | steps/s | ratio (TRL time / ours) |")
     print("|---|---|---|---|")
     print(f"| unified_rl | {mo:.3f} | {1 / mo:.2f} | {mt / mo:.2f}x |")

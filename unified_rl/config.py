@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Optional
 
+PRECISIONS = ("fp32", "bf16")
 METHODS = ("sft", "rft", "online-rft", "dpo", "ppo", "grpo", "grpo-process")
 
 
@@ -35,6 +36,7 @@ class TrainConfig:
     dpo_beta: float = 0.1
     reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
+    precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
     seed: int = 0
     eval_every: int = 0               # 0: only at the end
     eval_size: int = 256
@@ -63,6 +65,8 @@ class TrainConfig:
             raise bad("group_size", "GRPO needs G >= 2 samples per question for a group-relative advantage")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise bad("schedule", "choose constant, cosine or linear")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise bad("grad_clip", "must be > 0 or null")
         if self.max_tokens is not None and self.max_tokens < 1:

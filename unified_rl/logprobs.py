@@ -34,10 +34,18 @@ class _LinearLogProb(torch.autograd.Function):
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
         ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
         ctx.chunk, ctx.temperature, ctx.has_bias = chunk, temperature, bias is not None
+        kind = hidden.device.type
+        ctx.autocast = (kind, torch.get_autocast_dtype(kind), torch.is_autocast_enabled(kind))  # replayed in backward
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
+        kind, dtype, enabled = ctx.autocast
+        with torch.autocast(kind, dtype=dtype, enabled=enabled):  # the head's matmuls at the forward's precision
+            return _LinearLogProb._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         hidden, weight, bias, targets, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         chunk, temp = ctx.chunk, ctx.temperature

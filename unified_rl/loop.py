@@ -30,6 +30,7 @@ from .data.sources import Encoder, PairSource, SampledSource, SupervisedSource
 from .evaluate import greedy_accuracy
 from .logprobs import completion_logprobs
 from .methods import Method
+from .precision import autocast
 from .rewards.rule import OutcomeReward, ProcessReward
 from .rollout import Rollout
 from .tasks.models import check_tokenizer
@@ -113,22 +114,25 @@ class Trainer:
         t0 = time.perf_counter()
         if self.step_count % c.steps == 0:
             self._begin_iteration()
-        rollout = self.source.sample(self.policy, c.questions_per_step)
+        with autocast(self.policy, c.precision):
+            rollout = self.source.sample(self.policy, c.questions_per_step)
         t_gen = time.perf_counter()
         if self.reward is not None and ({"rewards", "step_rewards"} & self.needs or self.method.kind != "supervised"):
             rollout = self.reward(rollout, rollout.texts)
         t_rew = time.perf_counter()
         temperature = 1.0 if self.method.kind == "supervised" else c.temperature
-        if "old_logprobs" in self.needs and rollout.old_logprobs is None:
-            rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature)
-        if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-            rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature)
+        with autocast(self.policy, c.precision):
+            if "old_logprobs" in self.needs and rollout.old_logprobs is None:
+                rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature)
+            if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
+                rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature)
         t_ref = time.perf_counter()
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature)
+            with autocast(self.policy, c.precision, backward=True):
+                stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature)
             norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip if c.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
@@ -176,7 +180,8 @@ class Trainer:
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
         """Greedy accuracy on ``rows`` (default: the held-out rows)."""
         rows = rows if rows is not None else (self.eval_rows or [])
-        return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
+        with autocast(self.policy, self.cfg.precision):
+            return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
 
     def log_metrics(self, m: dict) -> None:
         """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set)."""
