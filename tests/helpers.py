@@ -1,5 +1,7 @@
 """Tiny fp64 transformers models and random rollouts for the property tests."""
 
+import types
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -12,7 +14,20 @@ def tiny_model(seed: int = 0, vocab: int = VOCAB, tie: bool = False) -> LlamaFor
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                       num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=tie, attn_implementation="sdpa")
-    return LlamaForCausalLM(cfg).double().eval()
+    return exact_norms(LlamaForCausalLM(cfg).double().eval())
+
+
+def _rms_norm_in_input_dtype(self, x):
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def exact_norms(model):
+    """transformers' RMSNorm computes in fp32 even in an fp64 model; that rounding breaks fp64
+    comparisons between two ways of computing the same sum. Make the norms compute in the input's dtype."""
+    for m in model.modules():
+        if type(m).__name__.endswith("RMSNorm"):
+            m.forward = types.MethodType(_rms_norm_in_input_dtype, m)
+    return model
 
 
 def random_rollout(seed: int, n_groups: int = 2, group_size: int = 3, prompt_max: int = 4, completion_max: int = 6,
@@ -59,3 +74,27 @@ def grads(model) -> list[torch.Tensor]:
 def assert_grads_close(a, b, rtol=1e-9, atol=1e-12):
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+def shared_prompt_rollout(seed: int, n_groups: int = 3, group_size: int = 3, prompt_max: int = 5, completion_max: int = 6,
+                          allow_empty: bool = False, vocab: int = VOCAB) -> url.Rollout:
+    """Like :func:`random_rollout`, but the rows of a group continue one shared prompt (as GRPO's do)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, comps = [], []
+    for _ in range(n_groups):
+        prompt = torch.randint(0, vocab, (int(torch.randint(1, prompt_max + 1, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(group_size):
+            n = int(torch.randint(0 if allow_empty else 1, completion_max + 1, (1,), generator=g))
+            rows.append(prompt + torch.randint(0, vocab, (n,), generator=g).tolist())
+            comps.append(len(prompt))
+    seq = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), seq), dtype=torch.long)
+    attn = torch.zeros((len(rows), seq), dtype=torch.bool)
+    comp = torch.zeros_like(attn)
+    for i, (r, p) in enumerate(zip(rows, comps)):
+        ids[i, : len(r)] = torch.tensor(r)
+        attn[i, : len(r)] = True
+        comp[i, p: len(r)] = True
+    groups = torch.arange(n_groups).repeat_interleave(group_size)
+    rewards = torch.randint(0, 3, (len(rows),), generator=g).double()
+    return url.Rollout(ids, attn, comp, group_ids=groups, rewards=rewards)

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
-from helpers import grads, random_rollout, tiny_model, true_logprobs
+from helpers import exact_norms, grads, random_rollout, shared_prompt_rollout, tiny_model, true_logprobs
 from unified_rl.logprobs import completion_logprobs, linear_logprobs
+from unified_rl.prefix import plan_shared_prefix, supports_shared_prefix
 
 
 @given(seed=st.integers(0, 10_000), chunk_rows=st.integers(1, 9), temperature=st.sampled_from([1.0, 0.7]), bias=st.booleans())
@@ -104,3 +105,35 @@ def test_engine_on_cuda_in_bf16_matches_cpu_fp32():
     assert stats.logprobs.dtype == torch.float32  # fp32 log-softmax accumulation
     for a, b in zip(cpu.parameters(), gpu.parameters()):
         torch.testing.assert_close(b.grad.float().cpu(), a.grad, rtol=0.1, atol=2e-2)
+
+
+@given(seed=st.integers(0, 10_000), group_size=st.integers(2, 4), allow_empty=st.booleans(), kind=st.sampled_from(["llama", "qwen2"]))
+@settings(max_examples=25, deadline=None)
+def test_shared_prompt_pass_equals_per_row_pass(seed, group_size, allow_empty, kind):
+    """Running each distinct prompt once and handing its KV cache to its rows gives the same
+    log-probs and the same gradients as running every row in full (fp64)."""
+    model = tiny_model() if kind == "llama" else exact_norms(_tiny("qwen2").eval())
+    r = shared_prompt_rollout(seed, n_groups=3, group_size=group_size, allow_empty=allow_empty)
+    assert plan_shared_prefix(r.input_ids, r.attention_mask, r.completion_mask) is not None
+    up = torch.randn(r.input_ids.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for share in (True, False):
+        model.zero_grad()
+        lp = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=share, chunk_bytes=4 * 23 * 5)
+        (lp * up).sum().backward()
+        out[share] = lp.detach(), grads(model)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[True][0], true_logprobs(model, r).detach(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_shared_prompt_plan():
+    r = shared_prompt_rollout(0, n_groups=2, group_size=3)
+    plan = plan_shared_prefix(r.input_ids, r.attention_mask, r.completion_mask)
+    assert plan.prefix_ids.shape[0] == 2 and plan.row_prefix.tolist() == [0, 0, 0, 1, 1, 1]
+    assert plan_shared_prefix(*(x[[0, 3]] for x in (r.input_ids, r.attention_mask, r.completion_mask))) is None  # nothing shared
+    left = torch.cat([torch.zeros_like(r.attention_mask[:, :1]), r.attention_mask[:, :-1]], 1)
+    assert plan_shared_prefix(r.input_ids, left, r.completion_mask & left) is None  # not right-padded: per-row path
+    gpt2 = _tiny("gpt2")
+    assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())

@@ -36,6 +36,7 @@ class TrainConfig:
     dpo_beta: float = 0.1
     reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
+    share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
     precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
     seed: int = 0
     eval_every: int = 0               # 0: only at the end
@@ -65,6 +66,9 @@ class TrainConfig:
             raise bad("group_size", "GRPO needs G >= 2 samples per question for a group-relative advantage")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise bad("schedule", "choose constant, cosine or linear")
+        for f in ("share_prefix", "reset_reference"):
+            if not isinstance(getattr(self, f), bool):
+                raise bad(f, "must be true or false")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -81,11 +81,13 @@ def backward(
     max_tokens: Optional[int] = None,
     temperature: float = 1.0,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    share_prefix: bool = True,
 ) -> Stats:
     """Accumulate parameter ``.grad`` += -grad J for a prepared rollout; return :class:`Stats`.
 
     ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``max_tokens`` caps the
-    padded tokens per forward pass; ``temperature`` must match the sampler's.
+    padded tokens per forward pass; ``temperature`` must match the sampler's. ``share_prefix``:
+    rows that continue the same prompt run it once per micro-batch (prefix.py); same gradient.
     """
     if rollout.weights is None:
         raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
@@ -95,7 +97,8 @@ def backward(
     for idx, lo, hi, mb in micro_batch_views(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
         if mb.num_completion_tokens == 0:
             continue
-        logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
+        logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature,
+                                   chunk_bytes=chunk_bytes, share_prefix=share_prefix)
         with torch.no_grad():
             gc = coefficient(mb, logp.detach())
         bad = mb.completion_mask & ~torch.isfinite(gc)

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from .prefix import plan_shared_prefix, shared_prefix_hidden, supports_shared_prefix
+
 # Configs whose head is not a plain linear map of the last hidden state.
 _HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -113,17 +115,26 @@ def completion_logprobs(
     *,
     temperature: float = 1.0,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    share_prefix: bool = True,
 ) -> Float[Tensor, "batch seq"]:
     """log pi(input_ids[b, t] | input_ids[b, :t]) where completion_mask, else 0; differentiable.
 
     Position ids follow the attention mask (cumsum - 1), as ``generate`` does, so left- or
     right-padded rows give the same values. Works with any ``transformers`` causal LM; models
-    with a non-linear head (soft-capping, logit scaling) fall back to full logits.
+    with a non-linear head (soft-capping, logit scaling) fall back to full logits. With
+    ``share_prefix``, rows that share a prompt run it once (see prefix.py; Llama-like models).
     """
+    split = _split_head(model)
+    plan = plan_shared_prefix(input_ids, attention_mask, completion_mask) if share_prefix and split and supports_shared_prefix(model) else None
+    if plan is not None:
+        trunk, head = split
+        picked = shared_prefix_hidden(trunk, plan)[plan.suffix_completion]
+        logp = linear_logprobs(picked, head.weight, head.bias, plan.suffix_ids[plan.suffix_completion], temperature=temperature, chunk_bytes=chunk_bytes)
+        full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
+        return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
     target_mask = completion_mask[:, 1:]
     targets = input_ids[:, 1:][target_mask]
-    split = _split_head(model)
     if split is not None:
         trunk, head = split
         hidden = trunk(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state

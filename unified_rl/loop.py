@@ -53,13 +53,15 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float) -> Rollout:
-    """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches."""
+def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float,
+                  share_prefix: bool = True) -> Rollout:
+    """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches
+    (``share_prefix``: rows of a micro-batch that share a prompt run it once)."""
     out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
     was = model.training
     model.eval()
     for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
-        lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature)
+        lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, share_prefix=share_prefix)
         out[idx, lo:hi] = lp.float()
     model.train(was)
     return rollout.replace(**{field: out})
@@ -123,16 +125,17 @@ class Trainer:
         temperature = 1.0 if self.method.kind == "supervised" else c.temperature
         with autocast(self.policy, c.precision):
             if "old_logprobs" in self.needs and rollout.old_logprobs is None:
-                rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature)
+                rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature, c.share_prefix)
             if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-                rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature)
+                rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature, c.share_prefix)
         t_ref = time.perf_counter()
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.policy, c.precision, backward=True):
-                stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature)
+                stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature,
+                                         share_prefix=c.share_prefix)
             norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip if c.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")

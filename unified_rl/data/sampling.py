@@ -25,6 +25,23 @@ class Generated:
     logprobs: list[Tensor]
 
 
+def _decoder(model: nn.Module, device: torch.device):
+    """``model``'s forward; under bf16/fp16 autocast, the forward of a half-precision copy of its
+    weights with autocast off: decoding runs thousands of tiny ops, and autocast would cast the
+    activations before and after each of them (slower than fp32 at small widths)."""
+    kind = device.type
+    if not torch.is_autocast_enabled(kind):
+        return model
+    dtype = torch.get_autocast_dtype(kind)
+    params = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.named_parameters()}
+
+    def forward(**kwargs):
+        with torch.autocast(kind, enabled=False):
+            return torch.func.functional_call(model, params, args=(), kwargs=kwargs)
+
+    return forward
+
+
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int = 1, max_new_tokens: int = 64,
              eos_id: int, pad_id: int, temperature: float = 1.0, greedy: bool = False,
@@ -44,7 +61,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
         attn[i, width - len(p):] = True
     pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
+    decode = _decoder(model, device)
+    out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
     if group_size > 1:  # share the prefill across the group
         cache.batch_repeat_interleave(group_size)
@@ -53,22 +71,24 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     n = attn.shape[0]
     toks = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     lps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
-    active = torch.arange(n, device=device)  # rows still generating; finished rows leave the batch
+    active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
+    done = torch.zeros(n, dtype=torch.bool, device=device)
     next_pos = attn.long().sum(-1)
     for step in range(max_new_tokens):
         lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
         tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
-        toks[active, step] = tok
+        toks[active, step] = tok  # a finished row's later tokens are cut at its eos below
         lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
-        alive = tok != eos_id
-        if step == max_new_tokens - 1 or not bool(alive.any()):
+        done |= tok == eos_id
+        n_done = int(done.sum())
+        if step == max_new_tokens - 1 or n_done == len(active):
             break
-        if not bool(alive.all()):  # drop finished rows from the cache and the batch
-            keep = alive.nonzero().squeeze(1)
+        if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
+            keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
-            active, attn, next_pos, tok = active[keep], attn[keep], next_pos[keep], tok[keep]
+            active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
-        out = model(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+        out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
         next_pos = next_pos + 1
         cache, logits = out.past_key_values, out.logits[:, -1]
     model.train(was_training)
