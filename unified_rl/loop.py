@@ -61,8 +61,9 @@ def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Op
     was = model.training
     model.eval()
     for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
-        lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, share_prefix=share_prefix)
-        out[idx, lo:hi] = lp.float()
+        with torch.inference_mode():  # ``out`` stays an ordinary tensor
+            lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, share_prefix=share_prefix)
+            out[idx, lo:hi] = lp.float()
     model.train(was)
     return rollout.replace(**{field: out})
 

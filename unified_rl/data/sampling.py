@@ -60,37 +60,39 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     for i, p in enumerate(prompts):  # left-pad so every row's next token is at the end
         ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
         attn[i, width - len(p):] = True
-    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    decode = _decoder(model, device)
-    out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    if group_size > 1:  # share the prefill across the group
-        cache.batch_repeat_interleave(group_size)
-        logits = logits.repeat_interleave(group_size, 0)
-        attn = attn.repeat_interleave(group_size, 0)
-    n = attn.shape[0]
+    n = len(prompts) * group_size  # outputs are ordinary tensors, filled in inference mode (faster decode steps)
     toks = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     lps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
-    active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    next_pos = attn.long().sum(-1)
-    for step in range(max_new_tokens):
-        lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
-        tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
-        toks[active, step] = tok  # a finished row's later tokens are cut at its eos below
-        lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
-        done |= tok == eos_id
-        n_done = int(done.sum())
-        if step == max_new_tokens - 1 or n_done == len(active):
-            break
-        if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
-            keep = (~done).nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
-        out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
-        next_pos = next_pos + 1
+    with torch.inference_mode():
+        pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
+        decode = _decoder(model, device)
+        out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]
+        if group_size > 1:  # share the prefill across the group
+            cache.batch_repeat_interleave(group_size)
+            logits = logits.repeat_interleave(group_size, 0)
+            attn = attn.repeat_interleave(group_size, 0)
+        n = attn.shape[0]
+        active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
+        done = torch.zeros(n, dtype=torch.bool, device=device)
+        next_pos = attn.long().sum(-1)
+        for step in range(max_new_tokens):
+            lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
+            tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
+            toks[active, step] = tok  # a finished row's later tokens are cut at its eos below
+            lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
+            done |= tok == eos_id
+            n_done = int(done.sum())
+            if step == max_new_tokens - 1 or n_done == len(active):
+                break
+            if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
+            out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+            cache, logits = out.past_key_values, out.logits[:, -1]
     model.train(was_training)
     completions, logprobs = [], []
     for row, lrow in zip(toks.cpu().tolist(), lps.cpu()):
