@@ -147,7 +147,7 @@ class GAE:
         loss = self.value_loss(rollout)
         loss.backward()
         self.optimizer.step()
-        return {"value/loss": float(loss)}
+        return {"value/loss": float(loss.detach())}
 
 
 def gae(value_model: Optional[ValueModel] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,
