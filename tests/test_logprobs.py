@@ -137,3 +137,6 @@ def test_shared_prompt_plan():
     assert plan_shared_prefix(r.input_ids, left, r.completion_mask & left) is None  # not right-padded: per-row path
     gpt2 = _tiny("gpt2")
     assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())
+    checkpointed = tiny_model()
+    checkpointed.activation_checkpointing_enable()  # checkpointed layers drop the cache: per-row path
+    assert not supports_shared_prefix(checkpointed)

@@ -40,7 +40,8 @@ def supports_shared_prefix(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in SHARED_PREFIX_MODELS:
         return False
-    if getattr(model, "is_gradient_checkpointing", False):
+    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    if getattr(model, flag, False):  # transformers 5 renamed the flag
         return False
     sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
     return not sliding
