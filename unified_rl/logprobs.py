@@ -126,23 +126,19 @@ def completion_logprobs(
     """
     split = _split_head(model)
     plan = plan_shared_prefix(input_ids, attention_mask, completion_mask) if share_prefix and split and supports_shared_prefix(model) else None
-    if plan is not None:
-        trunk, head = split
-        picked = shared_prefix_hidden(trunk, plan)[plan.suffix_completion]
-        logp = linear_logprobs(picked, head.weight, head.bias, plan.suffix_ids[plan.suffix_completion], temperature=temperature, chunk_bytes=chunk_bytes)
-        full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
-        return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-    target_mask = completion_mask[:, 1:]
-    targets = input_ids[:, 1:][target_mask]
+    if plan is not None:  # each distinct prompt once, its KV gathered per row
+        picked = shared_prefix_hidden(split[0], plan)[plan.suffix_completion]
+        targets = plan.suffix_ids[plan.suffix_completion]
+    else:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+        target_mask = completion_mask[:, 1:]
+        targets = input_ids[:, 1:][target_mask]
+        out = (split[0] if split is not None else model)(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
+        picked = (out.last_hidden_state if split is not None else out.logits)[:, :-1][target_mask]
     if split is not None:
-        trunk, head = split
-        hidden = trunk(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state
-        picked = hidden[:, :-1][target_mask]
+        head = split[1]
         logp = linear_logprobs(picked, head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
     else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).logits
-        picked = logits[:, :-1][target_mask]
         picked = picked.to(torch.promote_types(picked.dtype, torch.float32)) / temperature
         logp = picked.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
     full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)

@@ -60,8 +60,8 @@ def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Op
     out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
     was = model.training
     model.eval()
-    for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
-        with torch.inference_mode():  # ``out`` stays an ordinary tensor
+    with torch.inference_mode():  # ``out``, made outside, stays an ordinary tensor
+        for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
             lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, share_prefix=share_prefix)
             out[idx, lo:hi] = lp.float()
     model.train(was)

@@ -72,7 +72,6 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
             cache.batch_repeat_interleave(group_size)
             logits = logits.repeat_interleave(group_size, 0)
             attn = attn.repeat_interleave(group_size, 0)
-        n = attn.shape[0]
         active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
         done = torch.zeros(n, dtype=torch.bool, device=device)
         next_pos = attn.long().sum(-1)
