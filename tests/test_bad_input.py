@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import unified_rl as url
-from helpers import random_rollout, tiny_model, true_logprobs, with_policy_logprobs
+from helpers import random_rollout, tiny_model, with_policy_logprobs
 
 MODEL = tiny_model()
 

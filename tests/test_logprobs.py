@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import exact_norms, grads, random_rollout, shared_prompt_rollout, tiny_model, true_logprobs
+from helpers import grads, random_rollout, shared_prompt_rollout, tiny_arch, tiny_model, true_logprobs
 from unified_rl.logprobs import completion_logprobs, linear_logprobs
 from unified_rl.prefix import plan_shared_prefix, supports_shared_prefix
 
@@ -65,24 +65,10 @@ def test_nonlinear_head_falls_back_to_full_logits():
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
 
 
-def _tiny(kind):
-    import transformers as tf
-
-    torch.manual_seed(0)
-    if kind == "qwen2":
-        cfg = tf.Qwen2Config(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
-        return tf.Qwen2ForCausalLM(cfg).double()
-    if kind == "gpt2":
-        cfg = tf.GPT2Config(vocab_size=23, n_embd=16, n_layer=2, n_head=2, n_positions=64)
-        return tf.GPT2LMHeadModel(cfg).double()
-    cfg = tf.MistralConfig(vocab_size=23, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
-    return tf.MistralForCausalLM(cfg).double()
-
-
 @pytest.mark.parametrize("kind", ["qwen2", "gpt2", "mistral"])
 def test_other_transformers_architectures(kind):
     """The split trunk/head path works beyond Llama (GPT-2's trunk is `transformer`, not `model`)."""
-    model = _tiny(kind).eval()
+    model = tiny_arch(kind)
     r = random_rollout(4)
     ours = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
     torch.testing.assert_close(ours, true_logprobs(model, r), rtol=1e-10, atol=1e-12)
@@ -112,7 +98,7 @@ def test_engine_on_cuda_in_bf16_matches_cpu_fp32():
 def test_shared_prompt_pass_equals_per_row_pass(seed, group_size, allow_empty, kind):
     """Running each distinct prompt once and handing its KV cache to its rows gives the same
     log-probs and the same gradients as running every row in full (fp64)."""
-    model = tiny_model() if kind == "llama" else exact_norms(_tiny("qwen2").eval())
+    model = tiny_model() if kind == "llama" else tiny_arch("qwen2")
     r = shared_prompt_rollout(seed, n_groups=3, group_size=group_size, allow_empty=allow_empty)
     assert plan_shared_prefix(r.input_ids, r.attention_mask, r.completion_mask) is not None
     up = torch.randn(r.input_ids.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
@@ -135,7 +121,7 @@ def test_shared_prompt_plan():
     assert plan_shared_prefix(*(x[[0, 3]] for x in (r.input_ids, r.attention_mask, r.completion_mask))) is None  # nothing shared
     left = torch.cat([torch.zeros_like(r.attention_mask[:, :1]), r.attention_mask[:, :-1]], 1)
     assert plan_shared_prefix(r.input_ids, left, r.completion_mask & left) is None  # not right-padded: per-row path
-    gpt2 = _tiny("gpt2")
+    gpt2 = tiny_arch("gpt2")
     assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())
     checkpointed = tiny_model()
     checkpointed.activation_checkpointing_enable()  # checkpointed layers drop the cache: per-row path

@@ -6,7 +6,6 @@ import copy
 import pytest
 import torch
 
-import unified_rl as url
 from unified_rl.config import TrainConfig, build_method
 from unified_rl.data import Encoder
 from unified_rl.data.sampling import generate

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .logprobs import DEFAULT_CHUNK_BYTES, completion_logprobs
+from .logprobs import DEFAULT_CHUNK_BYTES, completion_logprobs, prompt_pass, prompt_pass_logprobs, suffix_lengths
 from .protocols import GradientCoefficient
 from .rollout import Rollout
 
@@ -33,15 +33,24 @@ class Stats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool) -> Iterator[list[int]]:
+# What one more forward/backward call costs beyond its tokens, in padded tokens (module calls,
+# the shared prompt pass): the price that keeps the bucketing from cutting tiny micro-batches.
+CALL_COST_TOKENS = 128
+
+
+def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
+                  lengths: Optional[Tensor] = None) -> Iterator[list[int]]:
     """Row indices of micro-batches whose padded size (rows x longest row) stays within
-    ``max_tokens``. Rows are bucketed by length (longest first), so each micro-batch pads only to
-    its own longest row; a single row or group larger than the budget forms its own."""
+    ``max_tokens``. Rows (or whole groups, with ``keep_groups``) are sorted by length and cut into
+    runs by dynamic programming to minimise the padded tokens plus ``CALL_COST_TOKENS`` per run,
+    so each micro-batch pads only to its own longest row; a single row or group larger than the
+    budget forms its own. ``lengths``: each row's padded size if not its attention mask's sum
+    (rows continuing prompts that ran once already: their completion lengths)."""
     n = rollout.batch_size
     if max_tokens is None:
         yield list(range(n))
         return
-    lengths = rollout.attention_mask.sum(-1).tolist()
+    lengths = (rollout.attention_mask.sum(-1) if lengths is None else lengths).tolist()
     units: list[list[int]] = [[i] for i in range(n)]
     if keep_groups and rollout.group_ids is not None:  # whole groups stay together
         by_group: dict[int, list[int]] = {}
@@ -49,28 +58,60 @@ def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool
             by_group.setdefault(g, []).append(i)
         units = list(by_group.values())
     units.sort(key=lambda u: -max(lengths[i] for i in u))
-    rows: list[int] = []
-    longest = 0
-    for unit in units:
-        unit_longest = max(lengths[i] for i in unit)
-        if rows and max(longest, unit_longest) * (len(rows) + len(unit)) > max_tokens:
-            yield rows
-            rows, longest = [], 0
-        rows = rows + unit
-        longest = max(longest, unit_longest)
-    if rows:
-        yield rows
+    longest = [max(lengths[i] for i in u) for u in units]
+    # best[j]: least cost of cutting units[:j]; a run units[i:j] pads its rows to longest[i].
+    best, cut = [0] + [float("inf")] * len(units), [0] * (len(units) + 1)
+    for i in range(len(units)):
+        rows = 0
+        for j in range(i + 1, len(units) + 1):
+            rows += len(units[j - 1])
+            if j > i + 1 and rows * longest[i] > max_tokens:
+                break
+            cost = best[i] + rows * longest[i] + CALL_COST_TOKENS
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], len(units)
+    while j:
+        bounds.append((cut[j], j))
+        j = cut[j]
+    for i, j in reversed(bounds):
+        yield [r for u in units[i:j] for r in u]
 
 
-def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool) -> Iterator[tuple[Tensor, int, int, Rollout]]:
+def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
+                      lengths: Optional[Tensor] = None) -> Iterator[tuple[Tensor, int, int, Rollout]]:
     """(row index, lo, hi, view) per micro-batch: the view holds those rows and only the columns
     [lo, hi) that are a real token in one of them, ready for a forward pass; write results back
     with ``full[rows, lo:hi] = value``."""
     everything = list(range(rollout.batch_size))
-    for rows in micro_batches(rollout, max_tokens, keep_groups):
+    for rows in micro_batches(rollout, max_tokens, keep_groups, lengths):
         sel = rollout if rows == everything else rollout.select(rows)
         lo, hi = sel.used_columns()
         yield torch.tensor(rows, device=rollout.input_ids.device), lo, hi, sel.columns(lo, hi)
+
+
+def micro_batch_logprobs(model: nn.Module, rollout: Rollout, *, max_tokens: Optional[int], keep_groups: bool,
+                         temperature: float = 1.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                         share_prefix: bool = True) -> Iterator[tuple[Tensor, int, int, Rollout, Tensor]]:
+    """(row index, lo, hi, view, logp) per micro-batch with completion tokens: logp is
+    ``completion_logprobs`` of the view. With ``share_prefix``, the batch's distinct prompts run
+    once when they fit in ``max_tokens`` and micro-batches are cut by completion length; a caller
+    that differentiates must run each logp's backward before asking for the next micro-batch (the
+    prompt pass's own backward runs when the last one is done)."""
+    prompts = prompt_pass(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask,
+                          max_tokens=max_tokens) if share_prefix else None
+    lengths = suffix_lengths(prompts) if prompts is not None else None
+    for idx, lo, hi, mb in micro_batch_views(rollout, max_tokens, keep_groups, lengths):
+        if mb.num_completion_tokens == 0:
+            continue
+        if prompts is not None:
+            logp = prompt_pass_logprobs(model, prompts, idx, mb.completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
+        else:
+            logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature,
+                                       chunk_bytes=chunk_bytes, share_prefix=share_prefix)
+        yield idx, lo, hi, mb, logp
+    if prompts is not None:
+        prompts.finish()
 
 
 def backward(
@@ -87,18 +128,17 @@ def backward(
 
     ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``max_tokens`` caps the
     padded tokens per forward pass; ``temperature`` must match the sampler's. ``share_prefix``:
-    rows that continue the same prompt run it once per micro-batch (prefix.py); same gradient.
+    rows that continue the same prompt run it once (prefix.py) -- once for the whole batch when
+    the prompts fit in ``max_tokens``, then micro-batches are cut by completion length; same gradient.
     """
     if rollout.weights is None:
         raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
     gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
     logp_full = torch.zeros_like(gc_full)
     loss_total = 0.0
-    for idx, lo, hi, mb in micro_batch_views(rollout, max_tokens, bool(getattr(coefficient, "couples_group", False))):
-        if mb.num_completion_tokens == 0:
-            continue
-        logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature,
-                                   chunk_bytes=chunk_bytes, share_prefix=share_prefix)
+    keep_groups = bool(getattr(coefficient, "couples_group", False))
+    for idx, lo, hi, mb, logp in micro_batch_logprobs(model, rollout, max_tokens=max_tokens, keep_groups=keep_groups,
+                                                      temperature=temperature, chunk_bytes=chunk_bytes, share_prefix=share_prefix):
         with torch.no_grad():
             gc = coefficient(mb, logp.detach())
         bad = mb.completion_mask & ~torch.isfinite(gc)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .prefix import plan_shared_prefix, shared_prefix_hidden, supports_shared_prefix
+from .prefix import PromptPass, plan_shared_prefix, shared_prefix_hidden, supports_shared_prefix
 
 # Configs whose head is not a plain linear map of the last hidden state.
 _HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -142,4 +142,39 @@ def completion_logprobs(
         picked = picked.to(torch.promote_types(picked.dtype, torch.float32)) / temperature
         logp = picked.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
     full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
+    return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
+
+
+def prompt_pass(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
+                completion_mask: Bool[Tensor, "batch seq"], *, max_tokens: Optional[int] = None) -> Optional[PromptPass]:
+    """The batch's distinct prompts run once for all its micro-batches (see prefix.py), or None
+    where ``completion_logprobs`` must run per micro-batch: no two rows share a prompt, the model
+    is not Llama-like, or the prompts alone exceed ``max_tokens`` padded tokens."""
+    split = _split_head(model)
+    if split is None or not supports_shared_prefix(model):
+        return None
+    plan = plan_shared_prefix(input_ids, attention_mask, completion_mask)
+    if plan is None or (max_tokens is not None and plan.prefix_ids.numel() > max_tokens):
+        return None
+    return PromptPass(split[0], plan, split=True)
+
+
+def suffix_lengths(prompts: PromptPass) -> Int[Tensor, " batch"]:
+    """Tokens each row adds after its prompt: the padded size of its part of a micro-batch."""
+    return prompts.plan.suffix_mask.sum(-1)
+
+
+def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor, " rows"],
+                         completion_mask: Bool[Tensor, "rows seq"], *, temperature: float = 1.0,
+                         chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Float[Tensor, "rows seq"]:
+    """``completion_logprobs`` for ``rows`` of the batch ``prompts`` was made from, laid out on
+    ``completion_mask`` (those rows' completion positions, any column window); differentiable."""
+    hidden, completion = prompts.hidden(rows)
+    head = model.get_output_embeddings()
+    targets = prompts.plan.suffix_ids[rows, : completion.shape[1]][completion]
+    logp = linear_logprobs(hidden[completion], head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
+    if logp.numel() != int(completion_mask.sum()):
+        raise ValueError(f"prompt_pass_logprobs: {logp.numel()} completion tokens in the prompt plan, "
+                         f"{int(completion_mask.sum())} in completion_mask")
+    full = torch.zeros(completion_mask.shape, dtype=logp.dtype, device=logp.device)
     return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()

@@ -28,7 +28,6 @@ from .checkpoint import load_state, save_state
 from .config import TrainConfig
 from .data.sources import Encoder, PairSource, SampledSource, SupervisedSource
 from .evaluate import greedy_accuracy
-from .logprobs import completion_logprobs
 from .methods import Method
 from .precision import autocast
 from .rewards.rule import OutcomeReward, ProcessReward
@@ -56,13 +55,13 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
 def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float,
                   share_prefix: bool = True) -> Rollout:
     """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches
-    (``share_prefix``: rows of a micro-batch that share a prompt run it once)."""
+    (``share_prefix``: rows that share a prompt run it once, see ``engine.backward``)."""
     out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
     was = model.training
     model.eval()
     with torch.inference_mode():  # ``out``, made outside, stays an ordinary tensor
-        for idx, lo, hi, mb in engine.micro_batch_views(rollout, max_tokens, keep_groups=False):
-            lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature, share_prefix=share_prefix)
+        for idx, lo, hi, _, lp in engine.micro_batch_logprobs(model, rollout, max_tokens=max_tokens, keep_groups=False,
+                                                              temperature=temperature, share_prefix=share_prefix):
             out[idx, lo:hi] = lp.float()
     model.train(was)
     return rollout.replace(**{field: out})

@@ -8,6 +8,11 @@ through the model once and their keys/values are handed to each sample's complet
 The gather is differentiable, so the backward sums each prompt's gradient over its samples: the
 same numbers as running every row in full (tested in fp64), with the prompt's forward and
 backward done once per group instead of G times.
+
+Across micro-batches (``PromptPass(..., split=True)``), the prompts run once for the whole batch:
+each micro-batch's suffix pass reads the prompts' keys/values through detached leaves, whose
+gradients add up over the micro-batches; ``finish()`` then back-propagates them through the
+prompt pass once. Micro-batches can then be cut by completion length alone.
 """
 
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from typing import Optional
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 # Architectures whose decoder layers and cache behave like Llama's (full attention, RoPE by
 # position id, DynamicCache); others take the plain per-row path.
@@ -81,19 +87,52 @@ def plan_shared_prefix(input_ids: Int[Tensor, "batch seq"], attention_mask: Bool
                       suffix_mask, completion_mask.gather(1, cols) & suffix_mask)
 
 
+class PromptPass:
+    """The distinct prompts of ``plan`` run through ``trunk`` once; ``hidden(rows)`` continues
+    any subset of rows from them. With ``split``, the prompt pass's outputs are cut from the
+    graph by leaves (see the module docstring) and ``finish()`` must run after the last backward."""
+
+    def __init__(self, trunk: nn.Module, plan: PrefixPlan, split: bool = False):
+        lp = plan.prefix_ids.shape[1]
+        dev = plan.prefix_ids.device
+        out = trunk(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask.long(),
+                    position_ids=torch.arange(lp, device=dev).expand_as(plan.prefix_ids), use_cache=True)
+        last = out.last_hidden_state[torch.arange(len(plan.prefix_len), device=dev), plan.prefix_len - 1]
+        self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)] + [last]
+        split = split and last.requires_grad
+        self.inputs = [t.detach().requires_grad_() for t in self.outputs] if split else self.outputs
+        self.trunk, self.plan, self.split = trunk, plan, split
+
+    def hidden(self, rows: Int[Tensor, " rows"]):
+        """(hidden, completion): for ``rows`` of the batch, the hidden state that predicts each of
+        their suffix positions, [rows, suffix, hidden] -- position 0 (the first completion token) is
+        predicted by the prompt's last token -- and which of those positions are completion tokens."""
+        p, dev = self.plan, self.plan.prefix_ids.device
+        prompt = p.row_prefix[rows]
+        suffix_mask = p.suffix_mask[rows]
+        ls = max(int(suffix_mask.sum(-1).max()), 1)
+        suffix_mask = suffix_mask[:, :ls]
+        kv = self.inputs[:-1]  # differentiable gather: one prompt -> its rows
+        cache = DynamicCache(ddp_cache_data=[(kv[i][prompt], kv[i + 1][prompt]) for i in range(0, len(kv), 2)])
+        mask = torch.cat([p.prefix_mask[prompt], suffix_mask], 1)
+        start = p.prefix_len[prompt]
+        hidden = self.trunk(input_ids=p.suffix_ids[rows, :ls], attention_mask=mask.long(),
+                            position_ids=start[:, None] + torch.arange(ls, device=dev),
+                            past_key_values=cache, use_cache=True).last_hidden_state
+        last = self.inputs[-1][prompt]
+        return torch.cat([last[:, None], hidden[:, :-1]], 1), p.suffix_completion[rows, :ls]
+
+    def finish(self) -> None:
+        """Back-propagate the gradients gathered at the leaves through the prompt pass (``split`` only)."""
+        if not self.split:
+            return
+        pairs = [(o, i.grad) for o, i in zip(self.outputs, self.inputs) if i.grad is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        self.outputs, self.inputs = [], []
+
+
 def shared_prefix_hidden(trunk: nn.Module, plan: PrefixPlan):
     """The hidden state that predicts each suffix position, [batch, suffix, hidden]: position 0
     (the first completion token) is predicted by the prompt's last token."""
-    lp = plan.prefix_ids.shape[1]
-    dev = plan.prefix_ids.device
-    out = trunk(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask.long(),
-                position_ids=torch.arange(lp, device=dev).expand_as(plan.prefix_ids), use_cache=True)
-    cache = out.past_key_values
-    cache.batch_select_indices(plan.row_prefix)  # differentiable gather: one prompt -> its rows
-    mask = torch.cat([plan.prefix_mask[plan.row_prefix], plan.suffix_mask], 1)
-    start = plan.prefix_len[plan.row_prefix]
-    positions = start[:, None] + torch.arange(plan.suffix_ids.shape[1], device=dev)
-    hidden = trunk(input_ids=plan.suffix_ids, attention_mask=mask.long(), position_ids=positions,
-                   past_key_values=cache, use_cache=True).last_hidden_state
-    last = out.last_hidden_state[plan.row_prefix, start - 1]
-    return torch.cat([last[:, None], hidden[:, :-1]], 1)
+    return PromptPass(trunk, plan).hidden(torch.arange(len(plan.row_prefix), device=plan.row_prefix.device))[0]

@@ -5,7 +5,7 @@ whose pieces satisfy it.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from jaxtyping import Float

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..rollout import Rollout, Sample
+from .fast_decode import StaticDecoder, supports_fast_decode
 
 
 @dataclass
@@ -45,8 +46,10 @@ def _decoder(model: nn.Module, device: torch.device):
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int = 1, max_new_tokens: int = 64,
              eos_id: int, pad_id: int, temperature: float = 1.0, greedy: bool = False,
-             generator: Optional[torch.Generator] = None) -> Generated:
-    """Sample ``group_size`` completions for each prompt (or the greedy one) with the KV cache; see the module docstring."""
+             generator: Optional[torch.Generator] = None, fast_decode: bool = True) -> Generated:
+    """Sample ``group_size`` completions for each prompt (or the greedy one) with the KV cache; see
+    the module docstring. Llama-family models decode with ``StaticDecoder`` (``fast_decode=False``:
+    every step through transformers' forward instead; same logits)."""
     if not prompts:
         raise ValueError("generate: no prompts")
     if temperature <= 0 and not greedy:
@@ -68,9 +71,16 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         decode = _decoder(model, device)
         out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]
-        if group_size > 1:  # share the prefill across the group
+        logits = logits.repeat_interleave(group_size, 0) if group_size > 1 else logits
+        fast = None
+        if fast_decode and supports_fast_decode(model):
+            half = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+            fast = StaticDecoder(model, half)
+            fast.start(cache, attn, group_size, max_new_tokens)
+            del cache
+        elif group_size > 1:  # share the prefill across the group
             cache.batch_repeat_interleave(group_size)
-            logits = logits.repeat_interleave(group_size, 0)
+        if group_size > 1:
             attn = attn.repeat_interleave(group_size, 0)
         active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
         done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -86,12 +96,17 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
                 break
             if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
                 keep = (~done).nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
+                fast.keep(keep) if fast is not None else cache.batch_select_indices(keep)
                 active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
-            out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+            if fast is not None:
+                with torch.autocast(device.type, enabled=False):
+                    logits = fast.step(tok, next_pos)
+            else:
+                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
+                out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+                cache, logits = out.past_key_values, out.logits[:, -1]
             next_pos = next_pos + 1
-            cache, logits = out.past_key_values, out.logits[:, -1]
     model.train(was_training)
     completions, logprobs = [], []
     for row, lrow in zip(toks.cpu().tolist(), lps.cpu()):

@@ -8,8 +8,7 @@
 * :class:`PreferenceSource` -- chosen/rejected pairs from a dataset.
 """
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
