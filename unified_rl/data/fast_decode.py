@@ -1,10 +1,10 @@
-"""A lean decode step for Llama-family models: a preallocated KV cache and plain tensor ops.
+"""A lean decode step for Llama-family models: a KV cache written in place and plain tensor ops.
 
-A decode step of a small model is dominated by per-call overhead, not arithmetic: transformers'
-forward builds masks and position embeddings, concatenates every layer's KV cache and goes
+A decode step of a small model spends much of its time outside its matmuls: transformers' forward
+builds masks and position embeddings, concatenates (copies) every layer's KV cache and goes
 through a dozen module calls per layer. Sampling is most of a GRPO step at small widths, so the
-sampler decodes with this step instead, reading the model's own weights (no copy unless a lower
-precision is asked for):
+sampler decodes with this step instead, on a copy of the model's weights made per generation
+(q/k/v and gate/up stacked into one matrix each; cast when a lower precision is asked for):
 
     x = embed(token);  for each layer:  x += o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))
                                        x += down(act(gate(n2 x)) * up(n2 x))
@@ -13,7 +13,8 @@ precision is asked for):
 with RMSNorm as transformers computes it (in fp32, or fp64 for fp64 models), RoPE from the
 model's own rotary module (so every rope scaling type works), grouped-query attention without
 repeating keys, Qwen3's per-head q/k norms, and the keys/values written in place into a cache
-sized for the whole completion. Finished rows leave the cache by an index select, as before.
+that grows ``GROW`` positions at a time (fp32 keys/values and attention also under bf16: on CPU
+bf16 batched matmuls were slower). Finished rows leave the cache by an index select, as before.
 The prefill still runs through transformers. Logits equal the model's own (tested in fp64).
 """
 
@@ -28,6 +29,10 @@ from torch import Tensor, nn
 from ..prefix import SHARED_PREFIX_MODELS
 
 FAST_DECODE_MODELS = SHARED_PREFIX_MODELS
+# The cache grows by this many positions at a time. Attention reads the whole (contiguous) buffer
+# with the unwritten slots masked: CPU batched matmuls over a sliced view of a longer buffer
+# were up to 2x slower than over the whole buffer in our measurements.
+GROW = 16
 
 
 def supports_fast_decode(model: nn.Module) -> bool:
@@ -45,24 +50,29 @@ def supports_fast_decode(model: nn.Module) -> bool:
 
 @dataclass
 class _Layer:
+    """One decoder layer's weights; q/k/v and gate/up fused into one matrix each (fewer, larger matmuls)."""
+
     n1: Tensor
-    q: Tensor
-    k: Tensor
-    v: Tensor
+    qkv: Tensor
+    b_qkv: Optional[Tensor]
     o: Tensor
+    b_o: Optional[Tensor]
     n2: Tensor
-    gate: Tensor
-    up: Tensor
+    gate_up: Tensor
+    b_gate_up: Optional[Tensor]
     down: Tensor
-    bq: Optional[Tensor]
-    bk: Optional[Tensor]
-    bv: Optional[Tensor]
-    bo: Optional[Tensor]
-    b_gate: Optional[Tensor]
-    b_up: Optional[Tensor]
     b_down: Optional[Tensor]
     qn: Optional[Tensor]
     kn: Optional[Tensor]
+
+
+def _fuse(linears: list[nn.Linear], dtype: Optional[torch.dtype]) -> tuple[Tensor, Optional[Tensor]]:
+    """One weight (and bias, zeros where a part has none) stacking ``linears``' outputs."""
+    weight = torch.cat([m.weight.detach() for m in linears]).to(dtype or linears[0].weight.dtype)
+    if all(m.bias is None for m in linears):
+        return weight, None
+    bias = torch.cat([m.bias.detach() if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in linears])
+    return weight, bias.to(weight.dtype)
 
 
 def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
@@ -72,7 +82,7 @@ def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
 
 
 class StaticDecoder:
-    """Decode steps of a Llama-family ``model`` over a KV cache allocated once per generation."""
+    """Decode steps of a Llama-family ``model`` over its own KV cache (grown ``GROW`` positions at a time)."""
 
     def __init__(self, model: nn.Module, dtype: Optional[torch.dtype] = None):
         cfg, trunk = model.config, model.model
@@ -85,11 +95,11 @@ class StaticDecoder:
         self.layers = []
         for layer in trunk.layers:
             a, m = layer.self_attn, layer.mlp
+            qkv, b_qkv = _fuse([a.q_proj, a.k_proj, a.v_proj], dtype)
+            gate_up, b_gate_up = _fuse([m.gate_proj, m.up_proj], dtype)
             self.layers.append(_Layer(
-                w(layer.input_layernorm.weight), w(a.q_proj.weight), w(a.k_proj.weight), w(a.v_proj.weight), w(a.o_proj.weight),
-                w(layer.post_attention_layernorm.weight), w(m.gate_proj.weight), w(m.up_proj.weight), w(m.down_proj.weight),
-                w(a.q_proj.bias), w(a.k_proj.bias), w(a.v_proj.bias), w(a.o_proj.bias),
-                w(m.gate_proj.bias), w(m.up_proj.bias), w(m.down_proj.bias),
+                w(layer.input_layernorm.weight), qkv, b_qkv, w(a.o_proj.weight), w(a.o_proj.bias),
+                w(layer.post_attention_layernorm.weight), gate_up, b_gate_up, w(m.down_proj.weight), w(m.down_proj.bias),
                 w(a.q_norm.weight) if hasattr(a, "q_norm") else None, w(a.k_norm.weight) if hasattr(a, "k_norm") else None))
         self.act = trunk.layers[0].mlp.act_fn
         self.embed, self.norm, self.head = w(trunk.embed_tokens.weight), w(trunk.norm.weight), w(model.lm_head.weight)
@@ -100,27 +110,37 @@ class StaticDecoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.scale = self.head_dim ** -0.5
         self.dtype = self.embed.dtype
-        self.acc = torch.promote_types(self.dtype, torch.float32)  # softmax accumulation
+        self.acc = torch.promote_types(self.dtype, torch.float32)  # the cache and attention (bf16 batched matmuls on cache views copy them on CPU)
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         self.bias: Optional[Tensor] = None
         self.length = 0
 
     def start(self, cache, attention_mask: Bool[Tensor, "prompts width"], group_size: int, max_new_tokens: int) -> None:
-        """Copy a transformers prefill cache (left-padded prompts) into buffers with room for
-        ``max_new_tokens`` more positions, each prompt's entries repeated for its ``group_size`` rows."""
+        """Copy a transformers prefill cache (left-padded prompts) into the decoder's buffers, each
+        prompt's entries repeated for its ``group_size`` rows; room for ``max_new_tokens`` more."""
         p, width = attention_mask.shape
         n, total = p * group_size, width + max_new_tokens
         dev = attention_mask.device
+        shape = (n, self.kv_heads, min(width + GROW, total), self.head_dim)
         self.keys, self.values = [], []
         for layer in cache.layers:
             for src, dst in ((layer.keys, self.keys), (layer.values, self.values)):
-                buf = torch.empty((n, self.kv_heads, total, self.head_dim), dtype=self.dtype, device=dev)
-                buf.view(p, group_size, self.kv_heads, total, self.head_dim)[..., :width, :] = src[:, None]
+                buf = torch.zeros(shape, dtype=self.acc, device=dev)
+                buf.view(p, group_size, *shape[1:])[..., :width, :] = src[:, None]
                 dst.append(buf)
-        bias = torch.zeros((n, 1, 1, total), dtype=self.dtype, device=dev)
+        bias = torch.zeros((n, 1, 1, total), dtype=self.acc, device=dev)
         bias[:, 0, 0, :width].masked_fill_(~attention_mask.repeat_interleave(group_size, 0), float("-inf"))
+        bias[:, 0, 0, width:] = float("-inf")  # unwritten positions; opened one per step
         self.bias, self.length = bias, width
+
+    def _grow(self) -> None:
+        """``GROW`` more positions: the buffers are reallocated (zeros: masked slots stay finite)."""
+        b, h, cap, d = self.keys[0].shape
+        new = min(cap + GROW, self.bias.shape[-1])
+        for bufs in (self.keys, self.values):
+            for i, old in enumerate(bufs):
+                bufs[i] = torch.cat([old, old.new_zeros((b, h, new - cap, d))], 2)
 
     def keep(self, rows: Int[Tensor, " kept"]) -> None:
         """Drop every row not in ``rows`` (finished samples)."""
@@ -134,29 +154,31 @@ class StaticDecoder:
         if t >= self.bias.shape[-1]:
             raise RuntimeError(f"StaticDecoder.step: the cache holds {self.bias.shape[-1]} positions, all used")
         hq, hk, d = self.heads, self.kv_heads, self.head_dim
+        if t >= self.keys[0].shape[2]:
+            self._grow()
+        self.bias[:, :, :, t] = 0.0
+        cap = self.keys[0].shape[2]
         x = F.embedding(tokens, self.embed)                                   # [b, hidden]
         cos, sin = self.rotary(x[:, None], positions[:, None])                # [b, 1, d]
         cos, sin = cos.to(self.dtype), sin.to(self.dtype)
-        bias = self.bias[..., : t + 1]                                        # [b, 1, 1, t+1]
+        bias = self.bias[..., :cap]                                           # [b, 1, 1, cap]
         for i, L in enumerate(self.layers):
             h = _rms(x, L.n1, self.eps)
-            q = F.linear(h, L.q, L.bq).view(b, hq, d)
-            k = F.linear(h, L.k, L.bk).view(b, hk, d)
-            v = F.linear(h, L.v, L.bv).view(b, hk, d)
+            q, k, v = F.linear(h, L.qkv, L.b_qkv).split([hq * d, hk * d, hk * d], -1)
+            q, k, v = q.view(b, hq, d), k.view(b, hk, d), v.view(b, hk, d)
             if L.qn is not None:
                 q, k = _rms(q, L.qn, self.eps), _rms(k, L.kn, self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.keys[i][:, :, t] = k
             self.values[i][:, :, t] = v
-            keys, values = self.keys[i][:, :, : t + 1], self.values[i][:, :, : t + 1]   # [b, hk, t+1, d]
-            q = q.view(b, hk, hq // hk, d)                                    # grouped query heads share a key head
+            keys, values = self.keys[i], self.values[i]                       # [b, hk, cap, d], whole: contiguous
+            q = q.to(self.acc).view(b, hk, hq // hk, d)                       # grouped query heads share a key head
             scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(bias)
-            probs = torch.softmax(scores, -1, dtype=self.acc).to(self.dtype)
-            att = torch.matmul(probs, values).view(b, hq * d)
-            x = x + F.linear(att, L.o, L.bo)
-            h = _rms(x, L.n2, self.eps)
-            x = x + F.linear(self.act(F.linear(h, L.gate, L.b_gate)) * F.linear(h, L.up, L.b_up), L.down, L.b_down)
+            att = torch.matmul(torch.softmax(scores, -1), values).view(b, hq * d).to(self.dtype)
+            x = x + F.linear(att, L.o, L.b_o)
+            gate, up = F.linear(_rms(x, L.n2, self.eps), L.gate_up, L.b_gate_up).chunk(2, -1)
+            x = x + F.linear(self.act(gate) * up, L.down, L.b_down)
         self.length = t + 1
         return F.linear(_rms(x, self.norm, self.eps), self.head, self.head_bias)
 
