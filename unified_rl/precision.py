@@ -1,7 +1,7 @@
 """Mixed precision: ``precision="bf16"`` runs matmuls in bfloat16 under ``torch.autocast`` while
 weights, gradients, the optimizer and every log-softmax stay fp32 (the usual "bf16 mixed
 precision" of TRL, verl and OpenRLHF). On our AVX512-BF16 CPU a GRPO step ran 1.2x (width 128)
-to 2.5x (width 512) faster (docs/performance.md); the log-probs it gives differ from fp32 ones
+to 2.0x (width 512) faster (docs/performance.md); the log-probs it gives differ from fp32 ones
 at the 1e-2 level.
 
 On CPU, PyTorch's fused (flash) attention backward is about 2.7x slower in bf16 than in fp32, while
