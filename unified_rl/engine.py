@@ -13,6 +13,7 @@ whole batch, the gradients of the micro-batches sum to the full-batch gradient.
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -60,16 +61,22 @@ def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool
     units.sort(key=lambda u: -max(lengths[i] for i in u))
     longest = [max(lengths[i] for i in u) for u in units]
     # best[j]: least cost of cutting units[:j]; a run units[i:j] pads its rows to longest[i].
-    best, cut = [0] + [float("inf")] * len(units), [0] * (len(units) + 1)
-    for i in range(len(units)):
-        rows = 0
-        for j in range(i + 1, len(units) + 1):
-            rows += len(units[j - 1])
-            if j > i + 1 and rows * longest[i] > max_tokens:
-                break
-            cost = best[i] + rows * longest[i] + CALL_COST_TOKENS
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
+    m = len(units)
+    first_row = np.concatenate([[0], np.cumsum([len(u) for u in units])])
+    best, cut = np.full(m + 1, np.inf), np.zeros(m + 1, dtype=np.int64)
+    best[0] = 0.0
+    for i in range(m):  # best[i] is final here: relax every run that starts at unit i
+        window = min(m - i, max(1, max_tokens // max(longest[i], 1)))  # a run holds at least one row per unit
+        rows = first_row[i + 1 : i + 1 + window] - first_row[i]
+        fits = rows * longest[i] <= max_tokens
+        fits[0] = True  # a lone unit over the budget forms its own run
+        rows = rows[: int(fits.sum())]  # rows grow with j: the runs that fit are a prefix
+        cost = best[i] + rows * longest[i] + CALL_COST_TOKENS
+        span = slice(i + 1, i + 1 + len(rows))
+        better = cost < best[span]
+        best[span] = np.where(better, cost, best[span])
+        cut[span] = np.where(better, i, cut[span])
+    cut = cut.tolist()
     bounds, j = [], len(units)
     while j:
         bounds.append((cut[j], j))
