@@ -58,13 +58,16 @@ def run_trl(path, rows, a, seed):
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.times, self.t = [], 0.0
+            self.times, self.t, self.mean_length = [], 0.0, float("nan")
 
         def on_step_begin(self, args, state, control, **kw):
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # the end-of-run log: mean over the run's steps
+            self.mean_length = float((logs or {}).get("completions/mean_length", self.mean_length))
 
     clock = Clock()
     with tempfile.TemporaryDirectory() as out:
@@ -78,7 +81,7 @@ def run_trl(path, rows, a, seed):
         trainer = GRPOTrainer(model=load_model(path), reward_funcs=correct, args=cfg, train_dataset=ds,
                               processing_class=load_tokenizer(path), callbacks=[clock])
         trainer.train()
-    return clock.times[1:]
+    return clock.times[1:], clock.mean_length
 
 
 def update_vs_plain(trainer):
@@ -138,13 +141,15 @@ def main() -> None:
         model.save_pretrained(path)
         tok.save_pretrained(path)
         n_params = sum(p.numel() for p in model.parameters())
-        ours, trl, phases, tokens = [], [], [], []
+        ours, trl, phases, tokens, trl_lengths = [], [], [], [], []
         for k in range(a.rounds):
             t, m, trainer = run_ours(path, rows, a, seed=k)
             ours += t
             phases += m
             tokens += [x["tokens"] for x in m]
-            trl += run_trl(path, rows, a, seed=k)
+            t, length = run_trl(path, rows, a, seed=k)
+            trl += t
+            trl_lengths.append(length)
         upd, plain, n_tok = update_vs_plain(trainer)
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
@@ -155,7 +160,9 @@ def main() -> None:
     print(f"| unified_rl | {mo:.3f} | {1 / mo:.2f} | {mt / mo:.2f}x |")
     print(f"| TRL {__import__('trl').__version__} GRPOTrainer | {mt:.3f} | {1 / mt:.2f} | 1.00x |")
     med_tok = statistics.median(tokens)
+    trl_tok = statistics.mean(trl_lengths) * a.questions * a.group
     print(f"\nunified_rl: {med_tok / mo:.0f} completion tokens/s (median {med_tok:.0f} completion tokens per step)")
+    print(f"TRL: {trl_tok / mt:.0f} completion tokens/s (mean {trl_tok:.0f} completion tokens per step, from its logged mean length)")
     print("\nunified_rl step breakdown (median seconds):")
     print("| generate | reward | reference / old log-probs | update (engine + AdamW) |")
     print("|---|---|---|---|")
