@@ -26,7 +26,7 @@ def tiny_arch(kind: str, seed: int = 0, vocab: int = VOCAB):
         return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=vocab, n_embd=16, n_layer=2, n_head=2, n_positions=64)).double().eval()
     config, model = {"qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM), "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM),
                      "mistral": (tf.MistralConfig, tf.MistralForCausalLM), "llama": (tf.LlamaConfig, tf.LlamaForCausalLM)}[kind]
-    extra = {"head_dim": 8} if kind == "qwen3" else {}
+    extra = {"head_dim": 12} if kind == "qwen3" else {}  # head_dim != hidden / heads
     cfg = config(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, max_position_embeddings=64, attn_implementation="sdpa", **extra)
     return exact_norms(model(cfg).double().eval())
