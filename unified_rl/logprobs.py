@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from .prefix import PromptPass, plan_shared_prefix, shared_prefix_hidden, supports_shared_prefix
+from .prefix import PrefixPlan, PromptPass, plan_shared_prefix, supports_shared_prefix
 
 # Configs whose head is not a plain linear map of the last hidden state.
 _HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -124,25 +124,39 @@ def completion_logprobs(
     with a non-linear head (soft-capping, logit scaling) fall back to full logits. With
     ``share_prefix``, rows that share a prompt run it once (see prefix.py; Llama-like models).
     """
+    shared = _shared_prompts(model, input_ids, attention_mask, completion_mask) if share_prefix else None
+    if shared is not None:  # each distinct prompt once, its KV gathered per row
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return prompt_pass_logprobs(model, PromptPass(*shared), rows, completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
     split = _split_head(model)
-    plan = plan_shared_prefix(input_ids, attention_mask, completion_mask) if share_prefix and split and supports_shared_prefix(model) else None
-    if plan is not None:  # each distinct prompt once, its KV gathered per row
-        picked = shared_prefix_hidden(split[0], plan)[plan.suffix_completion]
-        targets = plan.suffix_ids[plan.suffix_completion]
-    else:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-        target_mask = completion_mask[:, 1:]
-        targets = input_ids[:, 1:][target_mask]
-        out = (split[0] if split is not None else model)(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
-        picked = (out.last_hidden_state if split is not None else out.logits)[:, :-1][target_mask]
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+    target_mask = completion_mask[:, 1:]
+    targets = input_ids[:, 1:][target_mask]
+    out = (split[0] if split is not None else model)(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
+    picked = (out.last_hidden_state if split is not None else out.logits)[:, :-1][target_mask]
     if split is not None:
         head = split[1]
         logp = linear_logprobs(picked, head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
     else:
         picked = picked.to(torch.promote_types(picked.dtype, torch.float32)) / temperature
         logp = picked.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
+    return _on_mask(completion_mask, logp)
+
+
+def _on_mask(completion_mask: Bool[Tensor, "batch seq"], logp: Float[Tensor, " tokens"]) -> Float[Tensor, "batch seq"]:
+    """The flat completion-token log-probs laid out on ``completion_mask`` (0 elsewhere), keeping the graph."""
+    full = torch.zeros(completion_mask.shape, dtype=logp.dtype, device=logp.device)
     return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
+
+
+def _shared_prompts(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
+                    completion_mask: Bool[Tensor, "batch seq"]) -> "tuple[nn.Module, PrefixPlan] | None":
+    """(trunk, plan) where rows share prompts and the model can run them once (prefix.py), else None."""
+    split = _split_head(model)
+    if split is None or not supports_shared_prefix(model):
+        return None
+    plan = plan_shared_prefix(input_ids, attention_mask, completion_mask)
+    return (split[0], plan) if plan is not None else None
 
 
 def prompt_pass(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
@@ -150,13 +164,10 @@ def prompt_pass(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention
     """The batch's distinct prompts run once for all its micro-batches (see prefix.py), or None
     where ``completion_logprobs`` must run per micro-batch: no two rows share a prompt, the model
     is not Llama-like, or the prompts alone exceed ``max_tokens`` padded tokens."""
-    split = _split_head(model)
-    if split is None or not supports_shared_prefix(model):
+    shared = _shared_prompts(model, input_ids, attention_mask, completion_mask)
+    if shared is None or (max_tokens is not None and shared[1].prefix_ids.numel() > max_tokens):
         return None
-    plan = plan_shared_prefix(input_ids, attention_mask, completion_mask)
-    if plan is None or (max_tokens is not None and plan.prefix_ids.numel() > max_tokens):
-        return None
-    return PromptPass(split[0], plan, split=True)
+    return PromptPass(*shared, split=True)
 
 
 def suffix_lengths(prompts: PromptPass) -> Int[Tensor, " batch"]:
@@ -176,5 +187,4 @@ def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor
     if logp.numel() != int(completion_mask.sum()):
         raise ValueError(f"prompt_pass_logprobs: {logp.numel()} completion tokens in the prompt plan, "
                          f"{int(completion_mask.sum())} in completion_mask")
-    full = torch.zeros(completion_mask.shape, dtype=logp.dtype, device=logp.device)
-    return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
+    return _on_mask(completion_mask, logp)

@@ -41,16 +41,21 @@ class PrefixPlan:
     suffix_completion: Bool[Tensor, "batch suffix"]
 
 
-def supports_shared_prefix(model: nn.Module) -> bool:
-    """True for the architectures in ``SHARED_PREFIX_MODELS`` without sliding windows or checkpointing."""
+def llama_like(model: nn.Module) -> bool:
+    """True for the architectures in ``SHARED_PREFIX_MODELS`` with full attention in every layer
+    (no sliding window): their layers can continue any cached prefix."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in SHARED_PREFIX_MODELS:
         return False
-    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    if getattr(model, flag, False):  # transformers 5 renamed the flag
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
         return False
-    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
-    return not sliding
+    return all(t == "full_attention" for t in (getattr(config, "layer_types", None) or ()))
+
+
+def supports_shared_prefix(model: nn.Module) -> bool:
+    """True for ``llama_like`` models without activation checkpointing (checkpointed layers drop the cache)."""
+    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return llama_like(model) and not getattr(model, flag, False)  # transformers 5 renamed the flag
 
 
 def plan_shared_prefix(input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
@@ -130,9 +135,3 @@ class PromptPass:
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.outputs, self.inputs = [], []
-
-
-def shared_prefix_hidden(trunk: nn.Module, plan: PrefixPlan):
-    """The hidden state that predicts each suffix position, [batch, suffix, hidden]: position 0
-    (the first completion token) is predicted by the prompt's last token."""
-    return PromptPass(trunk, plan).hidden(torch.arange(len(plan.row_prefix), device=plan.row_prefix.device))[0]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..prefix import SHARED_PREFIX_MODELS
+from ..prefix import SHARED_PREFIX_MODELS, llama_like
 
 FAST_DECODE_MODELS = SHARED_PREFIX_MODELS
 # The cache grows by this many positions at a time. Attention reads the whole (contiguous) buffer
@@ -36,16 +36,10 @@ GROW = 16
 
 
 def supports_fast_decode(model: nn.Module) -> bool:
-    """True for the architectures in ``FAST_DECODE_MODELS`` with full attention in every layer."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) not in FAST_DECODE_MODELS:
-        return False
-    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
-        return False
-    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ())):
-        return False
+    """True for ``llama_like`` models (``FAST_DECODE_MODELS``, full attention in every layer) with the usual module layout."""
     trunk = getattr(model, "model", None)
-    return all(hasattr(trunk, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and hasattr(model, "lm_head")
+    return (llama_like(model) and hasattr(model, "lm_head")
+            and all(hasattr(trunk, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")))
 
 
 @dataclass
