@@ -51,7 +51,6 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-@torch.no_grad()
 def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float,
                   share_prefix: bool = True) -> Rollout:
     """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches
