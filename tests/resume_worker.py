@@ -5,10 +5,12 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from unified_rl.config import TrainConfig, build_method
+from unified_rl.config import TrainConfig
+from unified_rl.methods import from_config as build_method
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, tiny_llama
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
+from unified_rl.hf import tiny_llama
 
 
 def has_seven(prompts, completions, **_):

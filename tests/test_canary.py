@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unified_rl.coefficients import gae_advantages
-from unified_rl.logprobs import linear_logprobs
+from unified_rl.lm_head import linear_logprobs
 
 
 def test_typeguard_is_the_pinned_version():

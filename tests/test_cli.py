@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from unified_rl.cli import main
+from unified_rl.apps.cli import main
 
 
 def test_quick_demo_writes_metrics_plot_and_model(tmp_path, capsys):

@@ -9,7 +9,8 @@ import torch
 import unified_rl as url
 from unified_rl.data import Encoder, PreferenceSource, SampledSource, SupervisedSource, check_rows, gsm8k_rows, read_jsonl
 from unified_rl.rewards import FromCallable, OutcomeReward, ProcessReward, WeightedSum
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, parse_problem, step_checks, tiny_llama
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer, extract_answer, parse_problem, step_checks
+from unified_rl.hf import StaticCacheSampler, tiny_llama
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 TOK = char_tokenizer()
@@ -49,7 +50,7 @@ def test_gsm8k_loader_on_fixture():
     rows = gsm8k_rows(os.path.join(FIX, "gsm8k_small.jsonl"))
     assert [r["answer"] for r in rows] == ["7", "60", "2000"]
     assert rows[0]["prompt"].startswith("Question: Ana has 3 apples") and rows[0]["prompt"].endswith("Answer:")
-    reward = OutcomeReward()
+    reward = OutcomeReward(extract_answer)
     r = url.Rollout(torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2, dtype=torch.bool), torch.tensor([[False, True]] * 3))
     texts = [url.rollout.Sample(x["prompt"], x["completion"], x) for x in rows]
     assert reward(r, texts).rewards.tolist() == [1.0, 1.0, 1.0]
@@ -95,7 +96,7 @@ def test_in_memory_rows_and_prompt_token_limit():
 
 
 def test_tokenizer_without_pad_token_is_rejected():
-    from unified_rl.tasks import check_tokenizer
+    from unified_rl.hf import check_tokenizer
 
     tok = char_tokenizer()
     tok.pad_token = None
@@ -113,7 +114,7 @@ def test_sources_build_aligned_rollouts():
     for i in range(2):
         text = TOK.decode(sup.input_ids[i][sup.completion_mask[i]].tolist(), skip_special_tokens=True)
         assert text == sup.texts[i].completion
-    sampled = SampledSource(rows, enc, samples_per_question=3, max_new_tokens=6).sample(model, 2)
+    sampled = SampledSource(rows, enc, StaticCacheSampler(TOK.eos_token_id, TOK.pad_token_id), samples_per_question=3, max_new_tokens=6).sample(model, 2)
     assert sampled.group_ids.tolist() == [0, 0, 0, 1, 1, 1] and sampled.old_logprobs is not None
     assert sampled.texts[0].prompt == sampled.texts[2].prompt
     pairs = PreferenceSource(read_jsonl(os.path.join(FIX, "preference.jsonl"), ("prompt", "chosen", "rejected")), enc).sample(model, 2)
@@ -124,7 +125,7 @@ def test_process_reward_marks_each_step_end():
     rows = [{"prompt": "7*4-1=", "completion": "7*4=28;28-1=26;#26", "answer": "27"}]
     enc = Encoder(TOK)
     r = SupervisedSource(rows, enc).sample(None, 1)
-    out = ProcessReward(TOK)(r, r.texts)
+    out = ProcessReward(TOK, step_checks)(r, r.texts)
     start = int(r.completion_mask[0].nonzero()[0])
     marked = (out.step_mask[0].nonzero().squeeze(1) - start).tolist()
     assert marked == [6, 14, 17]
@@ -140,7 +141,7 @@ def test_callable_reward_adapter():
 
     out = FromCallable(exact)(r, r.texts)
     assert out.scored.tolist() == [t.completion != "#5" for t in r.texts]
-    both = WeightedSum([(0.5, FromCallable(exact)), (1.0, OutcomeReward())])(r, r.texts)
+    both = WeightedSum([(0.5, FromCallable(exact)), (1.0, OutcomeReward(extract_answer))])(r, r.texts)
     assert both.scored.tolist() == out.scored.tolist()
 
     def broken(prompts, completions, **_):

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from helpers import tiny_arch
-from unified_rl.data.fast_decode import StaticDecoder, supports_fast_decode
-from unified_rl.data.sampling import generate
+from unified_rl.hf.static_decoder import StaticDecoder, supports_fast_decode
+from unified_rl.hf.sampling import generate
 
 
 def _left_padded(prompts, pad=0):

@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from helpers import grads, random_rollout, shared_prompt_rollout, tiny_arch, tiny_model, true_logprobs
-from unified_rl.logprobs import completion_logprobs, linear_logprobs
-from unified_rl.prefix import plan_shared_prefix, supports_shared_prefix
+from unified_rl.hf.logprobs import completion_logprobs
+from unified_rl.lm_head import linear_logprobs
+from unified_rl.hf.prefix import plan_shared_prefix, supports_shared_prefix
 
 
 @given(seed=st.integers(0, 10_000), chunk_rows=st.integers(1, 9), temperature=st.sampled_from([1.0, 0.7]), bias=st.booleans())

@@ -6,12 +6,14 @@ import copy
 import pytest
 import torch
 
-from unified_rl.config import TrainConfig, build_method
+from unified_rl.config import TrainConfig
+from unified_rl.methods import from_config as build_method
 from unified_rl.data import Encoder
-from unified_rl.data.sampling import generate
+from unified_rl.hf.sampling import generate
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable, ProcessReward
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, tiny_llama
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
+from unified_rl.hf import tiny_llama
 
 TOK = char_tokenizer()
 ROWS = ArithmeticTask().train_rows(64)
@@ -39,12 +41,12 @@ def policy_reward(model, n=64):
     return sum(has_seven(None, [TOK.decode(c, skip_special_tokens=True) for c in gen.completion_ids])) / n
 
 
-@pytest.mark.parametrize("name", ["sft", "rft", "online-rft", "dpo", "ppo", "grpo", "grpo-process"])
+@pytest.mark.parametrize("name", ["sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process"])
 def test_every_method_trains_through_the_loop(name):
     model = small_model()
     start = copy.deepcopy(model.state_dict())
     cfg = TrainConfig(method=name, steps=3, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=40, mu=2 if name == "ppo" else 1)
-    reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo-process" else FromCallable(has_seven)
+    reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo_process" else FromCallable(has_seven)
     trainer = Trainer(model, TOK, build_method(cfg), ROWS, cfg, reward=reward)
     history = trainer.run(progress=False)
     assert len(history) == 3
@@ -58,7 +60,7 @@ def test_every_method_trains_through_the_loop(name):
         assert "dpo/accuracy" in history[-1]
 
 
-@pytest.mark.parametrize("name", ["rft", "online-rft", "grpo"])
+@pytest.mark.parametrize("name", ["rft", "online_rft", "grpo"])
 def test_reward_rises_over_a_short_run(name):
     model = small_model(seed=1)
     before = policy_reward(model)
@@ -69,10 +71,12 @@ def test_reward_rises_over_a_short_run(name):
 
 
 def test_iterative_grpo_resets_reference_and_retrains_reward_model():
-    from unified_rl.rewards import ModelReward, OutcomeReward, tiny_reward_model
+    from unified_rl.apps.tasks import extract_answer
+    from unified_rl.hf import tiny_reward_model
+    from unified_rl.rewards import ModelReward, OutcomeReward
 
     model = small_model()
-    rm = ModelReward(tiny_reward_model(len(TOK), hidden=32, layers=1), TOK, labeler=OutcomeReward())
+    rm = ModelReward(tiny_reward_model(len(TOK), hidden=32, layers=1), TOK, labeler=OutcomeReward(extract_answer))
     cfg = TrainConfig(method="grpo", steps=2, iterations=3, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=40)
     trainer = Trainer(model, TOK, build_method(cfg), ROWS, cfg, reward=rm)
     trainer.run(progress=False)

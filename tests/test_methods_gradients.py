@@ -17,7 +17,7 @@ MODEL = tiny_model()
 def _engine_grads(method, rollout, **kw):
     MODEL.zero_grad()
     prepared = method.coefficient.prepare(rollout)
-    stats = url.engine.backward(MODEL, prepared, method.coefficient, **kw)
+    stats = url.engine.backward(MODEL, prepared, method.coefficient, url.ExecutionPlan(**kw))
     return grads(MODEL), stats, prepared
 
 

@@ -6,12 +6,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from unified_rl.config import TrainConfig, build_method
-from unified_rl.logprobs import completion_logprobs, linear_logprobs
+from unified_rl.config import TrainConfig
+from unified_rl.methods import from_config as build_method
+from unified_rl.hf.logprobs import completion_logprobs
+from unified_rl.lm_head import linear_logprobs
 from unified_rl.loop import Trainer
 from unified_rl.precision import autocast
 from unified_rl.rewards import FromCallable
-from unified_rl.tasks import ArithmeticTask, char_tokenizer
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
 
 from helpers import random_rollout
 
@@ -57,7 +59,7 @@ def test_bf16_logprobs_close_to_fp32():
 
 def test_grpo_trains_in_bf16():
     rows = ArithmeticTask().train_rows(32)
-    from unified_rl.tasks import tiny_llama
+    from unified_rl.hf import tiny_llama
 
     model = tiny_llama(len(TOK), hidden=32, layers=2, heads=2, intermediate=64)
     before = {k: v.clone() for k, v in model.state_dict().items()}

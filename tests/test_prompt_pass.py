@@ -9,9 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 import unified_rl as url
 from helpers import grads, random_rollout, shared_prompt_rollout, tiny_arch
-from unified_rl import engine
-from unified_rl.logprobs import prompt_pass
-from unified_rl.loop import fill_logprobs
+from unified_rl import batching
+from unified_rl.hf.logprobs import prompt_pass
 
 
 @given(seed=st.integers(0, 10_000), group_size=st.integers(2, 4), allow_empty=st.booleans(),
@@ -34,12 +33,12 @@ def test_prompt_pass_gradient_equals_per_row(seed, group_size, allow_empty, max_
     out = {}
     for share, budget in ((True, max_tokens), (False, None)):
         model.zero_grad()
-        out[share] = url.engine.backward(model, prepared, method.coefficient, max_tokens=budget, share_prefix=share), grads(model)
+        out[share] = url.engine.backward(model, prepared, method.coefficient, url.ExecutionPlan(max_tokens=budget, share_prefix=share)), grads(model)
     for a, b in zip(out[True][1], out[False][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(out[True][0].logprobs, out[False][0].logprobs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out[True][0].gc, out[False][0].gc, rtol=1e-12, atol=1e-14)
-    filled = fill_logprobs(model, r, "old_logprobs", max_tokens, 1.0, share_prefix=True).old_logprobs
+    filled = url.engine.logprobs(model, r, url.ExecutionPlan(max_tokens=max_tokens, share_prefix=True))
     torch.testing.assert_close(filled, out[False][0].logprobs.float(), rtol=1e-6, atol=1e-6)
 
 
@@ -73,11 +72,11 @@ def test_micro_batches_are_the_cheapest_cut(lengths, max_tokens, group, call_cos
     attn = torch.arange(seq)[None] < torch.tensor(lengths)[:, None]
     groups = torch.arange(n) // group
     r = url.Rollout(torch.zeros((n, seq), dtype=torch.long), attn, attn & (torch.arange(seq) > 0), group_ids=groups)
-    saved, engine.CALL_COST_TOKENS = engine.CALL_COST_TOKENS, call_cost
+    saved, batching.CALL_COST_TOKENS = batching.CALL_COST_TOKENS, call_cost
     try:
-        runs = list(engine.micro_batches(r, max_tokens, keep_groups=group > 1))
+        runs = list(batching.micro_batches(r, max_tokens, keep_groups=group > 1))
     finally:
-        engine.CALL_COST_TOKENS = saved
+        batching.CALL_COST_TOKENS = saved
     assert sorted(i for run in runs for i in run) == list(range(n))
     for run in runs:
         if group > 1:
@@ -102,5 +101,5 @@ def test_micro_batches_use_given_lengths(lengths_from):
     attn = torch.ones((4, 10), dtype=torch.bool)
     r = url.Rollout(torch.zeros((4, 10), dtype=torch.long), attn, attn & (torch.arange(10) > 0))
     given_lengths = torch.tensor([1, 1, 1, 1]) if lengths_from == "given" else None
-    runs = list(engine.micro_batches(r, 8, keep_groups=False, lengths=given_lengths))
+    runs = list(batching.micro_batches(r, 8, keep_groups=False, lengths=given_lengths))
     assert len(runs) == (1 if lengths_from == "given" else 4)

@@ -1,6 +1,7 @@
 """Training configuration, validated field by field before any model is touched."""
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -8,15 +9,16 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-PRECISIONS = ("fp32", "bf16")
-METHODS = ("sft", "rft", "online-rft", "dpo", "ppo", "grpo", "grpo-process")
+from .precision import PRECISIONS
+
+SAMPLER_NAMES = ("static", "hf")  # hf.SAMPLERS; a test keeps the two equal
 
 
 @dataclass
 class TrainConfig:
     """One run of Algorithm 1 (``iterations`` x ``steps``); every field is checked by :meth:`check`."""
 
-    method: str = "grpo"
+    method: str = "grpo"              # a name in methods.REGISTRY
     steps: int = 100                  # policy steps per iteration (M)
     iterations: int = 1               # outer iterations (I): reference reset + reward-model update
     questions_per_step: int = 16      # questions sampled per step
@@ -38,6 +40,7 @@ class TrainConfig:
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
     share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
     precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
+    sampler: str = "static"           # static (lean static-cache decoder) | hf (transformers generate)
     seed: int = 0
     eval_every: int = 0               # 0: only at the end
     eval_size: int = 256
@@ -49,8 +52,12 @@ class TrainConfig:
         def bad(field: str, why: str) -> ValueError:
             return ValueError(f"config field {field!r} = {getattr(self, field)!r}: {why}")
 
-        if self.method not in METHODS:
-            raise bad("method", f"unknown method; choose one of {', '.join(METHODS)}")
+        from .methods import REGISTRY
+
+        if self.method not in REGISTRY:
+            close = difflib.get_close_matches(self.method.replace("-", "_"), REGISTRY, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise bad("method", f"unknown method{hint}; choose one of {', '.join(REGISTRY)}")
         for f in ("steps", "iterations", "questions_per_step", "group_size", "mu", "max_new_tokens", "max_prompt_tokens", "eval_size"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise bad(f, "must be a positive integer")
@@ -69,6 +76,8 @@ class TrainConfig:
         for f in ("share_prefix", "reset_reference"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be true or false")
+        if self.sampler not in SAMPLER_NAMES:
+            raise bad("sampler", f"choose one of {', '.join(SAMPLER_NAMES)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -96,19 +105,3 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config: unknown field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**data).check()
-
-
-def build_method(cfg: TrainConfig):
-    """The name registry lives here, at the edge: config/CLI name -> method composition."""
-    from . import methods
-
-    table = {
-        "sft": lambda: methods.sft(),
-        "rft": lambda: methods.rft(samples_per_question=cfg.group_size),
-        "online-rft": lambda: methods.online_rft(samples_per_question=cfg.group_size),
-        "dpo": lambda: methods.dpo(beta=cfg.dpo_beta),
-        "ppo": lambda: methods.ppo(epsilon=cfg.epsilon, beta=cfg.beta),
-        "grpo": lambda: methods.grpo(beta=cfg.beta, epsilon=cfg.epsilon, group_size=cfg.group_size),
-        "grpo-process": lambda: methods.grpo(beta=cfg.beta, epsilon=cfg.epsilon, supervision="process", group_size=cfg.group_size),
-    }
-    return table[cfg.check().method]()

@@ -1,26 +1,51 @@
 """The one engine: grad J = sum_{b,t} w[b,t] * GC[b,t] * grad log pi_theta(o_t | q, o_<t).
 
-    logp = log pi_theta at completion positions only (chunked loss head, see logprobs.py)
+    logp = log pi_theta at completion positions only (a ModelAdapter's micro-batch passes)
     gc   = coefficient(rollout, logp.detach())             # no grad
     loss = -sum w * gc * logp ;  loss.backward()            # parameter .grad += -grad J
 
 Every method -- SFT, RFT, DPO, PPO, GRPO, and any composition -- goes through these lines;
-nothing here knows a method's name. Micro-batches are cut by a token budget (never splitting a
-group when the coefficient couples a group's sequences); because ``weights`` come from the
-whole batch, the gradients of the micro-batches sum to the full-batch gradient.
+nothing here knows a method's name or a model library. How a model computes log-probs is a
+:class:`~unified_rl.protocols.ModelAdapter`: ``unified_rl.hf`` registers the transformers one
+(chunked loss head, prompts run once per batch); any module whose forward maps
+``input_ids, attention_mask, position_ids`` to logits works through :class:`PlainAdapter`.
+Log-probs are taken at the temperature the rollout was sampled at (``rollout.temperature``).
 """
 
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .logprobs import DEFAULT_CHUNK_BYTES, completion_logprobs, prompt_pass, prompt_pass_logprobs, suffix_lengths
-from .protocols import GradientCoefficient
+from .batching import micro_batch_views
+from .lm_head import DEFAULT_CHUNK_BYTES, logits_logprobs, on_mask
+from .precision import PRECISIONS, autocast
+from .protocols import GradientCoefficient, ModelAdapter
 from .rollout import Rollout
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How the engine runs a pass; none of it changes the gradient.
+
+    ``max_tokens``: padded tokens per forward call (rows bucketed by length; None: one call);
+    ``chunk_bytes``: working memory of the chunked loss head; ``share_prefix``: a prompt shared by
+    several rows runs once (adapters that can); ``precision``: "fp32" or "bf16" autocast."""
+
+    max_tokens: Optional[int] = None
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    share_prefix: bool = True
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise ValueError(f"ExecutionPlan.max_tokens: expected an integer >= 1 or None, got {self.max_tokens!r}")
+        if not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1:
+            raise ValueError(f"ExecutionPlan.chunk_bytes: expected an integer >= 1, got {self.chunk_bytes!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"ExecutionPlan.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -34,133 +59,85 @@ class Stats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-# What one more forward/backward call costs beyond its tokens, in padded tokens (module calls,
-# the shared prompt pass): the price that keeps the bucketing from cutting tiny micro-batches.
-CALL_COST_TOKENS = 128
+class PlainAdapter(ModelAdapter):
+    """Any module whose ``forward(input_ids=, attention_mask=, position_ids=)`` returns logits
+    ``[batch, seq, vocab]`` (or an object with ``.logits``): full logits, micro-batched by the plan."""
+
+    def accepts(self, model: nn.Module) -> bool:
+        """Always: the fallback."""
+        return True
+
+    def passes(self, model: nn.Module, rollout: Rollout, plan: ExecutionPlan, keep_groups: bool
+               ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:
+        """One full forward per micro-batch; log-probs gathered at the completion tokens."""
+        for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups):
+            if mb.num_completion_tokens == 0:
+                continue
+            position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+            out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
+            logits = out if isinstance(out, Tensor) else out.logits
+            target = mb.completion_mask[:, 1:]
+            logp = logits_logprobs(logits[:, :-1][target], mb.input_ids[:, 1:][target], mb.temperature)
+            yield idx, lo, hi, mb, on_mask(mb.completion_mask, logp)
 
 
-def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
-                  lengths: Optional[Tensor] = None) -> Iterator[list[int]]:
-    """Row indices of micro-batches whose padded size (rows x longest row) stays within
-    ``max_tokens``. Rows (or whole groups, with ``keep_groups``) are sorted by length and cut into
-    runs by dynamic programming to minimise the padded tokens plus ``CALL_COST_TOKENS`` per run,
-    so each micro-batch pads only to its own longest row; a single row or group larger than the
-    budget forms its own. ``lengths``: each row's padded size if not its attention mask's sum
-    (rows continuing prompts that ran once already: their completion lengths)."""
-    n = rollout.batch_size
-    if max_tokens is None:
-        yield list(range(n))
-        return
-    lengths = (rollout.attention_mask.sum(-1) if lengths is None else lengths).tolist()
-    units: list[list[int]] = [[i] for i in range(n)]
-    if keep_groups and rollout.group_ids is not None:  # whole groups stay together
-        by_group: dict[int, list[int]] = {}
-        for i, g in enumerate(rollout.group_ids.tolist()):
-            by_group.setdefault(g, []).append(i)
-        units = list(by_group.values())
-    units.sort(key=lambda u: -max(lengths[i] for i in u))
-    longest = [max(lengths[i] for i in u) for u in units]
-    # best[j]: least cost of cutting units[:j]; a run units[i:j] pads its rows to longest[i].
-    m = len(units)
-    first_row = np.concatenate([[0], np.cumsum([len(u) for u in units])])
-    best, cut = np.full(m + 1, np.inf), np.zeros(m + 1, dtype=np.int64)
-    best[0] = 0.0
-    for i in range(m):  # best[i] is final here: relax every run that starts at unit i
-        window = min(m - i, max(1, max_tokens // max(longest[i], 1)))  # a run holds at least one row per unit
-        rows = first_row[i + 1 : i + 1 + window] - first_row[i]
-        fits = rows * longest[i] <= max_tokens
-        fits[0] = True  # a lone unit over the budget forms its own run
-        rows = rows[: int(fits.sum())]  # rows grow with j: the runs that fit are a prefix
-        cost = best[i] + rows * longest[i] + CALL_COST_TOKENS
-        span = slice(i + 1, i + 1 + len(rows))
-        better = cost < best[span]
-        best[span] = np.where(better, cost, best[span])
-        cut[span] = np.where(better, i, cut[span])
-    cut = cut.tolist()
-    bounds, j = [], len(units)
-    while j:
-        bounds.append((cut[j], j))
-        j = cut[j]
-    for i, j in reversed(bounds):
-        yield [r for u in units[i:j] for r in u]
+_ADAPTERS: list[ModelAdapter] = []
 
 
-def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
-                      lengths: Optional[Tensor] = None) -> Iterator[tuple[Tensor, int, int, Rollout]]:
-    """(row index, lo, hi, view) per micro-batch: the view holds those rows and only the columns
-    [lo, hi) that are a real token in one of them, ready for a forward pass; write results back
-    with ``full[rows, lo:hi] = value``."""
-    everything = list(range(rollout.batch_size))
-    for rows in micro_batches(rollout, max_tokens, keep_groups, lengths):
-        sel = rollout if rows == everything else rollout.select(rows)
-        lo, hi = sel.used_columns()
-        yield torch.tensor(rows, device=rollout.input_ids.device), lo, hi, sel.columns(lo, hi)
+def register_adapter(adapter: ModelAdapter) -> None:
+    """Put ``adapter`` first in line: the engine runs a model with the first adapter that accepts it."""
+    if adapter not in _ADAPTERS:
+        _ADAPTERS.insert(0, adapter)
 
 
-def micro_batch_logprobs(model: nn.Module, rollout: Rollout, *, max_tokens: Optional[int], keep_groups: bool,
-                         temperature: float = 1.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                         share_prefix: bool = True) -> Iterator[tuple[Tensor, int, int, Rollout, Tensor]]:
-    """(row index, lo, hi, view, logp) per micro-batch with completion tokens: logp is
-    ``completion_logprobs`` of the view. With ``share_prefix``, the batch's distinct prompts run
-    once when they fit in ``max_tokens`` and micro-batches are cut by completion length; a caller
-    that differentiates must run each logp's backward before asking for the next micro-batch (the
-    prompt pass's own backward runs when the last one is done)."""
-    prompts = prompt_pass(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask,
-                          max_tokens=max_tokens) if share_prefix else None
-    lengths = suffix_lengths(prompts) if prompts is not None else None
-    for idx, lo, hi, mb in micro_batch_views(rollout, max_tokens, keep_groups, lengths):
-        if mb.num_completion_tokens == 0:
-            continue
-        if prompts is not None:
-            logp = prompt_pass_logprobs(model, prompts, idx, mb.completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
-        else:
-            logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=temperature,
-                                       chunk_bytes=chunk_bytes, share_prefix=share_prefix)
-        yield idx, lo, hi, mb, logp
-    if prompts is not None:
-        prompts.finish()
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The registered adapter that accepts ``model``, else :class:`PlainAdapter`."""
+    return next((a for a in _ADAPTERS if a.accepts(model)), PlainAdapter())
 
 
-def backward(
-    model: nn.Module,
-    rollout: Rollout,
-    coefficient: GradientCoefficient,
-    *,
-    max_tokens: Optional[int] = None,
-    temperature: float = 1.0,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    share_prefix: bool = True,
-) -> Stats:
+def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficient, plan: ExecutionPlan = ExecutionPlan()) -> Stats:
     """Accumulate parameter ``.grad`` += -grad J for a prepared rollout; return :class:`Stats`.
 
-    ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``max_tokens`` caps the
-    padded tokens per forward pass; ``temperature`` must match the sampler's. ``share_prefix``:
-    rows that continue the same prompt run it once (prefix.py) -- once for the whole batch when
-    the prompts fit in ``max_tokens``, then micro-batches are cut by completion length; same gradient.
-    """
+    ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``plan`` says how the
+    passes run (micro-batch budget, loss-head chunk, shared prompts, precision); same gradient."""
     if rollout.weights is None:
         raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
     gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
     logp_full = torch.zeros_like(gc_full)
     loss_total = 0.0
-    keep_groups = bool(getattr(coefficient, "couples_group", False))
-    for idx, lo, hi, mb, logp in micro_batch_logprobs(model, rollout, max_tokens=max_tokens, keep_groups=keep_groups,
-                                                      temperature=temperature, chunk_bytes=chunk_bytes, share_prefix=share_prefix):
-        with torch.no_grad():
-            gc = coefficient(mb, logp.detach())
-        bad = mb.completion_mask & ~torch.isfinite(gc)
-        if bool(bad.any()):
-            b, t = bad.nonzero()[0].tolist()
-            raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {int(idx[b])}, position {lo + t}")
-        loss = -(mb.weights.to(logp.dtype) * gc.to(logp.dtype) * logp).sum()
-        loss.backward()
-        loss_total += float(loss.detach())
-        gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
-        logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
+    with autocast(model, plan.precision, backward=True):
+        for idx, lo, hi, mb, logp in adapter_for(model).passes(model, rollout, plan, keep_groups=coefficient.couples_group):
+            with torch.no_grad():
+                gc = coefficient(mb, logp.detach())
+            bad = mb.completion_mask & ~torch.isfinite(gc)
+            if bool(bad.any()):
+                b, t = bad.nonzero()[0].tolist()
+                raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {int(idx[b])}, position {lo + t}")
+            loss = -(mb.weights.to(logp.dtype) * gc.to(logp.dtype) * logp).sum()
+            loss.backward()
+            loss_total += float(loss.detach())
+            gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
+            logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     dtype = torch.promote_types(dtype, torch.float32)
     gc_full, logp_full = gc_full.to(dtype), logp_full.to(dtype)
     metrics = {"loss": loss_total, "tokens": float(rollout.num_completion_tokens)}
-    if hasattr(coefficient, "metrics") and rollout.num_completion_tokens:
+    if rollout.num_completion_tokens:
         metrics.update(coefficient.metrics(rollout, logp_full, gc_full))
     return Stats(loss_total, gc_full, logp_full, metrics)
+
+
+def logprobs(model: nn.Module, rollout: Rollout, plan: ExecutionPlan = ExecutionPlan()) -> Float[Tensor, "batch seq"]:
+    """log pi(o_t) of ``model`` for every output token of ``rollout`` (fp32, 0 elsewhere, no grad),
+    at ``rollout.temperature``: fills ``old_logprobs`` / ``ref_logprobs``, e.g.
+    ``rollout.replace(ref_logprobs=engine.logprobs(reference, rollout, plan))``."""
+    out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
+    was = model.training
+    model.eval()
+    try:
+        with autocast(model, plan.precision), torch.inference_mode():  # ``out``, made outside, stays an ordinary tensor
+            for idx, lo, hi, _, lp in adapter_for(model).passes(model, rollout, plan, keep_groups=False):
+                out[idx, lo:hi] = lp.float()
+    finally:
+        model.train(was)
+    return out

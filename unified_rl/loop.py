@@ -26,13 +26,14 @@ from tqdm import tqdm
 from . import engine
 from .checkpoint import load_state, save_state
 from .config import TrainConfig
-from .data.sources import Encoder, PairSource, SampledSource, SupervisedSource
-from .evaluate import greedy_accuracy
+from .data.recipes import Setup
+from .data.sources import Encoder
+from .engine import ExecutionPlan
+from .evaluate import Extractor, greedy_accuracy
+from .hf import check_tokenizer, make_sampler
 from .methods import Method
 from .precision import autocast
-from .rewards.rule import OutcomeReward, ProcessReward
-from .rollout import Rollout
-from .tasks.models import check_tokenizer
+from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 
 
 def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
@@ -51,62 +52,49 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-def fill_logprobs(model: nn.Module, rollout: Rollout, field: str, max_tokens: Optional[int], temperature: float,
-                  share_prefix: bool = True) -> Rollout:
-    """log pi(o_t) of ``model`` for every output token, in token-budgeted micro-batches
-    (``share_prefix``: rows that share a prompt run it once, see ``engine.backward``)."""
-    out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
-    was = model.training
-    model.eval()
-    with torch.inference_mode():  # ``out``, made outside, stays an ordinary tensor
-        for idx, lo, hi, _, lp in engine.micro_batch_logprobs(model, rollout, max_tokens=max_tokens, keep_groups=False,
-                                                              temperature=temperature, share_prefix=share_prefix):
-            out[idx, lo:hi] = lp.float()
-    model.train(was)
-    return rollout.replace(**{field: out})
-
-
 class Trainer:
     """Trains ``policy`` with ``method`` on ``rows`` (dicts with ``prompt`` and ``completion`` /
-    ``answer``). Data source and reward default to what ``method.kind`` and the coefficient need."""
+    ``answer``): the method's data-source recipe is built on these rows with the run's sampler
+    (``config.sampler``, or ``sampler=``), unless ``data_source=`` gives a ready one. ``reward``
+    scores samples (the method's own if it has one); ``extract`` reads answers for the held-out
+    greedy accuracy on ``eval_rows``. Every plug-in is checked against its Protocol here, once."""
 
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Sequence[dict], config: TrainConfig, *,
-                 eval_rows: Optional[Sequence[dict]] = None, reward: Any = None, data_source: Any = None, phase: Optional[str] = None):
-        self.cfg = config.check()
+                 eval_rows: Optional[Sequence[dict]] = None, reward: Optional[RewardFunction] = None,
+                 data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
+                 phase: Optional[str] = None):
+        self.cfg = c = config.check()
         check_tokenizer(tokenizer)
+        check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
         self.coefficient = method.coefficient
         self.needs = self.coefficient.needs
-        self.encoder = Encoder(tokenizer, config.max_prompt_tokens, config.max_new_tokens + 1)
+        self.plan = ExecutionPlan(max_tokens=c.max_tokens, share_prefix=c.share_prefix, precision=c.precision)
+        self.encoder = Encoder(tokenizer, c.max_prompt_tokens, c.max_new_tokens + 1)
         self.eval_rows = list(eval_rows) if eval_rows is not None else None
-        self.reward = reward or method.reward or self._default_reward()
-        self.source = data_source or method.data_source or self._default_source(rows)
+        if self.eval_rows and extract is None:
+            raise ValueError("Trainer: eval_rows were given but no extract= to read a completion's answer (e.g. url.rewards.AfterMarker('####'))")
+        self.extract = extract
+        self.sampler = sampler or make_sampler(c.sampler, tokenizer)
+        conforms(self.sampler, Sampler, "sampler")
+        self.reward = reward or method.reward
+        if self.reward is not None:
+            conforms(self.reward, RewardFunction, "reward")
+        elif self.needs & {"rewards", "step_rewards", "scored"}:
+            raise ValueError(f"Trainer: method {method.name!r} reads {', '.join(sorted(self.needs & {'rewards', 'step_rewards'}))} "
+                             "but no reward function was given (reward=...)")
+        setup = Setup(rows, self.encoder, self.sampler, policy, self.reward, seed=c.seed, max_new_tokens=c.max_new_tokens,
+                      temperature=c.temperature)
+        self.source = data_source or method.data_source.build(setup)
+        conforms(self.source, DataSource, "data source")
         self.reference = None
         if "ref_logprobs" in self.needs:
             self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
-        if hasattr(self.coefficient, "attach"):
-            self.coefficient.attach(policy)
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        self.coefficient.attach(policy)
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
         self.step_count, self.iteration = 0, 0
-        self.pending: list = []  # new policy samples for the reward model, this iteration
         self.history: list[dict] = []
-
-    # ------------------------------------------------------------------ defaults
-    def _default_reward(self):
-        if self.method.kind == "supervised":
-            return None
-        return ProcessReward(self.tokenizer) if "step_rewards" in self.needs else OutcomeReward()
-
-    def _default_source(self, rows: Sequence[dict]):
-        c, kind = self.cfg, self.method.kind
-        if kind == "supervised":
-            return SupervisedSource(rows, self.encoder, seed=c.seed)
-        frozen = copy.deepcopy(self.policy) if kind in ("offline", "pairs") else None
-        samples = c.group_size if kind == "pairs" else self.method.group_size  # pairs: draw G, keep one o+ and one o-
-        sampled = SampledSource(rows, self.encoder, samples_per_question=samples, frozen=frozen, max_new_tokens=c.max_new_tokens,
-                                temperature=c.temperature, seed=c.seed)
-        return PairSource(sampled, self.reward or OutcomeReward()) if kind == "pairs" else sampled
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -118,31 +106,27 @@ class Trainer:
         with autocast(self.policy, c.precision):
             rollout = self.source.sample(self.policy, c.questions_per_step)
         t_gen = time.perf_counter()
-        if self.reward is not None and ({"rewards", "step_rewards"} & self.needs or self.method.kind != "supervised"):
+        if self.reward is not None:
             rollout = self.reward(rollout, rollout.texts)
         t_rew = time.perf_counter()
-        temperature = 1.0 if self.method.kind == "supervised" else c.temperature
-        with autocast(self.policy, c.precision):
-            if "old_logprobs" in self.needs and rollout.old_logprobs is None:
-                rollout = fill_logprobs(self.policy, rollout, "old_logprobs", c.max_tokens, temperature, c.share_prefix)
-            if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-                rollout = fill_logprobs(self.reference, rollout, "ref_logprobs", c.max_tokens, temperature, c.share_prefix)
+        if "old_logprobs" in self.needs and rollout.old_logprobs is None:
+            rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
+        if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
+            rollout = rollout.replace(ref_logprobs=engine.logprobs(self.reference, rollout, self.plan))
         t_ref = time.perf_counter()
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.policy, c.precision, backward=True):
-                stats = engine.backward(self.policy, rollout, self.coefficient, max_tokens=c.max_tokens, temperature=temperature,
-                                         share_prefix=c.share_prefix)
+            stats = engine.backward(self.policy, rollout, self.coefficient, self.plan)
             norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip if c.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
             self.optimizer.step()
         self.scheduler.step()
-        aux = self.coefficient.update(rollout) if hasattr(self.coefficient, "update") else {}
-        if hasattr(self.reward, "continual_update"):
-            self.pending.extend(self.reward.label(rollout))
+        aux = self.coefficient.update(rollout)
+        if self.reward is not None:
+            self.reward.observe(rollout)
         self.step_count += 1
         t_end = time.perf_counter()
         m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux,
@@ -161,9 +145,10 @@ class Trainer:
         return m
 
     def _begin_iteration(self) -> None:
-        if self.iteration > 0 and hasattr(self.reward, "continual_update") and self.pending:
-            self.log_metrics({"phase": self.phase, "step": self.step_count, **self.reward.continual_update(self.pending, self.cfg.reward_replay)})
-            self.pending = []
+        if self.iteration > 0 and self.reward is not None:
+            metrics = self.reward.end_iteration(self.cfg.reward_replay)
+            if metrics:
+                self.log_metrics({"phase": self.phase, "step": self.step_count, **metrics})
         if self.reference is not None and self.cfg.reset_reference and self.iteration > 0:
             self.reference.load_state_dict(self.policy.state_dict())
         self.iteration += 1
@@ -180,10 +165,13 @@ class Trainer:
         return self.history
 
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
-        """Greedy accuracy on ``rows`` (default: the held-out rows)."""
+        """Greedy accuracy on ``rows`` (default: the held-out rows), answers read by ``extract``."""
+        if self.extract is None:
+            raise ValueError("Trainer.evaluate: no extract= was given to read a completion's answer")
         rows = rows if rows is not None else (self.eval_rows or [])
         with autocast(self.policy, self.cfg.precision):
-            return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], max_new_tokens=self.cfg.max_new_tokens)
+            return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], sampler=self.sampler, extract=self.extract,
+                                   max_new_tokens=self.cfg.max_new_tokens)
 
     def log_metrics(self, m: dict) -> None:
         """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set)."""
@@ -197,12 +185,10 @@ class Trainer:
         """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""
         parts = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "step": self.step_count, "iteration": self.iteration, "torch_rng": torch.get_rng_state(),
-                 "source": self.source.state_dict(), "pending": [list(p) for p in self.pending]}
+                 "source": self.source.state_dict(), "coefficient": self.coefficient.state_dict(),
+                 "reward": self.reward.state_dict() if self.reward is not None else {}}
         if self.reference is not None:
             parts["reference"] = self.reference.state_dict()
-        for name, obj in (("coefficient", self.coefficient), ("reward", self.reward)):
-            if hasattr(obj, "state_dict"):
-                parts[name] = obj.state_dict()
         return parts
 
     def load_state_dict(self, state: dict) -> None:
@@ -213,12 +199,11 @@ class Trainer:
         self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
         torch.set_rng_state(state["torch_rng"])
         self.source.load_state_dict(state["source"])
-        self.pending = [tuple(p) for p in state["pending"]]
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
-        for name, obj in (("coefficient", self.coefficient), ("reward", self.reward)):
-            if hasattr(obj, "load_state_dict") and name in state:
-                obj.load_state_dict(state[name])
+        self.coefficient.load_state_dict(state["coefficient"])
+        if self.reward is not None:
+            self.reward.load_state_dict(state["reward"])
 
     def save(self, folder: str) -> None:
         """Write a checkpoint atomically to ``folder``."""

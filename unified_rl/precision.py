@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+PRECISIONS = ("fp32", "bf16")
+
 
 def autocast(model: nn.Module, precision: str, *, backward: bool = False) -> contextlib.AbstractContextManager:
     """A context in which ``model`` computes at ``precision`` ("fp32": no autocast; "bf16");

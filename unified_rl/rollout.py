@@ -75,6 +75,8 @@ class Rollout:
     rewards at each step's last token; ``old_logprobs``/``ref_logprobs`` log pi_old and log pi_ref
     of the sampled tokens; ``chosen`` DPO o+ (True) or o- (False); ``advantages``, ``returns``
     (PPO value targets) and ``weights`` (aggregation weights, computed once from the whole batch).
+    ``temperature``: the softmax temperature the completions were sampled at (1 for dataset
+    completions); the engine and the reference pass compute log-probs at this temperature.
     """
 
     input_ids: Int[Tensor, "batch seq"]
@@ -92,6 +94,12 @@ class Rollout:
     returns: Optional[Float[Tensor, "batch seq"]] = None
     weights: Optional[Float[Tensor, "batch seq"]] = None
     texts: Optional[tuple[Sample, ...]] = None
+    temperature: float = 1.0
+
+    @classmethod
+    def field_names(cls) -> frozenset:
+        """Names of the tensor fields (what a coefficient's ``needs`` may name)."""
+        return frozenset(_SPEC)
 
     def __post_init__(self) -> None:
         ids = self.input_ids
@@ -114,6 +122,8 @@ class Rollout:
                 )
             if value.device != ids.device:
                 raise ValueError(f"Rollout.{name}: on {value.device}, but input_ids is on {ids.device}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 < self.temperature < float("inf"):
+            raise ValueError(f"Rollout.temperature: expected a finite number > 0, got {self.temperature!r}")
         if self.texts is not None and len(self.texts) != dims["batch"]:
             raise ValueError(f"Rollout.texts: expected {dims['batch']} samples, got {len(self.texts)}")
         if ids.shape[1] and bool(self.completion_mask[:, 0].any()):
@@ -148,11 +158,13 @@ class Rollout:
         if self.texts is not None:
             rows = range(self.batch_size)[index] if isinstance(index, slice) else index.tolist()
             texts = tuple(self.texts[i] for i in (rows if not isinstance(rows, int) else [rows]))
-        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts)
+        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts,
+                       temperature=self.temperature)
 
     def to(self, device: "torch.device | str") -> "Rollout":
         """The same rollout on ``device``."""
-        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC}, texts=self.texts)
+        return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC}, texts=self.texts,
+                       temperature=self.temperature)
 
     def used_columns(self) -> tuple[int, int]:
         """[lo, hi): the columns that are a real token in at least one row."""
@@ -165,7 +177,7 @@ class Rollout:
         """Columns [lo, hi) of every per-token tensor."""
         return Rollout(
             **{f: (None if getattr(self, f) is None else (getattr(self, f)[:, lo:hi] if len(_SPEC[f][0]) == 2 else getattr(self, f))) for f in _SPEC},
-            texts=self.texts,
+            texts=self.texts, temperature=self.temperature,
         )
 
     def trim(self) -> "Rollout":
@@ -195,4 +207,4 @@ class Rollout:
 
     def __repr__(self) -> str:
         filled = ", ".join(f for f in _SPEC if getattr(self, f) is not None)
-        return f"Rollout(batch={self.input_ids.shape[0]}, seq={self.input_ids.shape[1]}, fields=[{filled}])"
+        return f"Rollout(batch={self.input_ids.shape[0]}, seq={self.input_ids.shape[1]}, temperature={self.temperature}, fields=[{filled}])"

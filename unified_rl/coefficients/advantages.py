@@ -1,8 +1,8 @@
 """Advantage estimators: prepare-time (no grad) pieces that fill ``rollout.advantages``.
 
 Each is a callable ``estimator(rollout) -> rollout`` that fills ``advantages [batch, seq]``
-(0 outside completions; GAE also fills ``returns``), with a ``check(rollout)`` that names any
-missing field before anything is computed.
+(0 outside completions; GAE also fills ``returns``). ``needs`` names the fields it reads (the
+chain checks them); ``check`` looks only at values, e.g. group sizes.
 """
 
 from dataclasses import dataclass
@@ -12,19 +12,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..rollout import Rollout
-from ._groups import group_sizes, normalize_in_groups
-
-
-def require(rollout: Rollout, piece: str, *fields: str) -> None:
-    """Raise a ValueError naming ``piece`` and the first of ``fields`` that is None."""
-    for f in fields:
-        if getattr(rollout, f) is None:
-            raise ValueError(f"{piece} needs Rollout.{f}, which is None")
+from ._groups import group_index, group_sizes, normalize_in_groups
+from .pieces import AdvantageEstimator
 
 
 def check_groups(rollout: Rollout, piece: str, min_size: int = 2) -> None:
     """Raise if any group has fewer than ``min_size`` samples, naming the group and a sample."""
-    require(rollout, piece, "group_ids")
     sizes = group_sizes(rollout.group_ids)
     if bool((sizes < min_size).any()):
         row = int((sizes < min_size).nonzero()[0, 0])
@@ -43,16 +36,14 @@ def _float_dtype(rollout: Rollout) -> torch.dtype:
 
 
 @dataclass(frozen=True)
-class Constant:
+class Constant(AdvantageEstimator):
     """A_t = value for every output token (SFT: 1)."""
 
     value: float = 1.0
     dtype: "torch.dtype | None" = None
 
     needs = frozenset()
-
-    def check(self, rollout: Rollout) -> None:
-        pass
+    label = "constant()"
 
     def __call__(self, rollout: Rollout) -> Rollout:
         return rollout.replace(advantages=self.advantages(rollout))
@@ -63,16 +54,14 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class Correct:
+class Correct(AdvantageEstimator):
     """A_i = 1[r_i > threshold]: rejection sampling keeps correct outputs (RFT, Online RFT).
     Unscored samples get 0."""
 
     threshold: float = 0.5
 
     needs = frozenset({"rewards"})
-
-    def check(self, rollout: Rollout) -> None:
-        require(rollout, "correct()", "rewards")
+    label = "correct()"
 
     def __call__(self, rollout: Rollout) -> Rollout:
         return rollout.replace(advantages=self.advantages(rollout))
@@ -85,17 +74,17 @@ class Correct:
 
 
 @dataclass(frozen=True)
-class GroupNormalized:
+class GroupNormalized(AdvantageEstimator):
     """Outcome supervision (DeepSeekMath §4.1.2): A_{i,t} = (r_i - mean(r)) / std(r) over the group.
 
     Unscored samples are left out of mean and std and get 0; an all-equal group gets exactly 0.
     """
 
     needs = frozenset({"rewards", "group_ids"})
+    label = "group_normalized()"
 
     def check(self, rollout: Rollout) -> None:
-        require(rollout, "group_normalized()", "rewards")
-        check_groups(rollout, "group_normalized()")
+        check_groups(rollout, self.label)
 
     def __call__(self, rollout: Rollout) -> Rollout:
         return rollout.replace(advantages=self.advantages(rollout))
@@ -106,21 +95,19 @@ class GroupNormalized:
 
 
 @dataclass(frozen=True)
-class LeaveOneOut:
+class LeaveOneOut(AdvantageEstimator):
     """RLOO: A_i = r_i - mean_{j != i} r_j within the group (not in the paper; a composition example)."""
 
     needs = frozenset({"rewards", "group_ids"})
+    label = "leave_one_out()"
 
     def check(self, rollout: Rollout) -> None:
-        require(rollout, "leave_one_out()", "rewards")
-        check_groups(rollout, "leave_one_out()")
+        check_groups(rollout, self.label)
 
     def __call__(self, rollout: Rollout) -> Rollout:
         return rollout.replace(advantages=self.advantages(rollout))
 
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
-        from ._groups import group_index
-
         idx, k = group_index(rollout.group_ids)
         r = rollout.rewards
         total = torch.zeros(k, dtype=r.dtype, device=r.device).index_add_(0, idx, r)
@@ -129,16 +116,16 @@ class LeaveOneOut:
 
 
 @dataclass(frozen=True)
-class ProcessNormalized:
+class ProcessNormalized(AdvantageEstimator):
     """Process supervision (§4.1.3): step rewards normalised over all steps of the group,
     r~ = (r - mean(R)) / std(R); then A_{i,t} = sum of r~_i^{index(j)} over steps with index(j) >= t.
     """
 
     needs = frozenset({"step_rewards", "step_mask", "group_ids"})
+    label = "process_normalized()"
 
     def check(self, rollout: Rollout) -> None:
-        require(rollout, "process_normalized()", "step_rewards", "step_mask")
-        check_groups(rollout, "process_normalized()")
+        check_groups(rollout, self.label)
         stray = rollout.step_mask & ~rollout.completion_mask
         if bool(stray.any()):
             b, t = stray.nonzero()[0].tolist()

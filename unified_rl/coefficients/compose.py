@@ -9,58 +9,18 @@ from typing import Any, Callable, Optional, Protocol
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..protocols import GradientCoefficient, check_needs
 from ..rollout import Rollout
+from .pieces import AdvantageEstimator, Piece, Term, require
 from .terms import masked, token_mean_of
-
-
-class Term(Protocol):
-    """An objective term: J(logp) and its closed-form gradient coefficient, dJ/dlogp = weights * GC."""
-
-    couples_group: bool
-
-    def check(self, rollout: Rollout) -> None:
-        """Raise a ValueError naming any field the piece needs that is missing or inconsistent."""
-
-    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
-        """The term's objective J(logp) as a differentiable scalar (uses ``rollout.weights``)."""
-
-    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        """The closed-form gradient coefficient, 0 outside output tokens."""
-
-    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
-        """Scalar metrics for logging (see docs/metrics.md)."""
-
-
-class AdvantageEstimator(Protocol):
-    """A prepare-time piece: fills ``advantages`` (and possibly ``returns``), without grad."""
-
-    def check(self, rollout: Rollout) -> None:
-        """Raise a ValueError naming any field the estimator needs that is missing or inconsistent."""
-
-    def __call__(self, rollout: Rollout) -> Rollout:
-        """The rollout with ``advantages`` filled."""
-
-    def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
-        """The advantages alone, 0 outside output tokens."""
-
-
-class Stateful(Protocol):
-    """Anything whose state a checkpoint saves: sources, coefficients with models, reward models."""
-
-    def state_dict(self) -> dict:
-        """Tensors and plain values that restore this object exactly (no pickle needed)."""
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`."""
-
 
 Aggregation = Callable[[Rollout], Float[Tensor, "batch seq"]]
 
 
 @dataclass(frozen=True)
-class Chain:
+class Chain(GradientCoefficient):
     """A GradientCoefficient: ``advantage`` (may be None) -> ``terms`` -> ``aggregation``."""
 
     advantage: Optional[AdvantageEstimator]
@@ -68,12 +28,21 @@ class Chain:
     aggregation: Aggregation
     name: str = "chain"
 
+    def __post_init__(self) -> None:
+        for piece in self.pieces:
+            check_needs(piece.needs, f"chain {self.name!r}: piece {piece.label}")
+
+    @property
+    def pieces(self) -> tuple[Piece, ...]:
+        """The advantage estimator (if any) and the terms, in order."""
+        return ((self.advantage,) if self.advantage is not None else ()) + self.terms
+
     @property
     def needs(self) -> frozenset:
         """Rollout fields the pieces read (the loop fills only these: no reference pass at beta = 0)."""
-        out = set().union(*(getattr(p, "needs", frozenset()) for p in self.terms))
+        out = set().union(*(t.needs for t in self.terms))
         if self.advantage is not None:
-            out = (out - {"advantages", "returns"}) | set(getattr(self.advantage, "needs", frozenset()))
+            out = (out - self.advantage.provides) | self.advantage.needs
         return frozenset(out)
 
     @property
@@ -84,12 +53,14 @@ class Chain:
     def prepare(self, rollout: Rollout) -> Rollout:
         """Advantages and aggregation weights from the whole batch. Checks every piece's inputs
         first, so a bad batch raises before anything is computed."""
-        probe = rollout
+        provided: frozenset = frozenset()
         if self.advantage is not None:
+            require(rollout, self.advantage)
             self.advantage.check(rollout)
-            probe = rollout.replace(advantages=torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device))
+            provided = self.advantage.provides
         for term in self.terms:
-            term.check(probe)
+            require(rollout, term, provided)
+            term.check(rollout)
         rollout = rollout.replace(weights=self.aggregation(rollout))
         return self.advantage(rollout) if self.advantage is not None else rollout
 
@@ -111,29 +82,26 @@ class Chain:
             out.update(term.metrics(rollout, logprobs))
         return out
 
-    def attach(self, policy: nn.Module) -> None:
+    def attach(self, policy: Any) -> None:
         """Give pieces that own models (PPO's value model) the policy to initialise from."""
-        for piece in (self.advantage, *self.terms):
-            if hasattr(piece, "attach"):
-                piece.attach(policy)
-
-    def _stateful(self) -> list[tuple[int, Any]]:
-        return [(i, p) for i, p in enumerate((self.advantage, *self.terms)) if hasattr(p, "state_dict")]
+        for piece in self.pieces:
+            piece.attach(policy)
 
     def state_dict(self) -> dict:
         """State of pieces that own models (PPO's value model and its optimizer), by position."""
-        return {i: p.state_dict() for i, p in self._stateful()}
+        return {i: state for i, p in enumerate(self.pieces) if (state := p.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
-        for i, p in self._stateful():
-            p.load_state_dict(state[i])
+        """Restore a :meth:`state_dict`."""
+        for i, p in enumerate(self.pieces):
+            if i in state:
+                p.load_state_dict(state[i])
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """Train any auxiliary model the pieces own (PPO's value model) on a prepared batch."""
         out: dict[str, float] = {}
-        for piece in (self.advantage, *self.terms):
-            if hasattr(piece, "update"):
-                out.update(piece.update(rollout))
+        for piece in self.pieces:
+            out.update(piece.update(rollout))
         return out
 
 

@@ -18,19 +18,19 @@ from torch import Tensor
 
 from ..rollout import Rollout
 from ._groups import group_index
-from .advantages import require
+from .pieces import Term
 from .terms import masked
 
 
 @dataclass(frozen=True)
-class DPOTerm:
+class DPOTerm(Term):
     beta: float = 0.1
     length_normalized: bool = True
     couples_group = True
     needs = frozenset({"group_ids", "chosen", "ref_logprobs"})
+    label = "dpo()"
 
     def check(self, rollout: Rollout) -> None:
-        require(rollout, "dpo()", "group_ids", "chosen", "ref_logprobs")
         idx, k = group_index(rollout.group_ids)
         n = torch.bincount(idx, minlength=k)
         n_chosen = torch.bincount(idx, weights=rollout.chosen.double(), minlength=k)

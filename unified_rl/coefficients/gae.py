@@ -5,44 +5,21 @@ Per-token reward with the KL **inside the reward** (DeepSeekMath §4.1.1, k1 est
     delta_t = r_t + gamma V(s_{t+1}) - V(s_t),   A_t = sum_l (gamma lambda)^l delta_{t+l}
     returns_t = A_t + V(s_t)   (the value model's regression target)
 V(s_t) is read at the position before token t (the state o_t is emitted from), so values are
-aligned with ``input_ids`` like every other per-token tensor.
+aligned with ``input_ids`` like every other per-token tensor. The value model is any module
+``value_model(input_ids, attention_mask) -> values [batch, seq]`` so aligned (``hf.ValueModel``
+builds one from a transformers policy).
 """
 
-import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from ..rollout import Rollout
-from .advantages import require
+from .pieces import AdvantageEstimator
 from .terms import masked
-
-
-class ValueModel(nn.Module):
-    """A causal-LM trunk with a scalar head: values[b, t] = V(input_ids[b, :t])."""
-
-    def __init__(self, trunk: nn.Module, hidden_size: int):
-        super().__init__()
-        self.trunk = trunk
-        self.head = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_policy(cls, policy: nn.Module) -> "ValueModel":
-        """Initialise from a copy of the policy's trunk (a fresh zero head)."""
-        trunk = copy.deepcopy(policy.base_model)
-        weight = next(trunk.parameters())
-        return cls(trunk, policy.config.hidden_size).to(device=weight.device, dtype=weight.dtype)
-
-    def forward(self, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-        h = self.trunk(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).last_hidden_state
-        v = self.head(h).squeeze(-1)
-        return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
 
 
 def gae_advantages(
@@ -73,32 +50,38 @@ def _last_token(mask: Bool[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
 
 
 @dataclass
-class GAE:
-    """Advantages by GAE(gamma, lambda) with a value model; ``update`` trains the value model."""
+class GAE(AdvantageEstimator):
+    """Advantages by GAE(gamma, lambda) with a value model; ``update`` trains the value model.
+    Without ``value_model``, ``attach(policy)`` builds one with ``value_model_factory(policy)``."""
 
-    value_model: Optional[ValueModel] = None
+    value_model: Optional[nn.Module] = None
     gamma: float = 1.0
     lam: float = 0.95
     kl_beta: float = 0.04
     whiten: bool = False
     value_lr: float = 1e-4
     value_clip: Optional[float] = 0.2
+    value_model_factory: Optional[Callable[[nn.Module], nn.Module]] = field(default=None, repr=False)
     optimizer: Any = field(default=None, repr=False)
+    provides = frozenset({"advantages", "returns"})
 
     @property
     def needs(self) -> frozenset:
         return frozenset({"rewards", "old_logprobs", "ref_logprobs"} if self.kl_beta else {"rewards"})
 
+    @property
+    def label(self) -> str:
+        return f"gae(kl_beta={self.kl_beta})"
+
     def attach(self, policy: nn.Module) -> None:
         if self.value_model is None:
-            self.value_model = ValueModel.from_policy(policy)
+            if self.value_model_factory is None:
+                raise ValueError("gae(): no value model and no value_model_factory to build one from the policy")
+            self.value_model = self.value_model_factory(policy)
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(self.value_model.parameters(), lr=self.value_lr)
 
     def check(self, rollout: Rollout) -> None:
-        require(rollout, "gae()", "rewards")
-        if self.kl_beta:
-            require(rollout, f"gae(kl_beta={self.kl_beta})", "old_logprobs", "ref_logprobs")
         if self.value_model is None:
             raise ValueError("gae(): no value model; pass value_model= or call coefficient.attach(policy) first")
 
@@ -142,7 +125,8 @@ class GAE:
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One AdamW step of the value model on this batch."""
-        require(rollout, "gae().update", "returns")
+        if rollout.returns is None:
+            raise ValueError("gae().update needs Rollout.returns, which is None; run coefficient.prepare first")
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.value_loss(rollout)
         loss.backward()
@@ -150,12 +134,13 @@ class GAE:
         return {"value/loss": float(loss.detach())}
 
 
-def gae(value_model: Optional[ValueModel] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,
-        whiten: bool = False, value_lr: float = 1e-4, value_clip: Optional[float] = 0.2) -> GAE:
+def gae(value_model: Optional[nn.Module] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,
+        whiten: bool = False, value_lr: float = 1e-4, value_clip: Optional[float] = 0.2,
+        value_model_factory: Optional[Callable[[nn.Module], nn.Module]] = None) -> GAE:
     """GAE advantages with a value model that the coefficient trains (PPO)."""
     for name, v in (("gamma", gamma), ("lam", lam)):
         if not 0 <= v <= 1:
             raise ValueError(f"gae: {name} must be in [0, 1], got {v}")
     if kl_beta < 0 or value_lr <= 0:
         raise ValueError(f"gae: kl_beta must be >= 0 and value_lr > 0, got {kl_beta}, {value_lr}")
-    return GAE(value_model, gamma, lam, kl_beta, whiten, value_lr, value_clip)
+    return GAE(value_model, gamma, lam, kl_beta, whiten, value_lr, value_clip, value_model_factory)

@@ -12,7 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..rollout import Rollout
-from .advantages import require
+from .pieces import Term
 
 
 def masked(rollout: Rollout, x: Tensor) -> Tensor:
@@ -32,14 +32,12 @@ def weighted(rollout: Rollout, j: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class PolicyGradient:
+class PolicyGradient(Term):
     """j = A_t * log pi  ->  GC = A_t. (SFT with A = 1, RFT with A = 1[correct].)"""
 
     couples_group = False
     needs = frozenset({"advantages"})
-
-    def check(self, rollout: Rollout) -> None:
-        require(rollout, "policy_gradient()", "advantages")
+    label = "policy_gradient()"
 
     def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
         return weighted(rollout, rollout.advantages.to(logp.dtype) * logp)
@@ -52,7 +50,7 @@ class PolicyGradient:
 
 
 @dataclass(frozen=True)
-class PPOClip:
+class PPOClip(Term):
     """Clipped surrogate (PPO, GRPO): rho = pi / pi_old,
     j = min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)  ->  GC = A * rho * 1_clip,
     where 1_clip = 0 iff (A > 0 and rho > 1 + eps_high) or (A < 0 and rho < 1 - eps_low).
@@ -62,9 +60,7 @@ class PPOClip:
     epsilon_high: float = 0.2
     couples_group = False
     needs = frozenset({"advantages", "old_logprobs"})
-
-    def check(self, rollout: Rollout) -> None:
-        require(rollout, "ppo_clip()", "advantages", "old_logprobs")
+    label = "ppo_clip()"
 
     def _ratio(self, rollout: Rollout, logp: Tensor) -> Tensor:
         return torch.exp(masked(rollout, logp) - masked(rollout, rollout.old_logprobs.to(logp.dtype)))
@@ -96,7 +92,7 @@ class PPOClip:
 
 
 @dataclass(frozen=True)
-class KLk3:
+class KLk3(Term):
     """The unbiased k3 estimator of KL[pi || pi_ref], added to the loss (GRPO, Eq. 3):
     kappa = pi_ref / pi,  D = kappa - log kappa - 1 >= 0,  j = -beta D  ->  GC = beta (kappa - 1)."""
 
@@ -107,9 +103,9 @@ class KLk3:
     def needs(self) -> frozenset:
         return frozenset({"ref_logprobs"}) if self.beta else frozenset()
 
-    def check(self, rollout: Rollout) -> None:
-        if self.beta:
-            require(rollout, f"kl_k3(beta={self.beta})", "ref_logprobs")
+    @property
+    def label(self) -> str:
+        return f"kl_k3(beta={self.beta})"
 
     def _log_kappa(self, rollout: Rollout, logp: Tensor) -> Tensor:
         if rollout.ref_logprobs is None:

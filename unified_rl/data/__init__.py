@@ -1,8 +1,9 @@
-"""Data sources, sampling and dataset loaders."""
+"""Data sources, recipes that build them, rollout collation and dataset loaders."""
 
+from .collate import concat, to_rollout
+from .recipes import Given, Pairs, Sampled, Setup, SourceRecipe, Supervised
 from .rows import check_rows, gsm8k_rows, read_jsonl
-from .sampling import Generated, generate, to_rollout
-from .sources import Encoder, PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource, concat
+from .sources import Encoder, PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource
 
-__all__ = ["check_rows", "gsm8k_rows", "read_jsonl", "Generated", "generate", "to_rollout", "Encoder", "PairSource",
-           "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource", "concat"]
+__all__ = ["concat", "to_rollout", "Given", "Pairs", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
+           "read_jsonl", "Encoder", "PairSource", "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource"]

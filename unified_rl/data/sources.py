@@ -1,5 +1,5 @@
-"""Data sources: where (q, o) comes from. Each has ``sample(policy, n) -> Rollout`` and a
-``state_dict`` (data position and RNG) so a resumed run draws exactly the same data.
+"""Data sources: where (q, o) comes from. Each is a ``DataSource``: ``sample(policy, n) -> Rollout``
+and a ``state_dict`` (data position and RNG) so a resumed run draws exactly the same data.
 
 * :class:`SupervisedSource` -- (q, o) pairs from a dataset (SFT);
 * :class:`SampledSource`    -- G samples per question from a **frozen** model (offline: RFT) or
@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..protocols import DataSource, Sampler
 from ..rollout import Rollout, Sample
-from .sampling import generate, to_rollout
+from .collate import concat, to_rollout
 
 
 class RowCursor:
@@ -75,7 +76,7 @@ def _device(policy: Optional[nn.Module]) -> torch.device:
     return next(policy.parameters()).device if policy is not None else torch.device("cpu")
 
 
-class SupervisedSource:
+class SupervisedSource(DataSource):
     """SFT data: each row's reference completion (column ``completion``)."""
 
     def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
@@ -95,18 +96,21 @@ class SupervisedSource:
         self.cursor.position = int(state["position"])
 
 
-class SampledSource:
-    """``samples_per_question`` completions per question, from ``frozen`` (offline) or the policy (online).
+class SampledSource(DataSource):
+    """``samples_per_question`` completions per question, drawn by ``sampler`` from ``frozen``
+    (offline) or the policy (online), at ``temperature`` (recorded on the rollout).
 
     Online, the sampler's log-probs are recorded as ``old_logprobs`` (pi_old = the policy that
     sampled). Offline, the frozen sampler is pi_sft = pi_ref, so they are recorded as ``ref_logprobs``.
     """
 
-    def __init__(self, rows: Sequence[dict], encoder: Encoder, *, samples_per_question: int = 1, frozen: Optional[nn.Module] = None,
-                 max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0):
+    def __init__(self, rows: Sequence[dict], encoder: Encoder, sampler: Sampler, *, samples_per_question: int = 1,
+                 frozen: Optional[nn.Module] = None, max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0):
         if samples_per_question < 1:
             raise ValueError(f"samples_per_question must be >= 1, got {samples_per_question}")
-        self.cursor, self.encoder = RowCursor(rows, seed), encoder
+        if not temperature > 0:
+            raise ValueError(f"SampledSource: temperature must be > 0, got {temperature}")
+        self.cursor, self.encoder, self.sampler = RowCursor(rows, seed), encoder, sampler
         self.group_size, self.frozen = samples_per_question, frozen
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.generator = torch.Generator().manual_seed(seed)
@@ -118,20 +122,19 @@ class SampledSource:
         return self.frozen is None
 
     def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
-        sampler = policy if self.online else self.frozen
-        if sampler is None:
+        model = policy if self.online else self.frozen
+        if model is None:
             raise ValueError("SampledSource.sample: an online source needs the policy")
         rows = self.cursor.take(n)
         prompts = [self.encoder.prompt(r) for r in rows]
         tok = self.encoder.tokenizer
-        gen = generate(sampler, prompts, group_size=self.group_size, max_new_tokens=self.max_new_tokens, eos_id=tok.eos_token_id,
-                       pad_id=tok.pad_token_id, temperature=self.temperature, generator=self.generator)
+        gen = self.sampler.sample(model, prompts, self.group_size, self.max_new_tokens, self.temperature, self.generator)
         expanded = [r for r in rows for _ in range(self.group_size)]
         texts = [Sample(r["prompt"], self.encoder.decode(c), r) for r, c in zip(expanded, gen.completion_ids)]
         groups = [i for i in range(len(rows)) for _ in range(self.group_size)]
         return to_rollout(gen.prompt_ids, gen.completion_ids, pad_id=tok.pad_token_id, logprobs=gen.logprobs,
                           logprob_field="old_logprobs" if self.online else "ref_logprobs", group_ids=groups, texts=texts,
-                          device=_device(policy if policy is not None else sampler))
+                          device=_device(policy if policy is not None else model), temperature=self.temperature)
 
     def state_dict(self) -> dict:
         return {"position": self.cursor.position, "generator": self.generator.get_state()}
@@ -141,7 +144,7 @@ class SampledSource:
         self.generator.set_state(state["generator"])
 
 
-class PairSource:
+class PairSource(DataSource):
     """DPO pairs from the frozen SFT model: for each question, one correct o+ and one wrong o-
     among ``samples_per_question`` samples (judged by ``judge``, a reward function); questions
     without both are skipped, and more are drawn (up to ``max_draws`` rounds)."""
@@ -178,7 +181,7 @@ class PairSource:
         self.sampled.load_state_dict(state)
 
 
-class PreferenceSource:
+class PreferenceSource(DataSource):
     """Chosen/rejected pairs from a dataset (columns ``prompt``, ``chosen``, ``rejected``)."""
 
     def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
@@ -204,26 +207,7 @@ class PreferenceSource:
         self.cursor.position = int(state["position"])
 
 
-def concat(parts: Sequence[Rollout], pad_id: int) -> Rollout:
-    """Stack rollouts row-wise (right-padding to the widest); fields must be filled alike."""
-    width = max(p.input_ids.shape[1] for p in parts)
-    fields: dict[str, Any] = {}
-    for name in parts[0].fields():
-        values = []
-        for p in parts:
-            v = getattr(p, name)
-            if v is None:
-                raise ValueError(f"concat: field {name} is missing in some parts")
-            if v.dim() == 2 and v.shape[1] < width:
-                fill = pad_id if name == "input_ids" else (False if v.dtype == torch.bool else 0)
-                v = torch.cat([v, torch.full((v.shape[0], width - v.shape[1]), fill, dtype=v.dtype, device=v.device)], 1)
-            values.append(v)
-        fields[name] = torch.cat(values, 0)
-    texts = tuple(t for p in parts for t in (p.texts or ())) if all(p.texts is not None for p in parts) else None
-    return Rollout(**fields, texts=texts)
-
-
-class ReplaySource:
+class ReplaySource(DataSource):
     """Mixes a ``fraction`` of history into each batch: ``n - k`` fresh questions' rollouts from
     ``inner`` plus ``k = round(fraction * n)`` rows drawn from earlier batches (kept up to
     ``capacity`` rows). Meant for offline data and reward-model training: replayed samples are

@@ -1,7 +1,8 @@
 """Reward functions: ``reward(rollout, texts) -> rollout`` with rewards (and scored / step rewards)."""
 
+from .answers import AfterMarker, normalize_number
 from .combine import FromCallable, WeightedSum
-from .model import ModelReward, reward_model_from_policy, tiny_reward_model
-from .rule import OutcomeReward, ProcessReward, extract_answer, normalize_number
+from .model import ModelReward
+from .rule import OutcomeReward, ProcessReward
 
-__all__ = ["FromCallable", "WeightedSum", "ModelReward", "reward_model_from_policy", "tiny_reward_model", "OutcomeReward", "ProcessReward", "extract_answer", "normalize_number"]
+__all__ = ["AfterMarker", "normalize_number", "FromCallable", "WeightedSum", "ModelReward", "OutcomeReward", "ProcessReward"]

@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
 
 
@@ -14,7 +15,7 @@ def _name(fn: Any) -> str:
 
 
 @dataclass
-class FromCallable:
+class FromCallable(RewardFunction):
     """Adapts ``f(prompts, completions, **columns) -> list[float | None]`` (TRL's convention).
 
     ``None`` means "could not score": the sample is marked ``scored=False`` -- left out of group
@@ -66,7 +67,7 @@ class FromCallable:
 
 
 @dataclass
-class WeightedSum:
+class WeightedSum(RewardFunction):
     """r = sum_k w_k r_k over reward functions; a sample is scored only if every part scored it."""
 
     parts: Sequence[tuple[float, Any]]

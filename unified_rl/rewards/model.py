@@ -1,43 +1,21 @@
 """Model-based rewards: a sequence classifier (or any model giving one logit per sequence)
-scores prompt + completion; r = sigmoid(logit). It can be trained on labelled policy samples,
+scores prompt + completion; r = sigmoid(logit). The model is any module whose forward takes
+``input_ids, attention_mask`` and returns ``.logits [batch, 1]`` (``hf.reward_model_from_policy``
+builds one from a transformers policy). It can be trained on labelled policy samples,
 continually, replaying a fraction of history (DeepSeekMath Algorithm 1, 10% replay)."""
 
-import copy
 import random
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
 
 
-def tiny_reward_model(vocab_size: int, *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> LlamaForSequenceClassification:
-    """A small Llama sequence classifier (one logit) for the embedded task."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, num_labels=1, pad_token_id=0, max_position_embeddings=128)
-    return LlamaForSequenceClassification(cfg)
-
-
-def reward_model_from_policy(policy: nn.Module) -> nn.Module:
-    """A sequence classifier (one logit) of the policy's architecture, its trunk initialised from the
-    policy's (as reward models are initialised from the SFT model in the paper); a fresh head."""
-    from transformers import AutoModelForSequenceClassification
-
-    cfg = copy.deepcopy(policy.config)
-    cfg.num_labels = 1
-    if cfg.pad_token_id is None:
-        raise ValueError("reward_model_from_policy: the policy config has no pad_token_id (needed to find each sequence's last token)")
-    clf = AutoModelForSequenceClassification.from_config(cfg)
-    clf.base_model.load_state_dict(policy.base_model.state_dict())
-    weight = next(policy.parameters())
-    return clf.to(device=weight.device, dtype=weight.dtype)
-
-
-class ModelReward:
+class ModelReward(RewardFunction):
     """r(q, o) = sigmoid(model(prompt + completion)); ``labeler`` gives training labels (a rule)."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, labeler: Optional[Callable[[Rollout, Sequence[Sample]], Rollout]] = None,
@@ -46,6 +24,7 @@ class ModelReward:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         self.batch_size = batch_size
         self.history: list[tuple[str, str, float]] = []
+        self.pending: list[tuple[str, str, float]] = []  # observed policy samples, this iteration
         self.rng = random.Random(seed)
 
     def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,12 +86,27 @@ class ModelReward:
         self.history.extend(new)
         return {"reward_model/loss": loss, "reward_model/replayed": float(k)}
 
+    def observe(self, rollout: Rollout) -> None:
+        """Keep the batch's samples, labelled by ``labeler``, for the next :meth:`end_iteration`
+        (a reward model without a labeler stays fixed)."""
+        if self.labeler is not None:
+            self.pending.extend(self.label(rollout))
+
+    def end_iteration(self, replay: float) -> dict[str, float]:
+        """Algorithm 1's continual training on the samples observed since the last call."""
+        if not self.pending:
+            return {}
+        out = self.continual_update(self.pending, replay)
+        self.pending = []
+        return out
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "pending": [list(p) for p in self.pending],
                 "history": [list(h) for h in self.history], "rng": list(self.rng.getstate()[1]), "rng_version": self.rng.getstate()[0]}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = [tuple(h) for h in state["history"]]
+        self.pending = [tuple(p) for p in state["pending"]]
         self.rng.setstate((state["rng_version"], tuple(state["rng"]), None))

@@ -1,37 +1,21 @@
 """Rule-based rewards: exact, verifiable scores (outcome and process)."""
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
-from ..tasks.arithmetic import final_answer, step_checks
-
-
-def normalize_number(text: Optional[str]) -> Optional[str]:
-    """'1,234' -> '1234', '12.0' -> '12', ' 7 ' -> '7'; other text is returned stripped."""
-    if text is None:
-        return None
-    t = text.strip().replace(",", "").rstrip(".")
-    try:
-        x = float(t)
-    except ValueError:
-        return t
-    return str(int(x)) if math.isfinite(x) and x == int(x) else t
-
-
-def extract_answer(completion: str) -> Optional[str]:
-    """The final answer: the text after the last '#' ('#### N' in GSM8K, '#N' in the arithmetic task)."""
-    return normalize_number(final_answer(completion))
+from .answers import normalize_number
 
 
 @dataclass
-class OutcomeReward:
-    """r = 1 if the extracted answer equals the row's ``answer`` column, else 0."""
+class OutcomeReward(RewardFunction):
+    """r = 1 if ``extract(completion)`` equals the row's ``answer`` column (number-normalised), else 0.
+    ``extract`` reads the answer out of a completion, e.g. ``AfterMarker("####")`` for GSM8K."""
 
-    extract: Callable[[str], Optional[str]] = extract_answer
+    extract: Callable[[str], Optional[str]]
     column: str = "answer"
 
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
@@ -49,7 +33,7 @@ def token_char_ends(tokenizer: Any, ids: Sequence[int]) -> list[int]:
 
 
 @dataclass
-class ProcessReward:
+class ProcessReward(RewardFunction):
     """Process supervision: a reward at the last token of each reasoning step.
 
     ``checks(prompt, completion) -> [(last char index of step, correct?)]``; the step's reward
@@ -58,7 +42,7 @@ class ProcessReward:
     """
 
     tokenizer: Any
-    checks: Callable[[str, str], list[tuple[int, bool]]] = step_checks
+    checks: Callable[[str, str], list[tuple[int, bool]]]
 
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
         step_rewards = torch.zeros(rollout.input_ids.shape, dtype=torch.float32)

@@ -14,7 +14,8 @@ import sys
 import typing
 from typing import Optional, Sequence
 
-from .config import METHODS, TrainConfig
+from ..config import TrainConfig
+from ..methods import REGISTRY
 
 
 def _flag_type(annotation):
@@ -31,7 +32,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None):
-    from .data.rows import SCHEMAS, gsm8k_rows, read_jsonl
+    from ..data.rows import SCHEMAS, gsm8k_rows, read_jsonl
 
     if fmt == "gsm8k":
         return gsm8k_rows(path)
@@ -42,7 +43,8 @@ def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None)
 
 def _model_and_data(args, cfg: TrainConfig, need_train: bool = True):
     """Validate data first (before any model is loaded), then load or build the model."""
-    from .tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama
+    from ..hf import load_model, load_tokenizer, tiny_llama
+    from .tasks import ArithmeticTask, char_tokenizer
 
     if args.model and not os.path.isdir(args.model):  # cheap, so before building or reading any data
         raise FileNotFoundError(f"model path {args.model!r} is not a local folder (nothing is downloaded)")
@@ -61,6 +63,22 @@ def _model_and_data(args, cfg: TrainConfig, need_train: bool = True):
     return model, tok, rows, eval_rows
 
 
+def _extract(args):
+    """How answers are read: after the last ``--answer-marker`` (GSM8K: '####'; default '#')."""
+    from ..rewards import AfterMarker
+
+    return AfterMarker(args.answer_marker or ("####" if args.format == "gsm8k" else "#"))
+
+
+def _reward(args, method, tok):
+    """The run's reward: the arithmetic task's exact rewards on the embedded task, else the
+    answer column compared with the extracted answer."""
+    from ..rewards import OutcomeReward
+    from .tasks import task_reward
+
+    return task_reward(method, tok) if not args.data else OutcomeReward(_extract(args))
+
+
 def cmd_demo(args) -> int:
     """``unified-rl demo``: SFT then GRPO on the embedded default; prints before/after accuracy."""
     from .demo import DemoSettings, run_demo
@@ -75,19 +93,18 @@ def cmd_demo(args) -> int:
 
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
-    from . import checkpoint
-    from .config import build_method
+    from .. import checkpoint, methods
+    from ..loop import Trainer
     from .demo import write_metrics
-    from .loop import Trainer
     from .plots import plot_training
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     overrides["method"] = args.method
     overrides["out_dir"] = args.out
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
-    method = build_method(cfg)
+    method = methods.from_config(cfg)
     model, tok, rows, eval_rows = _model_and_data(args, cfg)
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows)
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=_reward(args, method, tok), extract=_extract(args))
     if args.resume:
         found = checkpoint.latest(args.out)
         if found is None:
@@ -108,18 +125,20 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     """``unified-rl eval``: greedy accuracy, Pass@K and Maj@K of a model folder."""
-    from .data.sources import Encoder
-    from .evaluate import greedy_accuracy, pass_and_majority
+    from ..data.sources import Encoder
+    from ..evaluate import greedy_accuracy, pass_and_majority
+    from ..hf import make_sampler
 
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
     rows = (eval_rows or rows)[: args.n]
     enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
-    result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, max_new_tokens=args.max_new_tokens), "n": len(rows)}
+    how = dict(sampler=make_sampler(args.sampler, tok), extract=_extract(args), max_new_tokens=args.max_new_tokens)
+    result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, **how), "n": len(rows)}
     ks = [int(k) for k in args.k.split(",") if k]
     if ks:
-        result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+        result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, **how)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -146,13 +165,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
-    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(REGISTRY)}")
     p.add_argument("--config", help="TOML or JSON file of TrainConfig fields; flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--data", help="JSONL file; default: the embedded arithmetic task")
     p.add_argument("--eval-data", help="held-out JSONL file (same format)")
     p.add_argument("--format", default="prompt_completion", help="prompt_completion | preference | gsm8k | prompts")
+    p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true")
@@ -164,6 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--data")
     p.add_argument("--format", default="prompt_completion")
+    p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
+    p.add_argument("--sampler", default="static", help="static | hf")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--k", default="1,4,16", help="comma-separated K for Pass@K / Maj@K ('' for none)")
     p.add_argument("--temperature", type=float, default=1.0)

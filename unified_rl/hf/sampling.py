@@ -1,4 +1,6 @@
-"""Sampling completions with the KV cache, recording the sampler's log-probs.
+"""Samplers for transformers models: the lean static-cache decoder and transformers' ``generate``.
+
+Both record the sampler's log-prob of every sampled token.
 
 Each prompt is prefilled **once** and its cache repeated for its G samples (a GRPO group), and
 the log-probability of every sampled token under the sampler is recorded, so no extra pass is
@@ -8,22 +10,15 @@ those of the distribution the engine differentiates.
 """
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
+from einops import repeat
 from torch import Tensor, nn
+from transformers import GenerationConfig
 
-from ..rollout import Rollout, Sample
-from .fast_decode import StaticDecoder, supports_fast_decode
-
-
-@dataclass
-class Generated:
-    """Per sample (prompt-major, G consecutive samples per prompt): token ids and log-probs."""
-
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]
-    logprobs: list[Tensor]
+from ..protocols import Generated, Sampler
+from .static_decoder import StaticDecoder, supports_fast_decode
 
 
 def _decoder(model: nn.Module, device: torch.device):
@@ -71,7 +66,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         decode = _decoder(model, device)
         out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1]
-        logits = logits.repeat_interleave(group_size, 0) if group_size > 1 else logits
+        logits = repeat(logits, "p v -> (p g) v", g=group_size)
         fast = None
         if fast_decode and supports_fast_decode(model):
             half = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
@@ -81,7 +76,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         elif group_size > 1:  # share the prefill across the group
             cache.batch_repeat_interleave(group_size)
         if group_size > 1:
-            attn = attn.repeat_interleave(group_size, 0)
+            attn = repeat(attn, "p s -> (p g) s", g=group_size)
         active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
         done = torch.zeros(n, dtype=torch.bool, device=device)
         next_pos = attn.long().sum(-1)
@@ -117,25 +112,77 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     return Generated(prompt_ids, completions, logprobs)
 
 
-def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, pad_id: int,
-               logprobs: Optional[Sequence[Tensor]] = None, logprob_field: str = "old_logprobs",
-               group_ids: Optional[Sequence[int]] = None, texts: Optional[Sequence[Sample]] = None,
-               device: "torch.device | str" = "cpu") -> Rollout:
-    """Right-padded rows [prompt | completion | pad], completion_mask on the completion."""
-    n = len(prompt_ids)
-    width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.bool)
-    comp = torch.zeros((n, width), dtype=torch.bool)
-    lp = torch.zeros((n, width), dtype=torch.float32) if logprobs is not None else None
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        if not p:
-            raise ValueError(f"sample {i}: empty prompt (no tokens)")
-        ids[i, : len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
-        attn[i, : len(p) + len(c)] = True
-        comp[i, len(p): len(p) + len(c)] = True
-        if lp is not None:
-            lp[i, len(p): len(p) + len(c)] = logprobs[i].float()
-    extra = {logprob_field: lp.to(device)} if lp is not None else {}
-    groups = torch.tensor(list(group_ids) if group_ids is not None else range(n), dtype=torch.long, device=device)
-    return Rollout(ids.to(device), attn.to(device), comp.to(device), group_ids=groups, texts=tuple(texts) if texts is not None else None, **extra)
+@dataclass
+class StaticCacheSampler(Sampler):
+    """The portable default: a transformers prefill, then the lean static-cache decode step
+    (``StaticDecoder``) for Llama-family models, transformers' forward with its KV cache for
+    others; each prompt prefilled once for its group. Decodes at the autocast precision in force."""
+
+    eos_id: int
+    pad_id: int
+    fast_decode: bool = True
+
+    def sample(self, policy: nn.Module, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
+               temperature: float, generator: Optional[torch.Generator]) -> Generated:
+        """See :class:`~unified_rl.protocols.Sampler`."""
+        return generate(policy, prompts, group_size=group_size, max_new_tokens=max_new_tokens, eos_id=self.eos_id, pad_id=self.pad_id,
+                        temperature=temperature if temperature > 0 else 1.0, greedy=temperature == 0, generator=generator,
+                        fast_decode=self.fast_decode)
+
+
+@dataclass
+class HFSampler(Sampler):
+    """transformers' own ``model.generate`` (ancestral sampling, no top-k/top-p, ``num_return_sequences=G``).
+
+    Its randomness comes from torch's global generator, so a draw is seeded from ``generator``
+    inside ``torch.random.fork_rng`` (the caller's global RNG is left as it was): runs repeat exactly."""
+
+    eos_id: int
+    pad_id: int
+
+    @torch.no_grad()
+    def sample(self, policy: nn.Module, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
+               temperature: float, generator: Optional[torch.Generator]) -> Generated:
+        """See :class:`~unified_rl.protocols.Sampler`."""
+        if not prompts:
+            raise ValueError("HFSampler.sample: no prompts")
+        if not temperature >= 0:
+            raise ValueError(f"HFSampler.sample: temperature must be >= 0, got {temperature}")
+        device = next(policy.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=device)
+        attn = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):  # left-padded, as generate expects
+            ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            attn[i, width - len(p):] = 1
+        greedy = temperature == 0
+        config = GenerationConfig(do_sample=not greedy, temperature=None if greedy else float(temperature), top_k=0, top_p=1.0,
+                                  max_new_tokens=max_new_tokens, num_return_sequences=group_size, eos_token_id=self.eos_id,
+                                  pad_token_id=self.pad_id, return_dict_in_generate=True, output_logits=True)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
+        was = policy.training
+        policy.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = policy.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+        policy.train(was)
+        new = out.sequences[:, width:]
+        logits = torch.stack(out.logits, 1).float() / (1.0 if greedy else temperature)
+        lps = torch.log_softmax(logits, -1).gather(-1, new[..., None]).squeeze(-1)
+        completions, logprobs = [], []
+        for row, lrow in zip(new.cpu().tolist(), lps.cpu()):
+            end = row.index(self.eos_id) + 1 if self.eos_id in row else len(row)
+            completions.append(row[:end])
+            logprobs.append(lrow[:end])
+        return Generated([list(p) for p in prompts for _ in range(group_size)], completions, logprobs)
+
+
+SAMPLERS = {"static": StaticCacheSampler, "hf": HFSampler}
+
+
+def make_sampler(name: str, tokenizer: Any) -> Sampler:
+    """The sampler called ``name`` ("static" or "hf"), with the tokenizer's eos and pad ids."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)

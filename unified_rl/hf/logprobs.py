@@ -1,97 +1,26 @@
-"""log pi_theta(o_t | q, o_<t) at completion positions only, without the full fp32 logits.
+"""The transformers ModelAdapter: log pi_theta(o_t | q, o_<t) of a causal LM at completion positions.
 
-The language-model head is applied in chunks of completion positions inside one autograd
-function: the forward keeps only each row's log-sum-exp, the backward recomputes each chunk's
-logits and forms d logp / d logits = onehot - softmax on the fly. Peak loss-head memory is
-O(chunk * vocab) instead of O(batch * seq * vocab), whatever the vocabulary.
-Logits are accumulated in at least fp32 (bf16 models get an fp32 log-softmax).
+The trunk runs once per micro-batch and the linear head goes through the core's chunked
+``linear_logprobs`` (no full fp32 logits); rows that continue the same prompt run it once per
+batch (prefix.py). Models whose head is not a plain linear map fall back to full logits.
+Registered with the engine when ``unified_rl.hf`` is imported.
 """
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
+from ..batching import micro_batch_views
+from ..lm_head import DEFAULT_CHUNK_BYTES, linear_logprobs, logits_logprobs, on_mask
+from ..protocols import ModelAdapter
+from ..rollout import Rollout
 from .prefix import PrefixPlan, PromptPass, plan_shared_prefix, supports_shared_prefix
 
 # Configs whose head is not a plain linear map of the last hidden state.
 _HEAD_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-DEFAULT_CHUNK_BYTES = 64 * 2**20
-
-
-class _LinearLogProb(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk: int, temperature: float):  # type: ignore[override]
-        acc = torch.promote_types(hidden.dtype, torch.float32)
-        n = hidden.shape[0]
-        out = torch.empty(n, dtype=acc, device=hidden.device)
-        lse = torch.empty(n, dtype=acc, device=hidden.device)
-        for s in range(0, n, chunk):
-            logits = F.linear(hidden[s : s + chunk], weight, bias).to(acc)
-            if temperature != 1.0:
-                logits = logits / temperature
-            lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
-            out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
-        ctx.chunk, ctx.temperature, ctx.has_bias = chunk, temperature, bias is not None
-        kind = hidden.device.type
-        ctx.autocast = (kind, torch.get_autocast_dtype(kind), torch.is_autocast_enabled(kind))  # replayed in backward
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        kind, dtype, enabled = ctx.autocast
-        with torch.autocast(kind, dtype=dtype, enabled=enabled):  # the head's matmuls at the forward's precision
-            return _LinearLogProb._backward(ctx, grad_out)
-
-    @staticmethod
-    def _backward(ctx, grad_out):
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
-        bias = bias if ctx.has_bias else None
-        chunk, temp = ctx.chunk, ctx.temperature
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32)) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=grad_w.dtype if grad_w is not None else bias.dtype) if (need_b and bias is not None) else None
-        for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s : s + chunk]
-            g = grad_out[s : s + chunk].to(lse.dtype)
-            logits = F.linear(h, weight, bias).to(lse.dtype)
-            if temp != 1.0:
-                logits = logits / temp
-            # d logp / d logits = onehot(target) - softmax; scaled by the incoming gradient.
-            gl = torch.exp_(logits.sub_(lse[s : s + chunk, None])).mul_(-g[:, None])
-            gl.scatter_add_(1, targets[s : s + chunk, None], g[:, None])
-            if temp != 1.0:
-                gl = gl / temp
-            if grad_b is not None:
-                grad_b += gl.sum(0)
-            gl = gl.to(hidden.dtype)
-            if grad_h is not None:
-                grad_h[s : s + chunk] = gl @ weight
-            if grad_w is not None:
-                grad_w += (gl.t() @ h).to(grad_w.dtype)
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
-        if grad_b is not None:
-            grad_b = grad_b.to(bias.dtype)
-        return grad_h, grad_w, grad_b, None, None, None
-
-
-def linear_logprobs(
-    hidden: Float[Tensor, "tokens hidden"],
-    weight: Float[Tensor, "vocab hidden"],
-    bias: Optional[Float[Tensor, "vocab"]],
-    targets: Int[Tensor, "tokens"],
-    *,
-    temperature: float = 1.0,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Float[Tensor, "tokens"]:
-    """log softmax(hidden @ weight.T + bias)[targets], chunked so no [tokens, vocab] tensor is kept."""
-    chunk = max(1, chunk_bytes // (4 * weight.shape[0]))
-    return _LinearLogProb.apply(hidden, weight, bias, targets, chunk, float(temperature))
 
 
 def _split_head(model: nn.Module) -> "tuple[nn.Module, nn.Linear] | None":
@@ -138,15 +67,8 @@ def completion_logprobs(
         head = split[1]
         logp = linear_logprobs(picked, head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
     else:
-        picked = picked.to(torch.promote_types(picked.dtype, torch.float32)) / temperature
-        logp = picked.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
-    return _on_mask(completion_mask, logp)
-
-
-def _on_mask(completion_mask: Bool[Tensor, "batch seq"], logp: Float[Tensor, " tokens"]) -> Float[Tensor, "batch seq"]:
-    """The flat completion-token log-probs laid out on ``completion_mask`` (0 elsewhere), keeping the graph."""
-    full = torch.zeros(completion_mask.shape, dtype=logp.dtype, device=logp.device)
-    return full.masked_scatter(completion_mask, logp) if logp.numel() else full + 0 * logp.sum()
+        logp = logits_logprobs(picked, targets, temperature)
+    return on_mask(completion_mask, logp)
 
 
 def _shared_prompts(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
@@ -187,4 +109,34 @@ def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor
     if logp.numel() != int(completion_mask.sum()):
         raise ValueError(f"prompt_pass_logprobs: {logp.numel()} completion tokens in the prompt plan, "
                          f"{int(completion_mask.sum())} in completion_mask")
-    return _on_mask(completion_mask, logp)
+    return on_mask(completion_mask, logp)
+
+
+class TransformersAdapter(ModelAdapter):
+    """Runs any ``transformers`` PreTrainedModel: the chunked head, and the batch's distinct
+    prompts once for all micro-batches (Llama-family models, when they fit in ``plan.max_tokens``;
+    micro-batches are then cut by completion length)."""
+
+    def accepts(self, model: nn.Module) -> bool:
+        """True for transformers models."""
+        return isinstance(model, PreTrainedModel)
+
+    def passes(self, model: nn.Module, rollout: Rollout, plan, keep_groups: bool
+               ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:
+        """See :class:`~unified_rl.protocols.ModelAdapter`; the prompt pass's own backward runs when
+        the last micro-batch is done."""
+        prompts = prompt_pass(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask,
+                              max_tokens=plan.max_tokens) if plan.share_prefix else None
+        lengths = suffix_lengths(prompts) if prompts is not None else None
+        for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups, lengths):
+            if mb.num_completion_tokens == 0:
+                continue
+            if prompts is not None:
+                logp = prompt_pass_logprobs(model, prompts, idx, mb.completion_mask, temperature=rollout.temperature,
+                                            chunk_bytes=plan.chunk_bytes)
+            else:
+                logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
+                                           chunk_bytes=plan.chunk_bytes, share_prefix=plan.share_prefix)
+            yield idx, lo, hi, mb, logp
+        if prompts is not None:
+            prompts.finish()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..prefix import SHARED_PREFIX_MODELS, llama_like
+from .prefix import SHARED_PREFIX_MODELS, llama_like
 
 FAST_DECODE_MODELS = SHARED_PREFIX_MODELS
 # The cache grows by this many positions at a time. Attention reads the whole (contiguous) buffer

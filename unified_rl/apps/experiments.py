@@ -16,37 +16,37 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from . import methods
-from .config import TrainConfig, build_method
+from .. import engine, methods
+from ..config import TrainConfig
+from ..evaluate import pass_and_majority
+from ..hf import make_sampler, reward_model_from_policy
+from ..loop import Trainer
+from ..rewards import ModelReward, OutcomeReward
 from .demo import DemoSettings, sft_start
-from .evaluate import pass_and_majority
-from .loop import Trainer
+from .memory import peak, reset_peak
 from .plots import figure
-from ._memory import peak, reset_peak
-from .rewards import ModelReward, OutcomeReward, reward_model_from_policy
+from .tasks import extract_answer, task_reward
 
 
 @dataclass
 class Size:
-    steps: int = 100
-    questions: int = 16
-    group: int = 8
+    """An experiment's size: the SFT start and RL phase (``run``, the demo's settings), plus seeds
+    and the Pass@K / Maj@K evaluation."""
+
+    run: DemoSettings = field(default_factory=DemoSettings)
     seeds: int = 3
-    eval_every: int = 25
-    eval_size: int = 256
     ks: tuple = (1, 2, 4, 8, 16, 32, 64)
     pass_questions: int = 128
-    sft: DemoSettings = None
 
     @classmethod
     def quick(cls) -> "Size":
-        return cls(steps=4, questions=4, group=4, seeds=2, eval_every=2, eval_size=16, ks=(1, 2, 4), pass_questions=8,
-                   sft=DemoSettings.quick())
+        """A CI-sized run (no claim)."""
+        return cls(run=DemoSettings.quick(), seeds=2, ks=(1, 2, 4), pass_questions=8)
 
 
 def _write(out: str, name: str, rows: list[dict]) -> None:
@@ -64,33 +64,41 @@ def _save(fig, ax, path: str, **labels) -> None:
 
 
 def _start(size: Size):
-    model, tok, train_rows, eval_rows, sft = sft_start(size.sft or DemoSettings(eval_size=size.eval_size), progress=False)
-    return model, tok, train_rows, eval_rows[: size.eval_size], sft.evaluate(eval_rows[: size.eval_size])
+    model, tok, train_rows, eval_rows, sft = sft_start(size.run, progress=False)
+    return model, tok, train_rows, eval_rows, sft.evaluate(eval_rows)
 
 
 def _cfg(method: str, size: Size, seed: int, **kw) -> TrainConfig:
-    return TrainConfig(method=method, steps=size.steps, questions_per_step=size.questions, group_size=size.group, lr=3e-5,
-                       warmup_steps=min(10, size.steps // 2), eval_every=size.eval_every, eval_size=size.eval_size, seed=seed,
-                       max_new_tokens=40, **kw)
+    r = size.run
+    return TrainConfig(method=method, steps=r.grpo_steps, questions_per_step=r.questions_per_step, group_size=r.group_size, lr=r.grpo_lr,
+                       warmup_steps=min(r.grpo_warmup, r.grpo_steps // 2), beta=r.beta, epsilon=r.epsilon, eval_every=r.eval_every,
+                       eval_size=r.eval_size, seed=seed, max_new_tokens=r.max_new_tokens, **kw)
+
+
+def _trainer(model, tok, cfg: TrainConfig, train_rows, eval_rows=None, **kw) -> Trainer:
+    """A Trainer for the registered method ``cfg.method`` with the arithmetic task's exact reward."""
+    method = methods.from_config(cfg)
+    kw.setdefault("reward", task_reward(method, tok))
+    return Trainer(model, tok, method, train_rows, cfg, eval_rows=eval_rows, extract=extract_answer, **kw)
 
 
 def online_vs_offline(out: str, size: Size, progress: bool) -> str:
     """Figure 5: RFT, Online RFT, GRPO outcome and process from one SFT start, several seeds."""
     base, tok, train_rows, eval_rows, acc0 = _start(size)
-    names = ["rft", "online-rft", "grpo", "grpo-process"]
+    names = ["rft", "online_rft", "grpo", "grpo_process"]
     curves: dict[str, list[list[float]]] = {n: [] for n in names}
     log = []
     for name in names:
         for seed in range(size.seeds):
             model = copy.deepcopy(base)
             cfg = _cfg(name, size, seed)
-            trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, phase=name)
+            trainer = _trainer(model, tok, cfg, train_rows, eval_rows, phase=name)
             hist = trainer.run(progress=progress)
             curve = [acc0] + [m["eval/accuracy"] for m in hist if "eval/accuracy" in m]
             curves[name].append(curve)
             log += [{**m, "seed": seed} for m in hist]
     _write(out, "metrics.jsonl", log)
-    steps = [0] + list(range(size.eval_every, size.steps + 1, size.eval_every))
+    steps = [0] + list(range(size.run.eval_every, size.run.grpo_steps + 1, size.run.eval_every))
     fig, ax = figure(6.5, 4)
     lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name in names:
@@ -109,11 +117,12 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     """Figure 7: Pass@K and Maj@K before and after GRPO."""
     model, tok, train_rows, eval_rows, acc0 = _start(size)
     cfg = _cfg("grpo", size, 0)
-    trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, phase="grpo")
+    trainer = _trainer(model, tok, cfg, train_rows, eval_rows, phase="grpo")
     rows = eval_rows[: size.pass_questions]
-    before = pass_and_majority(model, trainer.encoder, rows, size.ks, seed=1)
+    at_k = dict(sampler=trainer.sampler, extract=extract_answer, seed=1)
+    before = pass_and_majority(model, trainer.encoder, rows, size.ks, **at_k)
     trainer.run(progress=progress)
-    after = pass_and_majority(model, trainer.encoder, rows, size.ks, seed=1)
+    after = pass_and_majority(model, trainer.encoder, rows, size.ks, **at_k)
     _write(out, "metrics.jsonl", [{"k": k, "when": w, **r[k]} for w, r in (("before", before), ("after", after)) for k in size.ks])
     fig, ax = figure(6.5, 4)
     for when, res, style in (("before GRPO", before, "--"), ("after GRPO", after, "-")):
@@ -126,14 +135,14 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     return "\n".join(lines)
 
 
-def _reward_model(tok, policy, train_rows, n: int, seed: int) -> ModelReward:
+def _reward_model(tok, policy, train_rows, n: int, seed: int, sampler) -> ModelReward:
     """A reward model initialised from the SFT policy's trunk and trained on ``n`` labelled samples
     of the SFT policy (rule labels), one epoch."""
-    from .data import Encoder, SampledSource
+    from ..data import Encoder, SampledSource
 
     torch.manual_seed(seed)
-    rm = ModelReward(reward_model_from_policy(policy), tok, labeler=OutcomeReward(), lr=1e-4, seed=seed)
-    src = SampledSource(train_rows[-3000:], Encoder(tok), samples_per_question=8, max_new_tokens=40, seed=seed + 100)
+    rm = ModelReward(reward_model_from_policy(policy), tok, labeler=OutcomeReward(extract_answer), lr=1e-4, seed=seed)
+    src = SampledSource(train_rows[-3000:], Encoder(tok), sampler, samples_per_question=8, max_new_tokens=40, seed=seed + 100)
     samples = []
     while len(samples) < n:
         samples += rm.label(src.sample(policy, 64))
@@ -149,11 +158,11 @@ def iterative(out: str, size: Size, progress: bool) -> str:
     log = []
     for label, iterations in (("non-iterative", 1), ("iterative (3 iterations)", 3)):
         model = copy.deepcopy(base)
-        rm = _reward_model(tok, model, train_rows, 64 if size.steps < 10 else 4096, seed=0)
+        rm = _reward_model(tok, model, train_rows, 64 if size.run.grpo_steps < 10 else 4096, seed=0, sampler=make_sampler("static", tok))
         cfg = _cfg("grpo", size, 0, iterations=iterations)
-        cfg.steps = max(1, size.steps // iterations)
-        cfg.eval_every = max(1, size.eval_every // iterations) if iterations > 1 else size.eval_every
-        trainer = Trainer(model, tok, build_method(cfg), train_rows, cfg, eval_rows=eval_rows, reward=rm, phase=label)
+        cfg.steps = max(1, size.run.grpo_steps // iterations)
+        cfg.eval_every = max(1, size.run.eval_every // iterations) if iterations > 1 else size.run.eval_every
+        trainer = _trainer(model, tok, cfg, train_rows, eval_rows, reward=rm, phase=label)
         hist = trainer.run(progress=progress)
         pts = [(0, acc0)] + [(m["step"], m["eval/accuracy"]) for m in hist if "eval/accuracy" in m]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
@@ -167,18 +176,16 @@ def iterative(out: str, size: Size, progress: bool) -> str:
 
 def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
     """Parameters held, seconds and peak memory per update: GRPO vs PPO with its value model."""
-    from .loop import fill_logprobs
-    from . import engine
-
     base, tok, train_rows, eval_rows, _ = _start(size)
     cfg = _cfg("grpo", size, 0)
-    trainer = Trainer(copy.deepcopy(base), tok, build_method(cfg), train_rows, cfg)
-    r = trainer.source.sample(trainer.policy, size.questions)
-    r = fill_logprobs(trainer.reference, trainer.reward(r, r.texts), "ref_logprobs", None, 1.0)
+    trainer = _trainer(copy.deepcopy(base), tok, cfg, train_rows)
+    r = trainer.source.sample(trainer.policy, size.run.questions_per_step)
+    r = trainer.reward(r, r.texts)
+    r = r.replace(ref_logprobs=engine.logprobs(trainer.reference, r))
     rows: list[dict] = []
     lines = ["| method | parameters held (policy, reference, value model) | seconds per update (prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
              "|---|---|---|---|"]
-    for name, method in (("GRPO", methods.grpo(group_size=size.group)), ("PPO", methods.ppo())):
+    for name, method in (("GRPO", methods.grpo(group_size=size.run.group_size)), ("PPO", methods.ppo())):
         policy = copy.deepcopy(base)
         method.coefficient.attach(policy)
         held = sum(p.numel() for p in policy.parameters()) * 2  # policy + reference
@@ -191,7 +198,7 @@ def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
             t = time.perf_counter()
             prepared = method.coefficient.prepare(r)
             opt.zero_grad()
-            engine.backward(policy, prepared, method.coefficient, max_tokens=4096)
+            engine.backward(policy, prepared, method.coefficient, engine.ExecutionPlan(max_tokens=4096))
             opt.step()
             method.coefficient.update(prepared)
             times.append(time.perf_counter() - t)

@@ -10,15 +10,18 @@ from typing import Optional
 
 import torch
 
-from . import methods
-from .config import TrainConfig
-from .loop import Trainer
+from .. import methods
+from ..config import TrainConfig
+from ..hf import tiny_llama
+from ..loop import Trainer
 from .plots import plot_training
-from .tasks import ArithmeticTask, char_tokenizer, tiny_llama
+from .tasks import ArithmeticTask, char_tokenizer, extract_answer, task_reward
 
 
 @dataclass
 class DemoSettings:
+    """Sizes of the SFT start and of the RL phase: the demo's, and the experiments' (``experiments.Size.run``)."""
+
     sft_steps: int = 300
     sft_batch: int = 64
     sft_lr: float = 1e-3
@@ -62,7 +65,7 @@ def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = T
     # (see README: benchmarks/demo_control.py continues SFT from it for comparison).
     cfg = TrainConfig(method="sft", steps=s.sft_steps, questions_per_step=s.sft_batch, lr=s.sft_lr, warmup_steps=min(20, s.sft_steps // 5),
                       schedule="constant", max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
-    sft = Trainer(model, tok, methods.sft(), train_rows, cfg, eval_rows=eval_rows, phase="sft")
+    sft = Trainer(model, tok, methods.sft(), train_rows, cfg, eval_rows=eval_rows, extract=extract_answer, phase="sft")
     sft.run(progress=progress)
     return model, tok, train_rows, eval_rows, sft
 
@@ -85,8 +88,9 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
 
     grpo_cfg = TrainConfig(method="grpo", steps=s.grpo_steps, questions_per_step=s.questions_per_step, group_size=s.group_size, lr=s.grpo_lr,
                            warmup_steps=min(s.grpo_warmup, s.grpo_steps // 2), beta=s.beta, epsilon=s.epsilon, eval_every=s.eval_every, **common)
-    grpo = Trainer(model, tok, methods.grpo(beta=s.beta, epsilon=s.epsilon, group_size=s.group_size), train_rows, grpo_cfg,
-                   eval_rows=eval_rows, phase="grpo")
+    method = methods.grpo(beta=s.beta, epsilon=s.epsilon, group_size=s.group_size)
+    grpo = Trainer(model, tok, method, train_rows, grpo_cfg, eval_rows=eval_rows, reward=task_reward(method, tok), extract=extract_answer,
+                   phase="grpo")
     grpo.run(progress=progress)
     after = grpo.history[-1]["eval/accuracy"] if "eval/accuracy" in grpo.history[-1] else grpo.evaluate()
     t_end = time.perf_counter()

@@ -1,0 +1,77 @@
+"""The pieces a gradient coefficient is composed of, as Protocols with no-op hook defaults.
+
+A piece declares the Rollout fields it reads (``needs``); the chain checks them, so a piece's
+own ``check`` only looks at values (group sizes, masks), never at which fields are filled.
+"""
+
+from typing import Any, Protocol
+
+from jaxtyping import Float
+from torch import Tensor
+
+from ..rollout import Rollout
+
+
+class Piece(Protocol):
+    """What every piece has: the Rollout fields it reads (``needs``, checked by the chain before
+    anything is computed) and optional hooks with no-op defaults, inherited by subclassing."""
+
+    needs: frozenset = frozenset()
+
+    @property
+    def label(self) -> str:
+        """How errors name the piece, e.g. ``kl_k3(beta=0.04)``."""
+        return type(self).__name__
+
+    def check(self, rollout: Rollout) -> None:
+        """Raise a ValueError for inputs that are present but inconsistent (``needs`` is checked already)."""
+
+    def attach(self, policy: Any) -> None:
+        """Build models the piece owns from the policy (PPO's value model)."""
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """Train models the piece owns on a prepared batch."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """State a checkpoint keeps (empty for stateless pieces)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`."""
+
+
+class Term(Piece, Protocol):
+    """An objective term: J(logp) and its closed-form gradient coefficient, dJ/dlogp = weights * GC."""
+
+    couples_group: bool = False
+
+    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+        """The term's objective J(logp) as a differentiable scalar (uses ``rollout.weights``)."""
+        ...
+
+    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        """The closed-form gradient coefficient, 0 outside output tokens."""
+        ...
+
+    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
+        """Scalar metrics for logging (see docs/metrics.md)."""
+        return {}
+
+
+class AdvantageEstimator(Piece, Protocol):
+    """A prepare-time piece: fills ``advantages`` (and whatever else it ``provides``), without grad."""
+
+    provides: frozenset = frozenset({"advantages"})
+
+    def __call__(self, rollout: Rollout) -> Rollout:
+        """The rollout with ``advantages`` filled."""
+        ...
+
+
+def require(rollout: Rollout, piece: Piece, provided: frozenset = frozenset()) -> None:
+    """Raise a ValueError naming ``piece`` and the first field of its ``needs`` that is None
+    (fields in ``provided`` will be filled by an earlier piece)."""
+    for f in sorted(piece.needs - provided):
+        if getattr(rollout, f) is None:
+            raise ValueError(f"{piece.label} needs Rollout.{f}, which is None")

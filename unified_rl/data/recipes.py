@@ -1,0 +1,97 @@
+"""Recipes: how a method's data source is built once the run's rows, tokenizer, sampler and
+policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer calls
+``recipe.build(setup)``. Pass a ready ``DataSource`` to the Trainer (``data_source=``) to skip it.
+
+* :class:`Supervised` -- the rows' reference completions (SFT);
+* :class:`Sampled`    -- G completions per question from the current policy (online: Online RFT,
+  PPO, GRPO) or from a frozen copy of the starting policy (offline: RFT);
+* :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy.
+"""
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence
+
+from torch import nn
+
+from ..protocols import DataSource, RewardFunction, Sampler
+from .sources import Encoder, PairSource, SampledSource, SupervisedSource
+
+
+@dataclass
+class Setup:
+    """What a recipe builds from: the run's rows, encoder, sampler, policy, reward and settings."""
+
+    rows: Sequence[dict]
+    encoder: Encoder
+    sampler: Sampler
+    policy: nn.Module
+    reward: Optional[RewardFunction] = None
+    seed: int = 0
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+
+
+class SourceRecipe(Protocol):
+    """Builds a method's DataSource for one run."""
+
+    def build(self, setup: Setup) -> DataSource:
+        """The data source for ``setup``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Supervised(SourceRecipe):
+    """Each row's reference completion (column ``completion``); temperature 1."""
+
+    def build(self, setup: Setup) -> DataSource:
+        """A :class:`SupervisedSource` over the rows."""
+        return SupervisedSource(setup.rows, setup.encoder, seed=setup.seed)
+
+
+@dataclass(frozen=True)
+class Sampled(SourceRecipe):
+    """``samples_per_question`` completions per question from the current policy (``online``) or
+    from a frozen copy of the policy as it is when the run starts (offline)."""
+
+    samples_per_question: int = 1
+    online: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples_per_question, int) or self.samples_per_question < 1:
+            raise ValueError(f"Sampled: samples_per_question must be an integer >= 1, got {self.samples_per_question!r}")
+
+    def build(self, setup: Setup) -> DataSource:
+        """A :class:`SampledSource` drawing with the run's sampler."""
+        frozen = None if self.online else copy.deepcopy(setup.policy)
+        return SampledSource(setup.rows, setup.encoder, setup.sampler, samples_per_question=self.samples_per_question, frozen=frozen,
+                             max_new_tokens=setup.max_new_tokens, temperature=setup.temperature, seed=setup.seed)
+
+
+@dataclass(frozen=True)
+class Pairs(SourceRecipe):
+    """DPO pairs as in the paper: ``samples_per_question`` draws per question from the frozen starting
+    policy, judged by the run's reward; one correct o+ and one wrong o- kept per question."""
+
+    samples_per_question: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples_per_question, int) or self.samples_per_question < 2:
+            raise ValueError(f"Pairs: samples_per_question must be an integer >= 2 (a pair needs two samples), got {self.samples_per_question!r}")
+
+    def build(self, setup: Setup) -> DataSource:
+        """A :class:`PairSource` over an offline :class:`Sampled` source."""
+        if setup.reward is None:
+            raise ValueError("Pairs: DPO pairs are judged by a reward function; pass reward= to the Trainer")
+        return PairSource(Sampled(self.samples_per_question, online=False).build(setup), setup.reward)
+
+
+@dataclass(frozen=True)
+class Given(SourceRecipe):
+    """A data source built already (any ``DataSource``)."""
+
+    source: Any
+
+    def build(self, setup: Setup) -> DataSource:
+        """The given source, as it is."""
+        return self.source

@@ -1,0 +1,19 @@
+"""The one seam to transformers: loading, the log-prob adapter (chunked head, prompts once per
+batch), the samplers (static-cache decoder, ``generate``), and value / reward model builders.
+
+Importing this package registers :class:`TransformersAdapter` with the engine; a distributed
+wrapper, PEFT or a vLLM sampler plugs in here, never into the core.
+"""
+
+from .. import engine
+from .logprobs import TransformersAdapter, completion_logprobs, prompt_pass
+from .models import build_qwen2, check_tokenizer, load_model, load_tokenizer, qwen2_config, tiny_llama
+from .reward_models import reward_model_from_policy, tiny_reward_model
+from .sampling import SAMPLERS, HFSampler, StaticCacheSampler, generate, make_sampler
+from .value import ValueModel, value_model_from_policy
+
+engine.register_adapter(TransformersAdapter())
+
+__all__ = ["TransformersAdapter", "completion_logprobs", "prompt_pass", "build_qwen2", "check_tokenizer", "load_model", "load_tokenizer",
+           "qwen2_config", "tiny_llama", "reward_model_from_policy", "tiny_reward_model", "SAMPLERS", "HFSampler", "StaticCacheSampler",
+           "generate", "make_sampler", "ValueModel", "value_model_from_policy"]
