@@ -15,9 +15,10 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
-from unified_rl.data.sampling import generate  # noqa: E402
+from unified_rl.hf.sampling import generate  # noqa: E402
 from unified_rl.precision import autocast  # noqa: E402
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, tiny_llama  # noqa: E402
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer  # noqa: E402
+from unified_rl.hf import tiny_llama  # noqa: E402
 
 
 def main() -> None:

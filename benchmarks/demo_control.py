@@ -11,7 +11,8 @@ import torch
 
 import unified_rl as url
 from unified_rl.config import TrainConfig
-from unified_rl.demo import DemoSettings, sft_start
+from unified_rl.apps.demo import DemoSettings, sft_start
+from unified_rl.apps.tasks import extract_answer
 from unified_rl.loop import Trainer
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -20,7 +21,7 @@ model, tok, train_rows, eval_rows, sft = sft_start(s, progress=False)
 print(f"SFT start: {sft.evaluate():.1%}", flush=True)
 cfg = TrainConfig(method="sft", steps=100, questions_per_step=s.questions_per_step * s.group_size, lr=s.grpo_lr, warmup_steps=s.grpo_warmup,
                   max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, seed=1)
-control = Trainer(model, tok, url.methods.sft(), train_rows, cfg, eval_rows=eval_rows, phase="control")
+control = Trainer(model, tok, url.methods.sft(), train_rows, cfg, eval_rows=eval_rows, extract=extract_answer, phase="control")
 for step in range(1, cfg.steps + 1):
     control.train_step()
     if step % 25 == 0:

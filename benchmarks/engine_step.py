@@ -22,7 +22,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import unified_rl as url
-from unified_rl.logprobs import completion_logprobs
+from unified_rl.hf.logprobs import completion_logprobs
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from _machine import machine, peak_rss_reset, rss_kib  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
 import unified_rl as url  # noqa: E402
-from unified_rl.tasks import build_qwen2, qwen2_config  # noqa: E402
+from unified_rl.hf import build_qwen2, qwen2_config  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
 
     def update():
         opt.zero_grad(set_to_none=True)
-        url.engine.backward(model, prepared, method.coefficient, max_tokens=a.max_tokens)
+        url.engine.backward(model, prepared, method.coefficient, url.ExecutionPlan(max_tokens=a.max_tokens))
         opt.step()
 
     update()

@@ -28,8 +28,9 @@ import unified_rl as url  # noqa: E402
 from unified_rl.config import TrainConfig  # noqa: E402
 from unified_rl.loop import Trainer  # noqa: E402
 from unified_rl.precision import autocast  # noqa: E402
-from unified_rl.rewards import extract_answer, normalize_number  # noqa: E402
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, load_model, load_tokenizer, tiny_llama  # noqa: E402
+from unified_rl.rewards import normalize_number  # noqa: E402
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer, extract_answer  # noqa: E402
+from unified_rl.hf import load_model, load_tokenizer, tiny_llama  # noqa: E402
 
 
 def correct(prompts, completions, answer, **_):
@@ -89,15 +90,12 @@ def update_vs_plain(trainer):
     (cross-entropy on every token) of the same model on the same tokens; medians of 5."""
     r = trainer.source.sample(trainer.policy, trainer.cfg.questions_per_step)
     r = trainer.reward(r, r.texts)
-    from unified_rl.loop import fill_logprobs
-
-    r = trainer.coefficient.prepare(fill_logprobs(trainer.reference, r, "ref_logprobs", None, 1.0))
+    r = trainer.coefficient.prepare(r.replace(ref_logprobs=url.engine.logprobs(trainer.reference, r)))
     model, opt = trainer.policy, trainer.optimizer
 
     def ours():
         opt.zero_grad(set_to_none=True)
-        with autocast(model, trainer.cfg.precision, backward=True):
-            url.engine.backward(model, r, trainer.coefficient, max_tokens=trainer.cfg.max_tokens)
+        url.engine.backward(model, r, trainer.coefficient, trainer.plan)
         opt.step()
 
     def plain():

@@ -23,14 +23,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
 import unified_rl as url  # noqa: E402
-from unified_rl import engine  # noqa: E402
+from unified_rl import batching, engine  # noqa: E402
+from unified_rl.hf import logprobs as hf_logprobs  # noqa: E402
 from unified_rl.config import TrainConfig  # noqa: E402
-from unified_rl.loop import Trainer, fill_logprobs  # noqa: E402
-from unified_rl.precision import autocast  # noqa: E402
-from unified_rl.tasks import ArithmeticTask, char_tokenizer, tiny_llama  # noqa: E402
+from unified_rl.loop import Trainer  # noqa: E402
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer  # noqa: E402
+from unified_rl.hf import tiny_llama  # noqa: E402
 
-DP_CUT = engine.micro_batches
-PROMPT_PASS = engine.prompt_pass
+DP_CUT = batching.micro_batches
+PROMPT_PASS = hf_logprobs.prompt_pass
 
 
 def greedy_cut(rollout, max_tokens, keep_groups, lengths=None):
@@ -49,12 +50,12 @@ def greedy_cut(rollout, max_tokens, keep_groups, lengths=None):
 
 @contextlib.contextmanager
 def variant(name):
-    engine.micro_batches = greedy_cut if name == "A" else DP_CUT
-    engine.prompt_pass = (lambda *a, **k: None) if name in "AB" else PROMPT_PASS
+    batching.micro_batches = greedy_cut if name == "A" else DP_CUT
+    hf_logprobs.prompt_pass = (lambda *a, **k: None) if name in "AB" else PROMPT_PASS
     try:
         yield
     finally:
-        engine.micro_batches, engine.prompt_pass = DP_CUT, PROMPT_PASS
+        batching.micro_batches, hf_logprobs.prompt_pass = DP_CUT, PROMPT_PASS
 
 
 def main() -> None:
@@ -72,16 +73,16 @@ def main() -> None:
     trainer = Trainer(model, tok, url.methods.grpo(beta=0.04, group_size=8), ArithmeticTask().train_rows(64), cfg,
                       reward=url.rewards.FromCallable(lambda prompts, completions, **_: [float(len(c) % 3 == 0) for c in completions]))
     r = trainer.source.sample(trainer.policy, 16)
-    r = trainer.coefficient.prepare(fill_logprobs(trainer.reference, trainer.reward(r, r.texts), "ref_logprobs", None, 1.0))
+    r = trainer.reward(r, r.texts)
+    r = trainer.coefficient.prepare(r.replace(ref_logprobs=engine.logprobs(trainer.reference, r)))
+    plan = engine.ExecutionPlan(max_tokens=cfg.max_tokens, precision=a.precision)
 
     def update():
         model.zero_grad(set_to_none=True)
-        with autocast(model, a.precision, backward=True):
-            return engine.backward(model, r, trainer.coefficient, max_tokens=cfg.max_tokens).logprobs
+        return engine.backward(model, r, trainer.coefficient, plan).logprobs
 
     def reference():
-        with autocast(model, a.precision):
-            return fill_logprobs(trainer.reference, r, "ref_logprobs", cfg.max_tokens, 1.0).ref_logprobs
+        return engine.logprobs(trainer.reference, r, plan)
 
     times = {(v, p): [] for v in "ABC" for p in ("update", "reference")}
     for k in range(a.rounds + 1):  # round 0 is warm-up
@@ -95,10 +96,10 @@ def main() -> None:
     padded = {}
     for v in "ABC":
         with variant(v):
-            plan = engine.prompt_pass(model, r.input_ids, r.attention_mask, r.completion_mask, max_tokens=cfg.max_tokens)
-            lengths = engine.suffix_lengths(plan) if plan is not None else None
+            prompts = hf_logprobs.prompt_pass(model, r.input_ids, r.attention_mask, r.completion_mask, max_tokens=cfg.max_tokens)
+            lengths = hf_logprobs.suffix_lengths(prompts) if prompts is not None else None
             padded[v] = sum(len(rows) * max(int((lengths if lengths is not None else r.attention_mask.sum(-1))[i]) for i in rows)
-                            for rows in engine.micro_batches(r, cfg.max_tokens, False, lengths))
+                            for rows in batching.micro_batches(r, cfg.max_tokens, False, lengths))
     print(f"machine: {machine()}")
     print(f"model: Llama width {a.width}, {a.precision}; one GRPO batch of {r.batch_size} rows, "
           f"{r.num_completion_tokens} completion tokens; median of {a.rounds} alternating rounds\n")

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from helpers import tiny_arch
+from unified_rl.hf.compat import output_cache
 from unified_rl.hf.static_decoder import StaticDecoder, supports_fast_decode
 from unified_rl.hf.sampling import generate
 
@@ -40,7 +41,7 @@ def test_static_decoder_logits_equal_the_models(seed, group, steps, kind):
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=attn.long(), position_ids=(attn.long().cumsum(-1) - 1).clamp(min=0), use_cache=True)
         dec = StaticDecoder(model)
-        dec.start(out.past_key_values, attn, group, steps)
+        dec.start(output_cache(out), attn, group, steps)
         rows = [list(p) for p in prompts for _ in range(group)]
         for step in range(steps):
             if step == steps // 2 and len(rows) > 1:  # finished samples leave the batch

@@ -6,18 +6,29 @@
     stats = url.engine.backward(model, rollout, method.coefficient)
 
 Three floors (docs/architecture.md): the core (``rollout``, ``protocols``, ``coefficients``,
-``engine``; no transformers), ``hf`` (the one seam to transformers) and the library built on the
-protocols (``data``, ``rewards``, ``methods``, ``loop``). ``unified_rl.apps`` (CLI, demo,
-experiments, the arithmetic task) is built on the library and never imported by it.
+``engine``; torch, numpy, jaxtyping and einops only), ``hf`` (the one seam to transformers) and
+the library built on the protocols (``data``, ``rewards``, ``methods``, ``loop``). The core
+imports without transformers installed; then only the core is loaded. ``unified_rl.apps`` (CLI,
+demo, experiments, the arithmetic task) is built on the library and never imported by it.
 """
 
-from . import coefficients, engine, hf, protocols  # hf first after the core: it registers the transformers adapter
-from . import config, data, evaluate, loop, methods, rewards
+import importlib.util
+
+from . import coefficients, engine, protocols
 from .engine import ExecutionPlan, Stats
-from .methods import Method
 from .protocols import DataSource, GradientCoefficient, ModelAdapter, RewardFunction, Sampler
 from .rollout import Rollout
 
 __version__ = "0.1.0"
-__all__ = ["Rollout", "Method", "Stats", "ExecutionPlan", "DataSource", "RewardFunction", "GradientCoefficient", "Sampler", "ModelAdapter",
-           "coefficients", "config", "data", "engine", "evaluate", "hf", "loop", "methods", "protocols", "rewards"]
+__all__ = ["Rollout", "Stats", "ExecutionPlan", "DataSource", "RewardFunction", "GradientCoefficient", "Sampler", "ModelAdapter",
+           "coefficients", "engine", "protocols"]
+
+try:
+    _has_transformers = importlib.util.find_spec("transformers") is not None
+except (ImportError, ValueError):
+    _has_transformers = False
+if _has_transformers:  # importing hf registers the transformers ModelAdapter with the engine
+    from . import config, data, evaluate, hf, loop, methods, rewards
+    from .methods import Method
+
+    __all__ += ["Method", "config", "data", "evaluate", "hf", "loop", "methods", "rewards"]

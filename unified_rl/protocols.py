@@ -32,8 +32,30 @@ def check_needs(needs: Any, owner: str) -> frozenset:
     return frozenset(needs)
 
 
+class Stateful(Protocol):
+    """Anything a checkpoint saves: ``state_dict`` holds tensors and plain values (never pickled)."""
+
+    def state_dict(self) -> dict:
+        """State a checkpoint must keep. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`. Default: nothing to restore."""
+
+
+class OwnsModels(Stateful, Protocol):
+    """A plug-in that may own auxiliary models (PPO's value model): built from the policy, trained per batch."""
+
+    def attach(self, policy: Any) -> None:
+        """Build the models it owns from the policy. Default: nothing."""
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """Train the models it owns on a prepared batch; their metrics. Default: nothing."""
+        return {}
+
+
 @runtime_checkable
-class DataSource(Protocol):
+class DataSource(Stateful, Protocol):
     """Where (q, o) comes from: a supervised set, a frozen sampler, the current policy, pairs."""
 
     def sample(self, policy: Any, n: int) -> Rollout:
@@ -41,19 +63,13 @@ class DataSource(Protocol):
 
         Offline sources may ignore ``policy``. The rollout's ``texts`` hold the decoded samples
         (prompt, completion and the dataset's columns) for the reward function, and its
-        ``temperature`` the temperature they were sampled at."""
+        ``temperature`` the temperature they were sampled at. ``state_dict`` keeps the data
+        position and RNG state, so a resumed run draws exactly the same data."""
         ...
-
-    def state_dict(self) -> dict:
-        """Data position and RNG state, so a resumed run draws exactly the same data."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`."""
 
 
 @runtime_checkable
-class RewardFunction(Protocol):
+class RewardFunction(Stateful, Protocol):
     """What scores the data: fills ``rewards`` (and ``scored``, ``step_rewards``/``step_mask``).
 
     The optional hooks serve learned rewards (Algorithm 1 re-trains the reward model between
@@ -70,16 +86,9 @@ class RewardFunction(Protocol):
         """Re-train on what was observed, replaying ``replay`` x as much history. Default: nothing."""
         return {}
 
-    def state_dict(self) -> dict:
-        """State a checkpoint must keep. Default: none."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`. Default: nothing to restore."""
-
 
 @runtime_checkable
-class GradientCoefficient(Protocol):
+class GradientCoefficient(OwnsModels, Protocol):
     """The per-token gradient coefficient GC(q, o, t).
 
     ``needs``: the Rollout fields the coefficient reads (the loop fills only these: no reference
@@ -87,7 +96,8 @@ class GradientCoefficient(Protocol):
     ``couples_group``: a token's GC reads other sequences' log-probs (DPO pairs), so the engine
     never splits a group across micro-batches. ``prepare`` runs once per batch without grad
     (advantages and aggregation weights from the whole batch); ``__call__`` maps the current
-    log-probs to GC, also without grad. The other hooks are optional, with no-op defaults here.
+    log-probs to GC, also without grad. The other hooks (``metrics``; ``attach``, ``update``,
+``state_dict`` from :class:`OwnsModels`) are optional, with no-op defaults.
     """
 
     needs: frozenset
@@ -101,23 +111,9 @@ class GradientCoefficient(Protocol):
         """GC for every token given the current log-probs (0 outside output tokens), without grad."""
         ...
 
-    def attach(self, policy: Any) -> None:
-        """Build models the coefficient owns (PPO's value model) from the policy. Default: nothing."""
-
     def metrics(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"], gc: Float[Tensor, "batch seq"]) -> dict[str, float]:
         """Scalar metrics of one batch (see docs/metrics.md). Default: none."""
         return {}
-
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """Train auxiliary models the coefficient owns (PPO's value model) on a prepared batch. Default: nothing."""
-        return {}
-
-    def state_dict(self) -> dict:
-        """State a checkpoint must keep (tensors and plain values, never pickled). Default: none."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`. Default: nothing to restore."""
 
 
 @dataclass

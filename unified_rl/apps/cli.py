@@ -71,11 +71,14 @@ def _extract(args):
 
 
 def _reward(args, method, tok):
-    """The run's reward: the arithmetic task's exact rewards on the embedded task, else the
-    answer column compared with the extracted answer."""
+    """The run's reward: none for supervised data; the arithmetic task's exact rewards on the
+    embedded task; else the answer column compared with the extracted answer."""
+    from ..data.recipes import Supervised
     from ..rewards import OutcomeReward
     from .tasks import task_reward
 
+    if isinstance(method.data_source, Supervised):
+        return None
     return task_reward(method, tok) if not args.data else OutcomeReward(_extract(args))
 
 

@@ -45,9 +45,6 @@ class Constant(AdvantageEstimator):
     needs = frozenset()
     label = "constant()"
 
-    def __call__(self, rollout: Rollout) -> Rollout:
-        return rollout.replace(advantages=self.advantages(rollout))
-
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         dtype = self.dtype or _float_dtype(rollout)
         return rollout.completion_mask.to(dtype) * self.value
@@ -62,9 +59,6 @@ class Correct(AdvantageEstimator):
 
     needs = frozenset({"rewards"})
     label = "correct()"
-
-    def __call__(self, rollout: Rollout) -> Rollout:
-        return rollout.replace(advantages=self.advantages(rollout))
 
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         ok = rollout.rewards > self.threshold
@@ -86,9 +80,6 @@ class GroupNormalized(AdvantageEstimator):
     def check(self, rollout: Rollout) -> None:
         check_groups(rollout, self.label)
 
-    def __call__(self, rollout: Rollout) -> Rollout:
-        return rollout.replace(advantages=self.advantages(rollout))
-
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         valid = rollout.scored if rollout.scored is not None else torch.ones_like(rollout.rewards, dtype=torch.bool)
         return _per_token(rollout, normalize_in_groups(rollout.rewards, rollout.group_ids, valid))
@@ -103,9 +94,6 @@ class LeaveOneOut(AdvantageEstimator):
 
     def check(self, rollout: Rollout) -> None:
         check_groups(rollout, self.label)
-
-    def __call__(self, rollout: Rollout) -> Rollout:
-        return rollout.replace(advantages=self.advantages(rollout))
 
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         idx, k = group_index(rollout.group_ids)
@@ -130,9 +118,6 @@ class ProcessNormalized(AdvantageEstimator):
         if bool(stray.any()):
             b, t = stray.nonzero()[0].tolist()
             raise ValueError(f"process_normalized(): step_mask marks sample {b}, position {t}, which is not an output token")
-
-    def __call__(self, rollout: Rollout) -> Rollout:
-        return rollout.replace(advantages=self.advantages(rollout))
 
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         mask = rollout.step_mask

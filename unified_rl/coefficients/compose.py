@@ -5,7 +5,7 @@ whose pieces satisfy it.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import torch
 from jaxtyping import Float

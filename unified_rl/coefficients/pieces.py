@@ -4,17 +4,19 @@ A piece declares the Rollout fields it reads (``needs``); the chain checks them,
 own ``check`` only looks at values (group sizes, masks), never at which fields are filled.
 """
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from jaxtyping import Float
 from torch import Tensor
 
+from ..protocols import OwnsModels
 from ..rollout import Rollout
 
 
-class Piece(Protocol):
+class Piece(OwnsModels, Protocol):
     """What every piece has: the Rollout fields it reads (``needs``, checked by the chain before
-    anything is computed) and optional hooks with no-op defaults, inherited by subclassing."""
+    anything is computed), a ``check`` of values, and the optional hooks of :class:`OwnsModels`
+    (no-op defaults, inherited by subclassing)."""
 
     needs: frozenset = frozenset()
 
@@ -25,20 +27,6 @@ class Piece(Protocol):
 
     def check(self, rollout: Rollout) -> None:
         """Raise a ValueError for inputs that are present but inconsistent (``needs`` is checked already)."""
-
-    def attach(self, policy: Any) -> None:
-        """Build models the piece owns from the policy (PPO's value model)."""
-
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """Train models the piece owns on a prepared batch."""
-        return {}
-
-    def state_dict(self) -> dict:
-        """State a checkpoint keeps (empty for stateless pieces)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`."""
 
 
 class Term(Piece, Protocol):
@@ -64,9 +52,13 @@ class AdvantageEstimator(Piece, Protocol):
 
     provides: frozenset = frozenset({"advantages"})
 
+    def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
+        """The advantages, 0 outside output tokens."""
+        ...
+
     def __call__(self, rollout: Rollout) -> Rollout:
         """The rollout with ``advantages`` filled."""
-        ...
+        return rollout.replace(advantages=self.advantages(rollout))
 
 
 def require(rollout: Rollout, piece: Piece, provided: frozenset = frozenset()) -> None:

@@ -23,6 +23,8 @@ from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from .compat import CACHE_KWARG, output_cache
+
 # Architectures whose decoder layers and cache behave like Llama's (full attention, RoPE by
 # position id, DynamicCache); others take the plain per-row path.
 SHARED_PREFIX_MODELS = ("llama", "qwen2", "qwen3", "mistral")
@@ -103,7 +105,7 @@ class PromptPass:
         out = trunk(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask.long(),
                     position_ids=torch.arange(lp, device=dev).expand_as(plan.prefix_ids), use_cache=True)
         last = out.last_hidden_state[torch.arange(len(plan.prefix_len), device=dev), plan.prefix_len - 1]
-        self.outputs = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)] + [last]
+        self.outputs = [t for layer in output_cache(out).layers for t in (layer.keys, layer.values)] + [last]
         split = split and last.requires_grad
         self.inputs = [t.detach().requires_grad_() for t in self.outputs] if split else self.outputs
         self.trunk, self.plan, self.split = trunk, plan, split
@@ -123,7 +125,7 @@ class PromptPass:
         start = p.prefix_len[prompt]
         hidden = self.trunk(input_ids=p.suffix_ids[rows, :ls], attention_mask=mask.long(),
                             position_ids=start[:, None] + torch.arange(ls, device=dev),
-                            past_key_values=cache, use_cache=True).last_hidden_state
+                            use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
         last = self.inputs[-1][prompt]
         return torch.cat([last[:, None], hidden[:, :-1]], 1), p.suffix_completion[rows, :ls]
 

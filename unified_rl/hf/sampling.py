@@ -14,10 +14,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 from einops import repeat
-from torch import Tensor, nn
+from torch import nn
 from transformers import GenerationConfig
 
 from ..protocols import Generated, Sampler
+from .compat import CACHE_KWARG, output_cache
 from .static_decoder import StaticDecoder, supports_fast_decode
 
 
@@ -65,7 +66,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
         decode = _decoder(model, device)
         out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = output_cache(out), out.logits[:, -1]
         logits = repeat(logits, "p v -> (p g) v", g=group_size)
         fast = None
         if fast_decode and supports_fast_decode(model):
@@ -99,8 +100,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
             else:
                 attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
                 out = decode(input_ids=tok[:, None], attention_mask=attn.long(), position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
-                cache, logits = out.past_key_values, out.logits[:, -1]
+                             use_cache=True, **{CACHE_KWARG: cache})
+                cache, logits = output_cache(out), out.logits[:, -1]
             next_pos = next_pos + 1
     model.train(was_training)
     completions, logprobs = [], []

@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from einops import repeat
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
@@ -121,10 +122,10 @@ class StaticDecoder:
         for layer in cache.layers:
             for src, dst in ((layer.keys, self.keys), (layer.values, self.values)):
                 buf = torch.zeros(shape, dtype=self.acc, device=dev)
-                buf.view(p, group_size, *shape[1:])[..., :width, :] = src[:, None]
+                buf[:, :, :width] = repeat(src, "p h s d -> (p g) h s d", g=group_size)
                 dst.append(buf)
         bias = torch.zeros((n, 1, 1, total), dtype=self.acc, device=dev)
-        bias[:, 0, 0, :width].masked_fill_(~attention_mask.repeat_interleave(group_size, 0), float("-inf"))
+        bias[:, 0, 0, :width].masked_fill_(~repeat(attention_mask, "p s -> (p g) s", g=group_size), float("-inf"))
         bias[:, 0, 0, width:] = float("-inf")  # unwritten positions; opened one per step
         self.bias, self.length = bias, width
 
