@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Protocol, Sequence, runtime_checkabl
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from .rollout import Rollout
+from .rollout import Rollout, RolloutField
 
 
 def check_needs(needs: Any, owner: str) -> frozenset:
@@ -100,7 +100,7 @@ class GradientCoefficient(OwnsModels, Protocol):
 ``state_dict`` from :class:`OwnsModels`) are optional, with no-op defaults.
     """
 
-    needs: frozenset
+    needs: frozenset[RolloutField]
     couples_group: bool = False
 
     def prepare(self, rollout: Rollout) -> Rollout:

@@ -8,7 +8,7 @@ NaN/inf are allowed only where a mask says the slot is unused (they are never re
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, no_type_check
+from typing import Any, Literal, Optional, get_args, no_type_check
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -31,6 +31,10 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
     "returns": (("batch", "seq"), "float"),
     "weights": (("batch", "seq"), "float"),
 }
+# The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
+RolloutField = Literal["input_ids", "attention_mask", "completion_mask", "group_ids", "rewards", "scored", "step_rewards", "step_mask",
+                       "old_logprobs", "ref_logprobs", "chosen", "advantages", "returns", "weights"]
+assert set(get_args(RolloutField)) == set(_SPEC)
 # Float fields that must be finite wherever this mask (a field name) is True.
 _FINITE_WHERE = {
     "rewards": "scored",

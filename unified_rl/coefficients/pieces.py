@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..protocols import OwnsModels
-from ..rollout import Rollout
+from ..rollout import Rollout, RolloutField
 
 
 class Piece(OwnsModels, Protocol):
@@ -18,7 +18,7 @@ class Piece(OwnsModels, Protocol):
     anything is computed), a ``check`` of values, and the optional hooks of :class:`OwnsModels`
     (no-op defaults, inherited by subclassing)."""
 
-    needs: frozenset = frozenset()
+    needs: frozenset[RolloutField] = frozenset()
 
     @property
     def label(self) -> str:
