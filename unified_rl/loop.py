@@ -134,8 +134,11 @@ class Trainer:
              "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
              "completion_length": rollout.num_completion_tokens / rollout.batch_size}
-        if rollout.rewards is not None:
-            m["reward/mean"] = float(rollout.rewards.float().mean())
+        if rollout.rewards is not None:  # over scored samples only; an unscored sample is never a 0
+            scored = rollout.scored if rollout.scored is not None else torch.ones_like(rollout.rewards, dtype=torch.bool)
+            if bool(scored.any()):
+                m["reward/mean"] = float(rollout.rewards[scored].double().mean())
+            m["reward/unscored"] = float((~scored).sum())
         if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)

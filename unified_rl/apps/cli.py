@@ -31,26 +31,30 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None, help=f"(default {f.default!r})")
 
 
-def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None):
+def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None, answers: bool = False):
+    """Rows of a data file, checked when loaded; ``answers``: every row needs a non-empty ``answer``
+    (rewards and accuracy read it; a missing or null answer is never scored as 0)."""
     from ..data.rows import SCHEMAS, gsm8k_rows, read_jsonl
 
     if fmt == "gsm8k":
         return gsm8k_rows(path)
     if fmt not in SCHEMAS:
         raise ValueError(f"--format must be one of {sorted(SCHEMAS)}, got {fmt!r}")
-    return read_jsonl(path, SCHEMAS[fmt], max_prompt_chars=max_prompt_chars)
+    columns = SCHEMAS[fmt] + (("answer",) if answers and "answer" not in SCHEMAS[fmt] else ())
+    return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=("answer",) if answers else ())
 
 
-def _model_and_data(args, cfg: TrainConfig, need_train: bool = True):
-    """Validate data first (before any model is loaded), then load or build the model."""
+def _model_and_data(args, cfg: TrainConfig, need_train: bool = True, answers: bool = True):
+    """Validate data first (before any model is loaded), then load or build the model. ``answers``:
+    the training rows are scored, so each needs an ``answer`` (held-out rows always do)."""
     from ..hf import load_model, load_tokenizer, tiny_llama
     from .tasks import ArithmeticTask, char_tokenizer
 
     if args.model and not os.path.isdir(args.model):  # cheap, so before building or reading any data
         raise FileNotFoundError(f"model path {args.model!r} is not a local folder (nothing is downloaded)")
     if args.data:
-        rows = _rows(args.data, args.format)
-        eval_rows = _rows(args.eval_data, args.format) if getattr(args, "eval_data", None) else None
+        rows = _rows(args.data, args.format, answers=answers)
+        eval_rows = _rows(args.eval_data, args.format, answers=True) if getattr(args, "eval_data", None) else None
     else:
         task = ArithmeticTask(seed=cfg.seed)
         eval_rows = task.eval_rows(cfg.eval_size)
@@ -97,6 +101,7 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
     from .. import checkpoint, methods
+    from ..data.recipes import Supervised
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
@@ -106,7 +111,7 @@ def cmd_train(args) -> int:
     overrides["out_dir"] = args.out
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     method = methods.from_config(cfg)
-    model, tok, rows, eval_rows = _model_and_data(args, cfg)
+    model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=not isinstance(method.data_source, Supervised))
     trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=_reward(args, method, tok), extract=_extract(args))
     if args.resume:
         found = checkpoint.latest(args.out)

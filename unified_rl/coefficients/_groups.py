@@ -18,8 +18,12 @@ def normalize_in_groups(
 
     std is the sample standard deviation (ddof = 1). A group whose valid values are all equal,
     or that has fewer than two valid values, carries no learning signal: its result is exactly 0
-    (never NaN, and never rounding noise amplified by a tiny std).
+    (never NaN, and never rounding noise amplified by a tiny std). Means and variances are taken
+    in fp64 whatever the input dtype (rewards like 1e20 overflow an fp32 variance); the result
+    is cast back to the input dtype.
     """
+    dtype = values.dtype
+    values = values.to(torch.float64)
     idx, k = group_index(groups)
     v = torch.where(valid, values, torch.zeros_like(values))
     count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, valid.to(values.dtype))
@@ -32,7 +36,7 @@ def normalize_in_groups(
     signal = (count >= 2) & (hi > lo)
     std = torch.where(signal, var.sqrt(), torch.ones_like(var))
     out = centered / std[idx]
-    return torch.where(valid & signal[idx], out, torch.zeros_like(out))
+    return torch.where(valid & signal[idx], out, torch.zeros_like(out)).to(dtype)
 
 
 def group_sizes(group_ids: Int[Tensor, "n"]) -> Int[Tensor, "n"]:

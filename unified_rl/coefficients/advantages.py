@@ -87,7 +87,9 @@ class GroupNormalized(AdvantageEstimator):
 
 @dataclass(frozen=True)
 class LeaveOneOut(AdvantageEstimator):
-    """RLOO: A_i = r_i - mean_{j != i} r_j within the group (not in the paper; a composition example)."""
+    """RLOO: A_i = r_i - mean_{j != i} r_j within the group (not in the paper; a composition example).
+    Unscored samples are left out of every baseline and get 0; so does a sample with no scored
+    partner. Sums are taken in fp64."""
 
     needs = frozenset({"rewards", "group_ids"})
     label = "leave_one_out()"
@@ -97,10 +99,12 @@ class LeaveOneOut(AdvantageEstimator):
 
     def advantages(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         idx, k = group_index(rollout.group_ids)
-        r = rollout.rewards
+        valid = rollout.scored if rollout.scored is not None else torch.ones_like(rollout.rewards, dtype=torch.bool)
+        r = torch.where(valid, rollout.rewards.to(torch.float64), torch.zeros((), dtype=torch.float64))
         total = torch.zeros(k, dtype=r.dtype, device=r.device).index_add_(0, idx, r)
-        n = group_sizes(rollout.group_ids).to(r.dtype)
-        return _per_token(rollout, r - (total[idx] - r) / (n - 1))
+        others = torch.zeros(k, dtype=r.dtype, device=r.device).index_add_(0, idx, valid.to(r.dtype))[idx] - 1
+        adv = torch.where(valid & (others >= 1), r - (total[idx] - r) / others.clamp(min=1), torch.zeros_like(r))
+        return _per_token(rollout, adv.to(rollout.rewards.dtype))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,13 @@ def gae_advantages(
     return adv
 
 
+def _scored_tokens(rollout: Rollout) -> Bool[Tensor, "batch seq"]:
+    """Output tokens of the samples a reward function could score."""
+    if rollout.scored is None:
+        return rollout.completion_mask
+    return rollout.completion_mask & rollout.scored[:, None]
+
+
 def _last_token(mask: Bool[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
     pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     last = torch.where(mask, pos, torch.full_like(pos, -1)).amax(-1)
@@ -95,15 +102,17 @@ class GAE(AdvantageEstimator):
 
     @torch.no_grad()
     def __call__(self, rollout: Rollout) -> Rollout:
+        """Advantages and returns; an unscored sample (``scored`` False) gets exactly 0 for both
+        and is left out of whitening and of the value loss: its placeholder reward is never read."""
         values = self.value_model(rollout.input_ids, rollout.attention_mask).to(torch.float64)
-        values = masked(rollout, values)
-        adv = gae_advantages(self.token_rewards(rollout, values.dtype), values, rollout.completion_mask, self.gamma, self.lam)
-        returns = adv + values
-        if self.whiten:
-            m = rollout.completion_mask
+        m = _scored_tokens(rollout)
+        values = torch.where(m, values, torch.zeros((), dtype=values.dtype))
+        adv = gae_advantages(self.token_rewards(rollout, values.dtype), values, m, self.gamma, self.lam)
+        returns = torch.where(m, adv + values, torch.zeros((), dtype=values.dtype))
+        if self.whiten and bool(m.any()):
             mean = adv[m].mean()
-            adv = masked(rollout, (adv - mean) / adv[m].std().clamp(min=1e-8))
-        return rollout.replace(advantages=adv, returns=masked(rollout, returns))
+            adv = torch.where(m, (adv - mean) / adv[m].std().clamp(min=1e-8), torch.zeros((), dtype=adv.dtype))
+        return rollout.replace(advantages=adv, returns=returns)
 
     def state_dict(self) -> dict:
         return {"value_model": self.value_model.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -121,7 +130,8 @@ class GAE(AdvantageEstimator):
             old = (rollout.returns - rollout.advantages).to(values.dtype) if not self.whiten else values.detach()
             clipped = old + (values - old).clamp(-self.value_clip, self.value_clip)
             err = torch.maximum(err, (clipped - target) ** 2)
-        return 0.5 * masked(rollout, err).sum() / max(rollout.num_completion_tokens, 1)
+        m = _scored_tokens(rollout)
+        return 0.5 * torch.where(m, err, torch.zeros((), dtype=err.dtype)).sum() / max(int(m.sum()), 1)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One AdamW step of the value model on this batch."""

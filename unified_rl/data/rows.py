@@ -17,8 +17,10 @@ SCHEMAS = {
 }
 
 
-def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt") -> list[dict]:
-    """Rows of a JSONL file; each must be an object whose ``required`` columns are non-empty strings."""
+def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt",
+               nonempty: Sequence[str] = ()) -> list[dict]:
+    """Rows of a JSONL file; each must be an object whose ``required`` columns are strings (the prompt
+    and the ``nonempty`` columns non-empty)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -38,21 +40,24 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
             raise ValueError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}")
-        validate_row(row, required, where=f"{path}, line {line_no}", max_prompt_chars=max_prompt_chars, prompt_column=prompt_column)
+        validate_row(row, required, where=f"{path}, line {line_no}", max_prompt_chars=max_prompt_chars, prompt_column=prompt_column,
+                     nonempty=nonempty)
         rows.append(row)
     if not rows:
         raise ValueError(f"{path}: zero rows")
     return rows
 
 
-def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt") -> None:
-    """Check one row's required columns (present, strings, non-empty prompt, length limit)."""
+def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt",
+                 nonempty: Sequence[str] = ()) -> None:
+    """Check one row's required columns (present, strings, non-empty prompt and ``nonempty`` columns, length limit)."""
     for col in required:
         if col not in row:
             raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)})")
         if not isinstance(row[col], str):
-            raise ValueError(f"{where}: column {col!r} must be a string, got {type(row[col]).__name__}")
-        if col == prompt_column and not row[col].strip():
+            got = "null" if row[col] is None else type(row[col]).__name__
+            raise ValueError(f"{where}: column {col!r} must be a string, got {got}")
+        if (col == prompt_column or col in nonempty) and not row[col].strip():
             raise ValueError(f"{where}: column {col!r} is empty")
     if max_prompt_chars is not None and prompt_column in row and len(row[prompt_column]) > max_prompt_chars:
         raise ValueError(f"{where}: column {prompt_column!r} has {len(row[prompt_column])} characters, over the limit of {max_prompt_chars}")

@@ -159,10 +159,11 @@ class PairSource(DataSource):
         found = 0
         for _ in range(self.max_draws):
             scored = self.judge(r := self.sampled.sample(policy, n), r.texts)
-            ok = (scored.rewards > 0.5) & (scored.scored if scored.scored is not None else True)
+            known = scored.scored if scored.scored is not None else torch.ones_like(scored.rewards, dtype=torch.bool)
+            ok, wrong = known & (scored.rewards > 0.5), known & ~(scored.rewards > 0.5)  # unscored: neither o+ nor o-
             for g in scored.group_ids.unique().tolist():
                 rows = (scored.group_ids == g).nonzero().squeeze(1)
-                good, bad = rows[ok[rows]], rows[~ok[rows]]
+                good, bad = rows[ok[rows]], rows[wrong[rows]]
                 if len(good) and len(bad) and found < n:
                     pick = scored.select([int(good[0]), int(bad[0])])
                     parts.append(pick.replace(group_ids=torch.full((2,), found, dtype=torch.long, device=pick.input_ids.device),

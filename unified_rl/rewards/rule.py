@@ -23,6 +23,8 @@ class OutcomeReward(RewardFunction):
         for i, s in enumerate(texts):
             if self.column not in s.columns:
                 raise ValueError(f"OutcomeReward: sample {i} has no column {self.column!r} (has {sorted(s.columns)})")
+            if s.columns[self.column] is None or not str(s.columns[self.column]).strip():
+                raise ValueError(f"OutcomeReward: sample {i} (prompt {s.prompt!r:.60}) has an empty or null {self.column!r}; it cannot be scored")
             scores.append(float(self.extract(s.completion) == normalize_number(str(s.columns[self.column]))))
         return rollout.replace(rewards=torch.tensor(scores, dtype=torch.float32, device=rollout.input_ids.device))
 
