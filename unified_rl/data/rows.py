@@ -6,7 +6,7 @@ Every error names the file, the line (row) and the column. Nothing is unpickled.
 import json
 import os
 import re
-from typing import Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 GSM8K_TEMPLATE = "Question: {question}\nAnswer:"
 SCHEMAS = {
@@ -17,10 +17,42 @@ SCHEMAS = {
 }
 
 
-def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt",
-               nonempty: Sequence[str] = ()) -> list[dict]:
-    """Rows of a JSONL file; each must be an object whose ``required`` columns are strings (the prompt
-    and the ``nonempty`` columns non-empty)."""
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _check_text(value: Any, where: str, key: str = "") -> None:
+    """Every string in a decoded row (keys included) must be encodable as UTF-8 (no lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where}, key {key!r}: text that cannot be encoded as UTF-8 (a lone surrogate at character {e.start})") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, where, k)
+            _check_text(v, where, k)
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, where, key)
+
+
+def jsonl_objects(path: str) -> Iterator[tuple[int, dict]]:
+    """(physical line number, object) for each non-blank line of a JSONL file. Lines are split on
+    ``\\n`` only (U+2028 or U+0085 inside a string are valid JSON). Every fault -- invalid UTF-8,
+    invalid JSON (with its column), a duplicate key, nesting too deep, an integer too long, a lone
+    surrogate, a line that is not an object -- is one ValueError naming the file and the line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -30,16 +62,30 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{path}, line {line}: invalid UTF-8 (byte {e.start})") from None
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        where = f"{path}, line {line_no}"
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from None
+            raise ValueError(f"{where}: not valid JSON at column {e.colno} ({e.msg})") from None
+        except _DuplicateKey as e:
+            raise ValueError(f"{where}: duplicate key {e.key!r} in one object") from None
+        except (RecursionError, ValueError) as e:  # nesting too deep; an integer over Python's digit limit
+            raise ValueError(f"{where}: cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(row).__name__}")
+            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        _check_text(row, where)
+        yield line_no, row
+
+
+def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional[int] = None, prompt_column: str = "prompt",
+               nonempty: Sequence[str] = ()) -> list[dict]:
+    """Rows of a JSONL file (see :func:`jsonl_objects`); each must be an object whose ``required``
+    columns are strings (the prompt and the ``nonempty`` columns non-empty)."""
+    rows = []
+    for line_no, row in jsonl_objects(path):
         validate_row(row, required, where=f"{path}, line {line_no}", max_prompt_chars=max_prompt_chars, prompt_column=prompt_column,
                      nonempty=nonempty)
         rows.append(row)
@@ -67,14 +113,18 @@ _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
 def gsm8k_rows(path: str, template: str = GSM8K_TEMPLATE) -> list[dict]:
-    """GSM8K's format (``question``, ``answer`` ending in ``#### N``) as prompt/completion/answer rows."""
+    """GSM8K's format (``question``, ``answer`` ending in ``#### N``) as prompt/completion/answer rows;
+    errors name the physical line."""
     out = []
-    for i, row in enumerate(read_jsonl(path, SCHEMAS["gsm8k"], prompt_column="question"), start=1):
+    for i, (line_no, row) in enumerate(jsonl_objects(path), start=1):
+        validate_row(row, SCHEMAS["gsm8k"], where=f"{path}, line {line_no}", prompt_column="question")
         m = _GSM8K_ANSWER.search(row["answer"])
-        if not m:
-            raise ValueError(f"{path}, row {i}: column 'answer' does not end in '#### N'")
-        final = m.group(1).replace(",", "").strip()
+        final = m.group(1).replace(",", "").strip() if m else ""
+        if not final:
+            raise ValueError(f"{path}, line {line_no}, row {i}: column 'answer' does not end in '#### N' with a non-empty N")
         out.append({"prompt": template.format(question=row["question"]), "completion": " " + row["answer"].strip(), "answer": final})
+    if not out:
+        raise ValueError(f"{path}: zero rows")
     return out
 
 

@@ -1,0 +1,53 @@
+"""Data files fail when they are loaded, one line naming file, line and column or key (reliability, item 3)."""
+
+import pytest
+
+from unified_rl.apps.cli import main
+from unified_rl.data import gsm8k_rows, read_jsonl
+
+GOOD = '{"prompt": "1+1=", "completion": "#2"}'
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"prompt": "1+1=", "completion": "#2"', r"line 2: not valid JSON at column 38"),
+    ('{"prompt": "1+1=", "prompt": "2+2=", "completion": "#4"}', r"line 2: duplicate key 'prompt' in one object"),
+    ('{"prompt": "1+1=", "completion": "#2", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", r"line 2: cannot be decoded \(RecursionError"),
+    ('{"prompt": "1+1=", "completion": "#2", "n": ' + "9" * 5000 + "}", r"line 2: cannot be decoded \(ValueError"),
+    ('{"prompt": "\\ud800", "completion": "#2"}', r"line 2, key 'prompt': text that cannot be encoded as UTF-8 \(a lone surrogate"),
+    ('{"prompt": "1+1=", "completion": "#2", "\\udfff": 1}', r"line 2, key '\\udfff': text that cannot be encoded"),
+    ('["prompt", "completion"]', r"line 2: expected a JSON object, got list"),
+    ('{"prompt": "1+1=", "completion": null}', r"line 2: column 'completion' must be a string, got null"),
+])
+def test_each_fault_is_one_line_naming_file_and_line(tmp_path, bad, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(GOOD + "\n" + bad + "\n" + GOOD + "\n")
+    with pytest.raises(ValueError, match=r"d\.jsonl, " + message) as e:
+        read_jsonl(str(path), ("prompt", "completion"))
+    assert "\n" not in str(e.value)
+
+
+def test_line_separators_inside_strings_do_not_shift_line_numbers(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a\u2028b\u0085c", "completion": "#2"}\r\n' + GOOD + "\n" + '{"prompt": "x"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"d\.jsonl, line 3: missing column 'completion'"):
+        read_jsonl(str(path), ("prompt", "completion"))
+    path.write_text('{"prompt": "a\u2028b\u0085c", "completion": "#2"}\r\n' + GOOD + "\n", encoding="utf-8")
+    assert read_jsonl(str(path), ("prompt", "completion"))[0]["prompt"] == "a\u2028b\u0085c"
+
+
+@pytest.mark.parametrize("answer", ["The sum is 4. #### ", "no marker at all", "#### ,"])
+def test_gsm8k_errors_name_the_physical_line(tmp_path, answer):
+    import json
+
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"question": "q", "answer": "#### 1"}\n\n' + json.dumps({"question": "q", "answer": answer}) + "\n")
+    with pytest.raises(ValueError, match=r"g\.jsonl, line 3, row 2: column 'answer' does not end in '#### N' with a non-empty N"):
+        gsm8k_rows(str(path))
+
+
+def test_the_cli_reports_a_decode_error_in_one_line(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text(GOOD + "\n" + '{"prompt": "1+1=", "prompt": "x", "completion": "#2"}\n')
+    assert main(["train", "--method", "sft", "--data", str(path), "--out", str(tmp_path / "o"), "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("line 2: duplicate key 'prompt' in one object") and len(err.splitlines()) == 1
