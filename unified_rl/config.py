@@ -94,9 +94,17 @@ class TrainConfig:
         """Read a TOML or JSON file; unknown keys are errors. ``overrides`` (non-None) win."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path!r} not found")
-        with open(path, "rb") as f:
-            data = tomllib.load(f) if path.endswith(".toml") else json.load(f)
-        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f) if path.endswith(".toml") else json.load(f)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {path!r} cannot be read: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path!r}: expected a table of TrainConfig fields, got {type(data).__name__}")
+        try:
+            return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config file {path!r}: {e}") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import typing
 from typing import Optional, Sequence
@@ -18,11 +19,39 @@ from ..config import TrainConfig
 from ..methods import REGISTRY
 
 
+def _boolean(text: str) -> bool:
+    """true/false (also yes/no, 1/0); anything else is a usage error, never a silent False."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
 def _flag_type(annotation):
     """int / float / bool / str for a TrainConfig field (Optional[X] -> X)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if args else annotation
-    return (lambda s: s.lower() in ("1", "true", "yes")) if base is bool else base
+    return _boolean if base is bool else base
+
+
+_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _join_negative_numbers(argv: Sequence[str]) -> list[str]:
+    """``--lr -1e-3`` -> ``--lr=-1e-3``: argparse takes a negative number in exponent form for an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NUMBER.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _out_folder(out: Optional[str]) -> None:
+    """``--out`` must be a folder (or not exist yet); checked before any work."""
+    if out and os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file, not a folder")
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -90,6 +119,7 @@ def cmd_demo(args) -> int:
     """``unified-rl demo``: SFT then GRPO on the embedded default; prints before/after accuracy."""
     from .demo import DemoSettings, run_demo
 
+    _out_folder(args.out)
     s = DemoSettings.quick() if args.quick else DemoSettings()
     summary = run_demo(args.out, s, progress=not args.no_progress)
     print(f"held-out greedy accuracy ({summary['eval_problems']} problems): {summary['accuracy_before']:.1%} after SFT -> "
@@ -98,21 +128,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_combination(args) -> None:
+    """Flags that would have no effect in this combination are errors, not silently ignored."""
+    if args.data is None:
+        for flag, value in (("--eval-data", args.eval_data), ("--answer-marker", args.answer_marker), ("--format", args.format)):
+            if value is not None:
+                raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
+    if args.trust_remote_code and not args.model:
+        raise ValueError("--trust-remote-code has no effect without --model")
+    args.format = args.format or "prompt_completion"
+
+
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
     from .. import checkpoint, methods
-    from ..data.recipes import Supervised
+    from ..data import Encoder, PreferenceSource
+    from ..data.recipes import Pairs, Supervised
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
 
+    _out_folder(args.out)
+    _check_combination(args)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     overrides["method"] = args.method
     overrides["out_dir"] = args.out
     cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
     method = methods.from_config(cfg)
-    model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=not isinstance(method.data_source, Supervised))
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=_reward(args, method, tok), extract=_extract(args))
+    preference = args.format == "preference"
+    if preference and not isinstance(method.data_source, Pairs):
+        raise ValueError(f"--format preference does not fit --method {method.name}: chosen/rejected pairs train a preference method (dpo)")
+    if isinstance(method.data_source, Supervised) and args.format == "prompts":
+        raise ValueError(f"--method {method.name} trains on completions: --format prompts has none (use prompt_completion or gsm8k)")
+    answers = not isinstance(method.data_source, Supervised) and not preference
+    model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=answers)
+    source = None
+    if preference:
+        source = PreferenceSource(rows, Encoder(tok, cfg.max_prompt_tokens, cfg.max_new_tokens + 1), seed=cfg.seed)
+    reward = None if preference else _reward(args, method, tok)
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args), data_source=source)
     if args.resume:
         found = checkpoint.latest(args.out)
         if found is None:
@@ -137,6 +191,16 @@ def cmd_eval(args) -> int:
     from ..evaluate import greedy_accuracy, pass_and_majority
     from ..hf import make_sampler
 
+    ks = []
+    for k in (k.strip() for k in args.k.split(",") if k.strip()):
+        if not k.isdigit() or int(k) < 1:
+            raise ValueError(f"--k: each K must be an integer >= 1, got {k!r}")
+        ks.append(int(k))
+    if args.n < 1:
+        raise ValueError(f"--n: must be >= 1, got {args.n}")
+    if args.data is None and (args.format is not None or args.answer_marker is not None):
+        raise ValueError("--format and --answer-marker have no effect without --data")
+    args.format = args.format or "prompt_completion"
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
@@ -144,7 +208,6 @@ def cmd_eval(args) -> int:
     enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
     how = dict(sampler=make_sampler(args.sampler, tok), extract=_extract(args), max_new_tokens=args.max_new_tokens)
     result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, **how), "n": len(rows)}
-    ks = [int(k) for k in args.k.split(",") if k]
     if ks:
         result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, **how)
     print(json.dumps(result, indent=2))
@@ -156,6 +219,7 @@ def cmd_experiment(args) -> int:
     from .experiments import run_experiment
 
     out = args.out or os.path.join("runs", "experiments", args.name)
+    _out_folder(out)
     print(run_experiment(args.name, out, quick=args.quick, progress=not args.no_progress))
     print(f"results: {out}/results.md, plots and metrics.jsonl in {out}")
     return 0
@@ -179,7 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--data", help="JSONL file; default: the embedded arithmetic task")
     p.add_argument("--eval-data", help="held-out JSONL file (same format)")
-    p.add_argument("--format", default="prompt_completion", help="prompt_completion | preference | gsm8k | prompts")
+    p.add_argument("--format", help="prompt_completion (default) | preference | gsm8k | prompts")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -191,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--data")
-    p.add_argument("--format", default="prompt_completion")
+    p.add_argument("--format", help="prompt_completion (default) | preference | gsm8k | prompts")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--sampler", default="static", help="static | hf")
     p.add_argument("--n", type=int, default=256)
@@ -207,10 +271,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_experiment)
 
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_numbers(sys.argv[1:] if argv is None else argv))
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback
         print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,57 @@
+"""The real ``unified-rl`` entry point answers a user's mistake with exit code 2 and one line
+naming what is wrong -- never a traceback (reliability, item 4)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+GOOD = {"prompt": "1+1=", "completion": "1+1=2;#2", "answer": "2"}
+
+
+def run(args, cwd):
+    exe = shutil.which("unified-rl")
+    cmd = [exe] if exe else [sys.executable, "-m", "unified_rl.apps.cli"]
+    return subprocess.run(cmd + args, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(GOOD) for _ in range(4)) + "\n")
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps({"prompt": "1+1=", "chosen": "#2", "rejected": "#3"}) for _ in range(4)) + "\n")
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "broken.toml").write_text("lr = [1,\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--method", "sft", "--out", "afile"], "--out 'afile' is a file, not a folder"),
+    (["train", "--method", "sft", "--data", "pairs.jsonl", "--format", "preference"], "--format preference does not fit --method sft"),
+    (["train", "--method", "sft", "--data", "rows.jsonl", "--format", "prompts"], "--format prompts has none"),
+    (["train", "--method", "grpo", "--eval-data", "rows.jsonl"], "--eval-data has no effect without --data"),
+    (["train", "--method", "grpo", "--trust-remote-code"], "--trust-remote-code has no effect without --model"),
+    (["train", "--method", "grpo", "--config", "broken.toml"], "config file 'broken.toml' cannot be read"),
+    (["train", "--method", "grpo", "--lr", "-1e-3"], "config field 'lr' = -0.001: must be a finite number > 0"),
+    (["train", "--method", "grpo", "--reset-reference", "ture"], "argument --reset-reference: expected true or false, got 'ture'"),
+    (["train", "--method", "online-rft"], "unknown method (did you mean 'online_rft'?)"),
+    (["eval", "--k", "1,0"], "--k: each K must be an integer >= 1, got '0'"),
+    (["eval", "--n", "0"], "--n: must be >= 1, got 0"),
+    (["experiment", "maj-vs-pass", "--out", "afile"], "--out 'afile' is a file, not a folder"),
+])
+def test_a_mistake_is_one_line_and_exit_code_2(files, args, message):
+    out = run(args + (["--out", "o"] if args[0] == "train" and "--out" not in args else []), files)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1], out.stderr
+    assert not (files / "o").exists()  # nothing was started
+
+
+def test_dpo_trains_on_a_chosen_rejected_file(files):
+    out = run(["train", "--method", "dpo", "--data", "pairs.jsonl", "--format", "preference", "--steps", "1", "--questions-per-step", "2",
+               "--out", "o", "--no-progress"], files)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in (files / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert "dpo/accuracy" in lines[0] and "reward/mean" not in lines[0]
