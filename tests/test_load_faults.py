@@ -51,3 +51,22 @@ def test_the_cli_reports_a_decode_error_in_one_line(tmp_path, capsys):
     assert main(["train", "--method", "sft", "--data", str(path), "--out", str(tmp_path / "o"), "--steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("line 2: duplicate key 'prompt' in one object") and len(err.splitlines()) == 1
+
+
+def test_an_over_long_row_late_in_a_file_fails_before_training(tmp_path, capsys):
+    rows = [GOOD] * 50 + ['{"prompt": "' + "1+" * 74 + '1=", "completion": "#2"}'] + [GOOD] * 5
+    (tmp_path / "d.jsonl").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--method", "sft", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"), "--steps", "1",
+                 "--max-prompt-tokens", "64", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("d.jsonl, line 51: column 'prompt' has 150 tokens, over max_prompt_tokens=64"), err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_a_huge_prompt_is_refused_before_it_is_tokenised():
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.data import Encoder, SupervisedSource
+
+    huge = {"prompt": "1" * 10_000_000 + "=", "completion": "#1"}
+    with pytest.raises(ValueError, match=r"row 1: column 'prompt' has 10000001 characters, more than max_prompt_tokens=256 tokens can hold"):
+        SupervisedSource([{"prompt": "1=", "completion": "#1"}, huge], Encoder(char_tokenizer()))

@@ -17,6 +17,22 @@ SCHEMAS = {
 }
 
 
+class Row(dict):
+    """A row read from a file: a plain dict of its columns that also knows where it came from
+    (``origin``, e.g. ``"train.jsonl, line 7"``), so later checks can name the line."""
+
+    origin: str = ""
+
+    def __init__(self, columns: dict, origin: str):
+        super().__init__(columns)
+        self.origin = origin
+
+
+def where(row: dict, index: int) -> str:
+    """How errors name a row: its file and line if it was read from one, else its index."""
+    return getattr(row, "origin", "") or f"row {index}"
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str):
         super().__init__(key)
@@ -88,7 +104,7 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
     for line_no, row in jsonl_objects(path):
         validate_row(row, required, where=f"{path}, line {line_no}", max_prompt_chars=max_prompt_chars, prompt_column=prompt_column,
                      nonempty=nonempty)
-        rows.append(row)
+        rows.append(Row(row, f"{path}, line {line_no}"))
     if not rows:
         raise ValueError(f"{path}: zero rows")
     return rows
@@ -122,7 +138,8 @@ def gsm8k_rows(path: str, template: str = GSM8K_TEMPLATE) -> list[dict]:
         final = m.group(1).replace(",", "").strip() if m else ""
         if not final:
             raise ValueError(f"{path}, line {line_no}, row {i}: column 'answer' does not end in '#### N' with a non-empty N")
-        out.append({"prompt": template.format(question=row["question"]), "completion": " " + row["answer"].strip(), "answer": final})
+        out.append(Row({"prompt": template.format(question=row["question"]), "completion": " " + row["answer"].strip(), "answer": final},
+                       f"{path}, line {line_no}"))
     if not out:
         raise ValueError(f"{path}: zero rows")
     return out

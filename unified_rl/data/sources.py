@@ -17,6 +17,7 @@ from torch import nn
 from ..protocols import DataSource, Sampler
 from ..rollout import Rollout, Sample
 from .collate import concat, to_rollout
+from .rows import where
 
 
 class RowCursor:
@@ -49,6 +50,27 @@ class Encoder:
     max_prompt_tokens: int = 256
     max_completion_tokens: int = 256
 
+    def check(self, rows: Sequence[dict], columns: Sequence[str] = ("prompt",)) -> None:
+        """Every row's ``columns`` within the limits, checked when a source is built, not when the
+        row is drawn; a text too long to fit any tokenisation is refused before it is tokenised."""
+        longest = max(len(t.encode("utf-8", "surrogatepass")) for t in self.tokenizer.get_vocab()) or 1
+        for col in columns:
+            prompt = col == "prompt"
+            limit = self.max_prompt_tokens if prompt else self.max_completion_tokens - 1  # completions end in eos
+            texts = [r.get(col) for r in rows]
+            for i, text in enumerate(texts):
+                if not isinstance(text, str) or (prompt and not text.strip()):
+                    raise ValueError(f"{where(rows[i], i)}: column {col!r} must be a non-empty string" if prompt else
+                                     f"{where(rows[i], i)}: column {col!r} must be a string, got {type(text).__name__}")
+                if len(text.encode("utf-8", "surrogatepass")) > (limit + 1) * longest:
+                    raise ValueError(f"{where(rows[i], i)}: column {col!r} has {len(text)} characters, more than "
+                                     f"{'max_prompt_tokens' if prompt else 'max_completion_tokens'}={limit + (0 if prompt else 1)} tokens can hold")
+            for i, ids in enumerate(self.tokenizer(texts, add_special_tokens=prompt).input_ids):
+                if len(ids) > limit:
+                    what = (f"has {len(ids)} tokens, over max_prompt_tokens={limit}" if prompt else
+                            f"of {texts[i]!r:.60} has {len(ids) + 1} tokens with eos, over max_completion_tokens={limit + 1} (raise max_new_tokens)")
+                    raise ValueError(f"{where(rows[i], i)}: column {col!r} {what}")
+
     def prompt(self, row: dict) -> list[int]:
         """Token ids of a row's prompt (checked against the limit)."""
         text = row.get("prompt")
@@ -77,10 +99,12 @@ def _device(policy: Optional[nn.Module]) -> torch.device:
 
 
 class SupervisedSource(DataSource):
-    """SFT data: each row's reference completion (column ``completion``)."""
+    """SFT data: each row's reference completion (column ``completion``); every row is checked
+    against the length limits when the source is built."""
 
     def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
         self.cursor, self.encoder = RowCursor(rows, seed), encoder
+        encoder.check(self.cursor.rows, ("prompt", "completion"))
 
     def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
         rows = self.cursor.take(n)
@@ -111,6 +135,7 @@ class SampledSource(DataSource):
         if not temperature > 0:
             raise ValueError(f"SampledSource: temperature must be > 0, got {temperature}")
         self.cursor, self.encoder, self.sampler = RowCursor(rows, seed), encoder, sampler
+        encoder.check(self.cursor.rows, ("prompt",))
         self.group_size, self.frozen = samples_per_question, frozen
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.generator = torch.Generator().manual_seed(seed)
@@ -183,10 +208,12 @@ class PairSource(DataSource):
 
 
 class PreferenceSource(DataSource):
-    """Chosen/rejected pairs from a dataset (columns ``prompt``, ``chosen``, ``rejected``)."""
+    """Chosen/rejected pairs from a dataset (columns ``prompt``, ``chosen``, ``rejected``), checked
+    against the length limits when the source is built."""
 
     def __init__(self, rows: Sequence[dict], encoder: Encoder, seed: int = 0):
         self.cursor, self.encoder = RowCursor(rows, seed), encoder
+        encoder.check(self.cursor.rows, ("prompt", "chosen", "rejected"))
 
     def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
         rows = self.cursor.take(n)
