@@ -213,5 +213,18 @@ class Trainer:
         save_state(self.state_dict(), folder)
 
     def resume(self, folder: str) -> None:
-        """Load the checkpoint in ``folder`` and continue from it."""
+        """Load the checkpoint in ``folder`` and continue from it. The run's ``metrics.jsonl`` keeps
+        this phase's steps up to the checkpoint (steps done after it will be done again, so their
+        lines go) and ``history`` starts from them, so no step is lost or logged twice."""
         self.load_state_dict(load_state(folder))
+        path = os.path.join(self.cfg.out_dir, "metrics.jsonl") if self.cfg.out_dir else None
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        kept = [m for m in lines if m.get("phase") != self.phase or m.get("step", 0) <= self.step_count]
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in kept)
+        os.replace(tmp, path)
+        self.history = [m for m in kept if m.get("phase") == self.phase]
