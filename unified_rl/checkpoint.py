@@ -1,7 +1,11 @@
 """Checkpoints without pickle: nested state dicts split into tensors (safetensors) and
 everything else (JSON), written to a temporary folder and renamed into place, so a kill during
-a save never loses the last good checkpoint."""
+a save never loses the last good checkpoint. The previous checkpoint is kept beside it
+(``checkpoint.prev``). ``state.json`` carries a SHA-256 of the tensor file and of its own state
+text, plus metadata (method, parameter shapes, world size): a truncated, bit-flipped or foreign
+checkpoint is refused in one line naming the file and the mismatch, never loaded silently."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,43 +55,85 @@ def unflatten(doc: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return doc
 
 
-def save_state(state: dict, folder: str) -> None:
-    """Atomically write ``state`` to ``folder`` (state.json + tensors.safetensors)."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: corrupted, unreadable, or of another run."""
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_state(state: dict, folder: str, meta: Optional[dict] = None) -> None:
+    """Atomically write ``state`` to ``folder`` (state.json + tensors.safetensors); the checkpoint
+    that was there becomes ``folder.prev``. ``meta``: JSON-able facts checked on resume."""
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
-    tmp = folder.rstrip("/") + ".tmp"
+    folder = folder.rstrip("/")
+    tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     tensors: dict[str, torch.Tensor] = {}
     doc = flatten(state, tensors)
     # safetensors refuses shared storage (tied weights): store independent copies.
     save_file({k: v.clone() for k, v in tensors.items()}, os.path.join(tmp, "tensors.safetensors"))
+    text = json.dumps(doc)
+    wrapper = {"format": 2, "meta": meta or {}, "sha256_tensors": _sha256(os.path.join(tmp, "tensors.safetensors")),
+               "sha256_state": hashlib.sha256(text.encode()).hexdigest(), "state": doc}
     with open(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(doc, f)
+        json.dump(wrapper, f)
         f.flush()
         os.fsync(f.fileno())
-    old = folder.rstrip("/") + ".old"
+    prev = folder + ".prev"
     if os.path.exists(folder):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
+        shutil.rmtree(prev, ignore_errors=True)
+        os.replace(folder, prev)
     os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_verified(folder: str) -> tuple[dict, dict]:
+    """(state, meta) of the checkpoint in ``folder``, after checking its files; a CheckpointError
+    naming the file and the fault otherwise."""
+    path = os.path.join(folder, "state.json")
+    tensors = os.path.join(folder, "tensors.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {folder!r} (state.json missing)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            wrapper = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a checkpoint state file ({e})") from None
+    if not isinstance(wrapper, dict):
+        raise CheckpointError(f"{path}: not a checkpoint state file (a {type(wrapper).__name__}, not an object)")
+    if "format" not in wrapper:  # written before checksums existed: the state itself, unverified
+        wrapper = {"meta": {}, "state": wrapper}
+    else:
+        missing = [k for k in ("meta", "sha256_tensors", "sha256_state", "state") if k not in wrapper]
+        if missing:
+            raise CheckpointError(f"{path}: not a checkpoint state file (no {', '.join(missing)})")
+        if hashlib.sha256(json.dumps(wrapper["state"]).encode()).hexdigest() != wrapper["sha256_state"]:
+            raise CheckpointError(f"{path}: its state does not match its checksum (the file was altered)")
+        if not os.path.exists(tensors) or _sha256(tensors) != wrapper["sha256_tensors"]:
+            raise CheckpointError(f"{tensors}: missing, truncated or altered (its SHA-256 does not match state.json)")
+    try:
+        return unflatten(wrapper["state"], load_file(tensors)), wrapper["meta"]
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise CheckpointError(f"{folder}: the checkpoint's structure is broken ({type(e).__name__}: {e})") from None
 
 
 def load_state(folder: str) -> dict:
-    """Read a folder written by :func:`save_state` (falls back to the ``.old`` copy left by a
-    save interrupted between its two renames)."""
-    if not os.path.exists(os.path.join(folder, "state.json")) and os.path.exists(os.path.join(folder + ".old", "state.json")):
-        folder = folder + ".old"
-    path = os.path.join(folder, "state.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {folder!r} (state.json missing)")
-    with open(path) as f:
-        doc = json.load(f)
-    return unflatten(doc, load_file(os.path.join(folder, "tensors.safetensors")))
+    """Read a folder written by :func:`save_state` (falls back to ``folder.prev`` if a save was
+    interrupted between its two renames and ``folder`` is missing)."""
+    folder = folder.rstrip("/")
+    if not os.path.exists(os.path.join(folder, "state.json")) and os.path.exists(os.path.join(folder + ".prev", "state.json")):
+        folder = folder + ".prev"
+    return read_verified(folder)[0]
 
 
 def latest(folder: str) -> Optional[str]:
     """The checkpoint folder to resume from inside a run folder, if any."""
     path = os.path.join(folder, "checkpoint")
-    return path if os.path.exists(os.path.join(path, "state.json")) or os.path.exists(os.path.join(path + ".old", "state.json")) else None
+    return path if os.path.exists(os.path.join(path, "state.json")) or os.path.exists(os.path.join(path + ".prev", "state.json")) else None

@@ -14,6 +14,7 @@
 
 import copy
 import json
+import logging
 import math
 import os
 import time
@@ -24,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import engine
-from .checkpoint import load_state, save_state
+from .checkpoint import CheckpointError, read_verified, save_state
 from .config import TrainConfig
 from .data.recipes import Setup
 from .data.sources import Encoder
@@ -195,7 +196,11 @@ class Trainer:
         return parts
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`."""
+        """Restore a :meth:`state_dict` (every part is checked to be there before anything is restored)."""
+        needed = ["policy", "optimizer", "scheduler", "step", "iteration", "torch_rng", "source", "coefficient", "reward"]
+        missing = [k for k in needed + (["reference"] if self.reference is not None else []) if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint state has no {', '.join(missing)}: it is not a checkpoint of this kind of run")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -208,15 +213,45 @@ class Trainer:
         if self.reward is not None:
             self.reward.load_state_dict(state["reward"])
 
+    def _meta(self) -> dict:
+        """What a checkpoint must agree on with the run that resumes it."""
+        return {"method": self.method.name, "world_size": 1, "shapes": {k: list(v.shape) for k, v in self.policy.state_dict().items()}}
+
     def save(self, folder: str) -> None:
-        """Write a checkpoint atomically to ``folder``."""
-        save_state(self.state_dict(), folder)
+        """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``)."""
+        save_state(self.state_dict(), folder, meta={**self._meta(), "step": self.step_count})
+
+    def _read_checkpoint(self, folder: str) -> dict:
+        """The verified state in ``folder``; if it is corrupted and the previous checkpoint is sound,
+        that one, said in a warning. A checkpoint of another method or model shape is an error."""
+        folder = folder.rstrip("/")
+        prev = folder + ".prev"
+        try:
+            state, meta = read_verified(folder if os.path.exists(os.path.join(folder, "state.json")) else prev)
+        except CheckpointError as error:
+            if not os.path.exists(os.path.join(prev, "state.json")):
+                raise CheckpointError(f"{error} (and there is no older checkpoint to fall back to)") from None
+            try:
+                state, meta = read_verified(prev)
+            except CheckpointError as older:
+                raise CheckpointError(f"{error}; the previous checkpoint is unusable too: {older}") from None
+            logging.getLogger("unified_rl").warning(f"{error}; resuming from the previous checkpoint {prev} (step {meta.get('step')}) instead")
+        mine = self._meta()
+        if meta.get("method", mine["method"]) != mine["method"]:
+            raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")
+        if meta.get("world_size", 1) != mine["world_size"]:
+            raise CheckpointError(f"{folder}: saved by {meta['world_size']} processes, resumed by {mine['world_size']}")
+        for name, shape in (meta.get("shapes") or mine["shapes"]).items():
+            if mine["shapes"].get(name) != shape:
+                raise CheckpointError(f"{folder}: parameter {name!r} has shape {shape} in the checkpoint but "
+                                      f"{mine['shapes'].get(name)} in this model (another model?)")
+        return state
 
     def resume(self, folder: str) -> None:
-        """Load the checkpoint in ``folder`` and continue from it. The run's ``metrics.jsonl`` keeps
-        this phase's steps up to the checkpoint (steps done after it will be done again, so their
-        lines go) and ``history`` starts from them, so no step is lost or logged twice."""
-        self.load_state_dict(load_state(folder))
+        """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) and continue from it.
+        The run's ``metrics.jsonl`` keeps this phase's steps up to the checkpoint (steps done after
+        it will be done again, so their lines go) and ``history`` starts from them."""
+        self.load_state_dict(self._read_checkpoint(folder))
         path = os.path.join(self.cfg.out_dir, "metrics.jsonl") if self.cfg.out_dir else None
         if path is None or not os.path.exists(path):
             return
