@@ -70,3 +70,44 @@ def test_a_huge_prompt_is_refused_before_it_is_tokenised():
     huge = {"prompt": "1" * 10_000_000 + "=", "completion": "#1"}
     with pytest.raises(ValueError, match=r"row 1: column 'prompt' has 10000001 characters, more than max_prompt_tokens=256 tokens can hold"):
         SupervisedSource([{"prompt": "1=", "completion": "#1"}, huge], Encoder(char_tokenizer()))
+
+
+def test_threads_fit_the_cores_this_process_may_use():
+    import os
+
+    import torch
+
+    from unified_rl import threads
+
+    n = threads.available_cpus()
+    assert 1 <= n <= len(os.sched_getaffinity(0))
+    assert threads.fit_threads() <= max(n, int(os.environ.get("OMP_NUM_THREADS", 0)))
+    torch.set_num_threads(n + 3)  # more threads than cores: fit_threads brings them back
+    if "OMP_NUM_THREADS" not in os.environ:
+        assert threads.fit_threads() == n
+
+
+def test_threads_leave_the_cores_that_busy_processes_hold():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from unified_rl import threads
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return  # the environment fixed the count: nothing adapts
+    n = threads.available_cpus()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        assert threads.others_running() >= 2
+        assert threads.adapt_threads() <= max(1, n - 2) and torch.get_num_threads() <= max(1, n - 2)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    time.sleep(0.3)
+    assert threads.adapt_threads() >= 1

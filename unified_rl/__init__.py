@@ -14,10 +14,12 @@ demo, experiments, the arithmetic task) is built on the library and never import
 
 import importlib.util
 
-from . import coefficients, engine, protocols
+from . import coefficients, engine, protocols, threads
 from .engine import ExecutionPlan, Stats
 from .protocols import DataSource, GradientCoefficient, ModelAdapter, RewardFunction, Sampler
 from .rollout import Rollout
+
+threads.fit_threads()  # no more torch threads than the cores this process may use (affinity, cgroup quota)
 
 __version__ = "0.1.0"
 __all__ = ["Rollout", "Stats", "ExecutionPlan", "DataSource", "RewardFunction", "GradientCoefficient", "Sampler", "ModelAdapter",

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import engine
+from . import engine, threads
 from .checkpoint import CheckpointError, read_verified, save_state
 from .config import TrainConfig
 from .data.recipes import Setup
@@ -102,6 +102,7 @@ class Trainer:
         """One step of Algorithm 1: sample, reward, log-probs, prepare, mu updates; returns the step's metrics."""
         c = self.cfg
         t0 = time.perf_counter()
+        n_threads = threads.adapt_threads()  # the cores other processes leave free (threads.py)
         if self.step_count % c.steps == 0:
             self._begin_iteration()
         with autocast(self.policy, c.precision):
@@ -134,7 +135,7 @@ class Trainer:
              "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
              "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
-             "completion_length": rollout.num_completion_tokens / rollout.batch_size}
+             "completion_length": rollout.num_completion_tokens / rollout.batch_size, "threads": n_threads}
         if rollout.rewards is not None:  # over scored samples only; an unscored sample is never a 0
             scored = rollout.scored if rollout.scored is not None else torch.ones_like(rollout.rewards, dtype=torch.bool)
             if bool(scored.any()):
