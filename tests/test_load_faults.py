@@ -104,6 +104,7 @@ def test_threads_leave_the_cores_that_busy_processes_hold():
     try:
         time.sleep(0.5)
         assert threads.others_running() >= 2
+        threads.adapt_threads()  # load is taken for load once it lasts two steps
         assert threads.adapt_threads() <= max(1, n - 2) and torch.get_num_threads() <= max(1, n - 2)
     finally:
         for h in hogs:

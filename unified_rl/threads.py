@@ -54,24 +54,44 @@ def _running_here() -> int:
     return max(running, 1)
 
 
-def others_running() -> int:
-    """Runnable tasks of other processes on this machine right now (Linux ``procs_running``; 0 if unknown)."""
+def _others_once() -> int:
+    with open("/proc/stat") as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+    return max(0, total - _running_here())
+
+
+def others_running(samples: int = 3, gap: float = 5e-4) -> int:
+    """Runnable tasks of other processes on this machine (Linux ``procs_running``; 0 if unknown): the
+    least of a few readings ``gap`` seconds apart, so a passing process or one of our own OpenMP
+    threads going to sleep between two reads is not taken for load."""
+    import time
+
     try:
-        with open("/proc/stat") as f:
-            total = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
-        return max(0, total - _running_here())
+        least = _others_once()
+        for _ in range(samples - 1):
+            if not least:
+                break
+            time.sleep(gap)
+            least = min(least, _others_once())
+        return least
     except (OSError, StopIteration, ValueError):
         return 0
 
 
+_previous = [0]  # other running tasks seen before the previous step
+
+
 def adapt_threads() -> int:
     """Torch threads for the next step: every core this process may use on an idle machine; beside
-    other runnable tasks, the cores they leave free (at least one). Returns the count."""
+    other runnable tasks seen before this step and the one before, the cores they leave free (at
+    least one). Returns the count."""
     import torch
 
     if "OMP_NUM_THREADS" in os.environ or os.environ.get("UNIFIED_RL_ADAPT_THREADS") == "0":
         return torch.get_num_threads()
-    n = max(1, available_cpus() - others_running())
+    now = others_running()
+    others, _previous[0] = min(now, _previous[0]), now  # load must last two steps: brief system tasks are not load
+    n = max(1, available_cpus() - others)
     if n != torch.get_num_threads():
         torch.set_num_threads(n)
     return n
