@@ -24,6 +24,8 @@ def files(tmp_path):
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps({"prompt": "1+1=", "chosen": "#2", "rejected": "#3"}) for _ in range(4)) + "\n")
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "broken.toml").write_text("lr = [1,\n")
+    (tmp_path / "oldrun").mkdir()
+    (tmp_path / "oldrun" / "metrics.jsonl").write_text('{"phase": "sft", "step": 1}\n')
     return tmp_path
 
 
@@ -40,6 +42,8 @@ def files(tmp_path):
     (["eval", "--k", "1,0"], "--k: each K must be an integer >= 1, got '0'"),
     (["eval", "--n", "0"], "--n: must be >= 1, got 0"),
     (["experiment", "maj-vs-pass", "--out", "afile"], "--out 'afile' is a file, not a folder"),
+    (["train", "--method", "sft", "--out", "oldrun"], "--out 'oldrun' holds a run already; pass --resume to continue it"),
+    (["train", "--method", "sft", "--out", "oldrun", "--resume"], "--resume: no checkpoint in 'oldrun'"),
 ])
 def test_a_mistake_is_one_line_and_exit_code_2(files, args, message):
     out = run(args + (["--out", "o"] if args[0] == "train" and "--out" not in args else []), files)

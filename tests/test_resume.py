@@ -80,9 +80,11 @@ def test_checkpoint_round_trips_optimizer_state_without_pickle(tmp_path):
         assert torch.equal(v, fresh.state_dict()["state"][0][k])
 
 
-def test_metrics_survive_a_resume(tmp_path):
-    """Killed after step 3 with a checkpoint at step 2: the resumed run's metrics.jsonl holds steps
-    1..4 once each, and its history (what metrics.csv is written from) keeps steps 1 and 2."""
+@pytest.mark.parametrize("killed_after, checkpointed", [(3, 2), (2, 2), (4, 4)])
+def test_metrics_survive_a_resume(tmp_path, killed_after, checkpointed):
+    """Killed after step ``killed_after`` with the last checkpoint at ``checkpointed``: the resumed
+    run's metrics.jsonl holds steps 1..4 once each, and its history (what metrics.csv is written
+    from) keeps the steps up to the checkpoint."""
     from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
     from unified_rl.config import TrainConfig
     from unified_rl.hf import tiny_llama
@@ -92,11 +94,11 @@ def test_metrics_survive_a_resume(tmp_path):
     tok, rows = char_tokenizer(), ArithmeticTask().train_rows(32)
     cfg = TrainConfig(method="sft", steps=4, questions_per_step=4, checkpoint_every=2, out_dir=str(tmp_path), max_new_tokens=48)
     first = Trainer(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, sft(), rows, cfg)
-    for _ in range(3):  # then "killed": step 3 is logged but not checkpointed
+    for _ in range(killed_after):  # then "killed": later steps are logged but not checkpointed
         first.train_step()
     second = Trainer(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, sft(), rows, cfg)
     second.resume(checkpoint.latest(str(tmp_path)))
-    assert [m["step"] for m in second.history] == [1, 2]
+    assert [m["step"] for m in second.history] == list(range(1, checkpointed + 1))
     second.run(progress=False)
     logged = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert logged == [1, 2, 3, 4] and [m["step"] for m in second.history] == [1, 2, 3, 4]

@@ -50,14 +50,22 @@ def test_an_unscored_samples_placeholder_changes_no_advantage(seed, placeholder)
             assert torch.equal(a.returns, b.returns) and bool((a.returns[[1, 6]] == 0).all())
 
 
-def test_group_statistics_are_exact_for_huge_rewards():
-    r = random_rollout(0, n_groups=1, group_size=4).replace(rewards=torch.tensor([1e20, 0.0, 0.0, 0.0], dtype=torch.float32))
-    a = C.group_normalized()(r).advantages
-    ref = C.group_normalized()(r.replace(rewards=r.rewards.double())).advantages
-    assert a.dtype == torch.float32 and bool(a.abs().sum() > 0)
-    torch.testing.assert_close(a.double(), ref, rtol=1e-6, atol=0)
-    expected = torch.tensor([1.5, -0.5, -0.5, -0.5], dtype=torch.float64)  # (r - mean) / std, ddof 1: std = 1e20 / 2
-    torch.testing.assert_close(ref[r.completion_mask].unique_consecutive(), expected.unique_consecutive(), rtol=1e-12, atol=0)
+@pytest.mark.parametrize("scale", [1e20, -1e25, 3e37, 1e-30, 1e-40])
+@pytest.mark.parametrize("estimator", ["group_normalized", "process_normalized"])
+def test_group_statistics_are_exact_for_huge_and_tiny_rewards(scale, estimator):
+    """[s, 0, 0, 0] normalises to [1.5, -0.5, -0.5, -0.5] whatever s (ddof 1: std = |s| / 2), in fp32
+    rewards too (an fp32 variance of 1e20-sized rewards overflows; of 1e-40 ones, underflows)."""
+    r = random_rollout(0, n_groups=1, group_size=4)
+    rewards = torch.tensor([scale, 0.0, 0.0, 0.0], dtype=torch.float32)
+    last = r.completion_mask & (r.completion_mask.long().cumsum(-1) == r.completion_lengths[:, None])
+    if estimator == "group_normalized":
+        a = C.group_normalized()(r.replace(rewards=rewards)).advantages
+    else:  # one step reward per sample, at its last token: the same normalisation over steps
+        a = C.process_normalized()(r.replace(step_rewards=torch.where(last, rewards[:, None], 0.0), step_mask=last)).advantages
+    expected = torch.tensor([1.5, -0.5, -0.5, -0.5]) * (1 if scale > 0 else -1)
+    per_sample = torch.stack([a[i][r.completion_mask[i]][-1] for i in range(4)])
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(per_sample, expected, rtol=1e-6, atol=0)
 
 
 def test_pairs_never_use_an_unscored_sample():

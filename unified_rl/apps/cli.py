@@ -150,6 +150,8 @@ def cmd_train(args) -> int:
 
     _out_folder(args.out)
     _check_combination(args)
+    if not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
+        raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     overrides["method"] = args.method
     overrides["out_dir"] = args.out
