@@ -98,3 +98,26 @@ def test_config_errors_name_the_field():
         TrainConfig(method="reinforce").check()
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
+
+
+def test_no_learning_signal_is_said_out_loud(caplog):
+    """An untrained model on a reward it never earns: every group's rewards are equal, step after
+    step; the Trainer says so once, after NO_SIGNAL_STEPS steps, and logs the fraction per step."""
+    import logging
+
+    from unified_rl.loop import NO_SIGNAL_STEPS
+
+    cfg = TrainConfig(method="grpo", steps=NO_SIGNAL_STEPS + 2, questions_per_step=2, group_size=2, max_new_tokens=4, beta=0.0)
+    never = FromCallable(lambda prompts, completions, **_: [0.0] * len(completions))
+    trainer = Trainer(small_model(), TOK, build_method(cfg), ROWS, cfg, reward=never)
+    with caplog.at_level(logging.WARNING, logger="unified_rl"):
+        history = trainer.run(progress=False)
+    warnings = [r.message for r in caplog.records if "nothing is learnt" in r.message]
+    assert len(warnings) == 1 and warnings[0].startswith(f"step {NO_SIGNAL_STEPS}:") and "[0.0]" in warnings[0]
+    assert all(m["reward/groups_with_signal"] == 0.0 for m in history)
+    mixed = FromCallable(lambda prompts, completions, **_: [float(i % 2) for i in range(len(completions))])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unified_rl"):
+        history = Trainer(small_model(), TOK, build_method(cfg), ROWS, cfg, reward=mixed).run(progress=False)
+    assert not [r for r in caplog.records if "nothing is learnt" in r.message]
+    assert all(m["reward/groups_with_signal"] == 1.0 for m in history)

@@ -53,6 +53,22 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+NO_SIGNAL_STEPS = 10  # steps without any reward spread in any group before the Trainer warns
+
+
+def _groups_with_signal(rollout, scored) -> Optional[float]:
+    """Fraction of groups (of two or more scored samples) whose rewards are not all equal; None
+    when the batch has no such group (SFT, PPO's single samples)."""
+    if rollout.group_ids is None:
+        return None
+    groups: dict[int, list] = {}
+    for g, r, ok in zip(rollout.group_ids.tolist(), rollout.rewards.tolist(), scored.tolist()):
+        if ok:
+            groups.setdefault(g, []).append(r)
+    sizable = [rs for rs in groups.values() if len(rs) >= 2]
+    return sum(max(rs) > min(rs) for rs in sizable) / len(sizable) if sizable else None
+
+
 class Trainer:
     """Trains ``policy`` with ``method`` on ``rows`` (dicts with ``prompt`` and ``completion`` /
     ``answer``): the method's data-source recipe is built on these rows with the run's sampler
@@ -96,6 +112,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
         self.step_count, self.iteration = 0, 0
         self.history: list[dict] = []
+        self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -141,6 +158,10 @@ class Trainer:
             if bool(scored.any()):
                 m["reward/mean"] = float(rollout.rewards[scored].double().mean())
             m["reward/unscored"] = float((~scored).sum())
+            signal = _groups_with_signal(rollout, scored)
+            if signal is not None:
+                m["reward/groups_with_signal"] = signal
+                self._warn_if_no_signal(signal == 0.0, rollout.rewards[scored])
         if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)
@@ -148,6 +169,16 @@ class Trainer:
         if c.checkpoint_every and c.out_dir and self.step_count % c.checkpoint_every == 0:
             self.save(os.path.join(c.out_dir, "checkpoint"))
         return m
+
+    def _warn_if_no_signal(self, flat: bool, rewards) -> None:
+        """Say it out loud, once per stretch, when NO_SIGNAL_STEPS steps in a row gave no group a reward spread."""
+        self.flat_steps = self.flat_steps + 1 if flat else 0
+        if self.flat_steps == NO_SIGNAL_STEPS:
+            values = sorted({round(float(r), 6) for r in rewards})[:3]
+            logging.getLogger("unified_rl").warning(
+                f"step {self.step_count}: for {NO_SIGNAL_STEPS} steps every group's rewards were equal (rewards seen: {values}), "
+                "so group-relative advantages are 0 and nothing is learnt; the policy may be too weak for the task "
+                "(fine-tune it first, e.g. SFT) or the reward may not discriminate")
 
     def _begin_iteration(self) -> None:
         if self.iteration > 0 and self.reward is not None:
