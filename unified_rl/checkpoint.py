@@ -7,6 +7,7 @@ checkpoint is refused in one line naming the file and the mismatch, never loaded
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from typing import Any, Optional
@@ -124,13 +125,29 @@ def read_verified(folder: str) -> tuple[dict, dict]:
         raise CheckpointError(f"{folder}: the checkpoint's structure is broken ({type(e).__name__}: {e})") from None
 
 
-def load_state(folder: str) -> dict:
-    """Read a folder written by :func:`save_state` (falls back to ``folder.prev`` if a save was
-    interrupted between its two renames and ``folder`` is missing)."""
+def read_newest(folder: str) -> tuple[dict, dict]:
+    """(state, meta) of the newest sound checkpoint: ``folder``, else ``folder.prev`` -- when a save
+    was interrupted between its two renames (``folder`` missing), or when ``folder`` is corrupted,
+    which is logged as a warning. A CheckpointError says so when neither can be used."""
     folder = folder.rstrip("/")
-    if not os.path.exists(os.path.join(folder, "state.json")) and os.path.exists(os.path.join(folder + ".prev", "state.json")):
-        folder = folder + ".prev"
-    return read_verified(folder)[0]
+    prev = folder + ".prev"
+    newest = folder if os.path.exists(os.path.join(folder, "state.json")) or not os.path.exists(os.path.join(prev, "state.json")) else prev
+    try:
+        return read_verified(newest)
+    except CheckpointError as error:
+        if newest == prev or not os.path.exists(os.path.join(prev, "state.json")):
+            raise CheckpointError(f"{error} (and there is no older checkpoint to fall back to)") from None
+        try:
+            state, meta = read_verified(prev)
+        except CheckpointError as older:
+            raise CheckpointError(f"{error}; the previous checkpoint is unusable too: {older}") from None
+        logging.getLogger("unified_rl").warning(f"{error}; resuming from the previous checkpoint {prev} (step {meta.get('step')}) instead")
+        return state, meta
+
+
+def load_state(folder: str) -> dict:
+    """Read a folder written by :func:`save_state`: the newest sound checkpoint (see :func:`read_newest`)."""
+    return read_newest(folder)[0]
 
 
 def latest(folder: str) -> Optional[str]:

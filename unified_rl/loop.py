@@ -25,7 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import engine, threads
-from .checkpoint import CheckpointError, read_verified, save_state
+from .checkpoint import CheckpointError, read_newest, save_state
+from .coefficients import groups_with_spread
 from .config import TrainConfig
 from .data.recipes import Setup
 from .data.sources import Encoder
@@ -61,12 +62,8 @@ def _groups_with_signal(rollout, scored) -> Optional[float]:
     when the batch has no such group (SFT, PPO's single samples)."""
     if rollout.group_ids is None:
         return None
-    groups: dict[int, list] = {}
-    for g, r, ok in zip(rollout.group_ids.tolist(), rollout.rewards.tolist(), scored.tolist()):
-        if ok:
-            groups.setdefault(g, []).append(r)
-    sizable = [rs for rs in groups.values() if len(rs) >= 2]
-    return sum(max(rs) > min(rs) for rs in sizable) / len(sizable) if sizable else None
+    sizable, spread = groups_with_spread(rollout.rewards, rollout.group_ids, scored)
+    return spread / sizable if sizable else None
 
 
 class Trainer:
@@ -257,17 +254,7 @@ class Trainer:
         """The verified state in ``folder``; if it is corrupted and the previous checkpoint is sound,
         that one, said in a warning. A checkpoint of another method or model shape is an error."""
         folder = folder.rstrip("/")
-        prev = folder + ".prev"
-        try:
-            state, meta = read_verified(folder if os.path.exists(os.path.join(folder, "state.json")) else prev)
-        except CheckpointError as error:
-            if not os.path.exists(os.path.join(prev, "state.json")):
-                raise CheckpointError(f"{error} (and there is no older checkpoint to fall back to)") from None
-            try:
-                state, meta = read_verified(prev)
-            except CheckpointError as older:
-                raise CheckpointError(f"{error}; the previous checkpoint is unusable too: {older}") from None
-            logging.getLogger("unified_rl").warning(f"{error}; resuming from the previous checkpoint {prev} (step {meta.get('step')}) instead")
+        state, meta = read_newest(folder)
         mine = self._meta()
         if meta.get("method", mine["method"]) != mine["method"]:
             raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")

@@ -10,10 +10,12 @@ free core keeps it near its share (benchmarks/under_load.py, docs/reliability.md
 ``OMP_NUM_THREADS`` (or ``UNIFIED_RL_ADAPT_THREADS=0``) fixes the count instead.
 """
 
+import functools
 import math
 import os
 
 
+@functools.cache
 def available_cpus() -> int:
     """Cores this process may use: its CPU affinity mask, capped by a cgroup v2/v1 CPU quota."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -142,8 +142,7 @@ def _check_combination(args) -> None:
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
     from .. import checkpoint, methods
-    from ..data import Encoder, PreferenceSource
-    from ..data.recipes import Pairs, Supervised
+    from ..data.recipes import Pairs, Preferences, Supervised
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
@@ -164,11 +163,10 @@ def cmd_train(args) -> int:
         raise ValueError(f"--method {method.name} trains on completions: --format prompts has none (use prompt_completion or gsm8k)")
     answers = not isinstance(method.data_source, Supervised) and not preference
     model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=answers)
-    source = None
-    if preference:
-        source = PreferenceSource(rows, Encoder(tok, cfg.max_prompt_tokens, cfg.max_new_tokens + 1), seed=cfg.seed)
+    if preference:  # the file's own pairs instead of sampled ones
+        method = dataclasses.replace(method, data_source=Preferences())
     reward = None if preference else _reward(args, method, tok)
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args), data_source=source)
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args))
     if args.resume:
         found = checkpoint.latest(args.out)
         if found is None:

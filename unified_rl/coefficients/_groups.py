@@ -11,6 +11,24 @@ def group_index(group_ids: Int[Tensor, "n"]) -> tuple[Int[Tensor, "n"], int]:
     return inverse, int(uniq.numel())
 
 
+def _spread(values: Float[Tensor, "n"], idx: Int[Tensor, "n"], k: int, valid: Bool[Tensor, "n"]) -> tuple[Tensor, Tensor]:
+    """(valid count, signal) per group: signal is True where a group has two or more valid values
+    and they are not all equal (compared by max and min, so rounding noise never counts)."""
+    count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, valid.to(values.dtype))
+    big = torch.finfo(values.dtype).max
+    hi = torch.full((k,), -big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, -big), "amax")
+    lo = torch.full((k,), big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, big), "amin")
+    return count, (count >= 2) & (hi > lo)
+
+
+def groups_with_spread(values: Float[Tensor, "n"], groups: Int[Tensor, "n"], valid: Bool[Tensor, "n"]) -> tuple[int, int]:
+    """(groups with two or more valid values, how many of them are not all equal): the groups a
+    group-relative advantage can learn from, as :func:`normalize_in_groups` decides."""
+    idx, k = group_index(groups)
+    count, signal = _spread(values.to(torch.float64), idx, k, valid)
+    return int((count >= 2).sum()), int(signal.sum())
+
+
 def normalize_in_groups(
     values: Float[Tensor, "n"], groups: Int[Tensor, "n"], valid: Bool[Tensor, "n"]
 ) -> Float[Tensor, "n"]:
@@ -26,14 +44,10 @@ def normalize_in_groups(
     values = values.to(torch.float64)
     idx, k = group_index(groups)
     v = torch.where(valid, values, torch.zeros_like(values))
-    count = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, valid.to(values.dtype))
+    count, signal = _spread(values, idx, k, valid)
     mean = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, v) / count.clamp(min=1)
     centered = torch.where(valid, values - mean[idx], torch.zeros_like(values))
     var = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, centered**2) / (count - 1).clamp(min=1)
-    big = torch.finfo(values.dtype).max
-    hi = torch.full((k,), -big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, -big), "amax")
-    lo = torch.full((k,), big, dtype=values.dtype, device=values.device).scatter_reduce_(0, idx, torch.where(valid, values, big), "amin")
-    signal = (count >= 2) & (hi > lo)
     std = torch.where(signal, var.sqrt(), torch.ones_like(var))
     out = centered / std[idx]
     return torch.where(valid & signal[idx], out, torch.zeros_like(out)).to(dtype)

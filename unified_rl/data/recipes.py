@@ -5,17 +5,18 @@ policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer 
 * :class:`Supervised` -- the rows' reference completions (SFT);
 * :class:`Sampled`    -- G completions per question from the current policy (online: Online RFT,
   PPO, GRPO) or from a frozen copy of the starting policy (offline: RFT);
-* :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy.
+* :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy;
+* :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset.
 """
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, ClassVar, Optional, Protocol, Sequence
 
 from torch import nn
 
 from ..protocols import DataSource, RewardFunction, Sampler
-from .sources import Encoder, PairSource, SampledSource, SupervisedSource
+from .sources import Encoder, PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
 @dataclass
@@ -41,12 +42,21 @@ class SourceRecipe(Protocol):
 
 
 @dataclass(frozen=True)
-class Supervised(SourceRecipe):
-    """Each row's reference completion (column ``completion``); temperature 1."""
+class _FromRows(SourceRecipe):
+    """A source that reads the rows as they are (``source(rows, encoder, seed=)``)."""
+
+    source: ClassVar[type]
 
     def build(self, setup: Setup) -> DataSource:
-        """A :class:`SupervisedSource` over the rows."""
-        return SupervisedSource(setup.rows, setup.encoder, seed=setup.seed)
+        """``source`` over the rows."""
+        return self.source(setup.rows, setup.encoder, seed=setup.seed)
+
+
+@dataclass(frozen=True)
+class Supervised(_FromRows):
+    """Each row's reference completion (column ``completion``), as a :class:`SupervisedSource`; temperature 1."""
+
+    source = SupervisedSource
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,14 @@ class Pairs(SourceRecipe):
         if setup.reward is None:
             raise ValueError("Pairs: DPO pairs are judged by a reward function; pass reward= to the Trainer")
         return PairSource(Sampled(self.samples_per_question, online=False).build(setup), setup.reward)
+
+
+@dataclass(frozen=True)
+class Preferences(_FromRows):
+    """Chosen/rejected pairs given by the rows themselves (columns ``prompt``, ``chosen``,
+    ``rejected``), as a :class:`PreferenceSource`."""
+
+    source = PreferenceSource
 
 
 @dataclass(frozen=True)
