@@ -126,3 +126,20 @@ def test_rl_data_without_answers_fails_when_loaded(tmp_path, capsys, line, messa
     assert len(err.strip().splitlines()) == 1
     import re
     assert re.search(message, err), err
+
+
+@given(seed=st.integers(0, 1000), unscored=st.lists(st.integers(0, 5), max_size=3, unique=True))
+def test_leave_one_out_is_the_reward_minus_the_mean_of_the_other_scored_samples(seed, unscored):
+    """A_i = r_i - mean over the *scored* j != i of its group (written out by hand, fp64); 0 for an
+    unscored sample and for a sample without a scored partner."""
+    r = random_rollout(seed, n_groups=2, group_size=3)
+    g = torch.Generator().manual_seed(seed)
+    r = r.replace(rewards=torch.randn(6, generator=g, dtype=torch.float64))
+    scored = torch.ones(6, dtype=torch.bool)
+    scored[unscored] = False
+    got = C.leave_one_out()(r.replace(scored=scored)).advantages
+    for i in range(6):
+        others = [j for j in range(6) if j != i and r.group_ids[j] == r.group_ids[i] and scored[j]]
+        want = float(r.rewards[i] - r.rewards[others].mean()) if scored[i] and others else 0.0
+        row = got[i][r.completion_mask[i]]
+        torch.testing.assert_close(row, torch.full_like(row, want), rtol=1e-12, atol=1e-12)
