@@ -79,7 +79,7 @@ def test_missing_ref_logprobs_when_beta_positive():
     with pytest.raises(ValueError, match=r"kl_k3\(beta=0.04\) needs Rollout.ref_logprobs"):
         url.methods.grpo(beta=0.04).coefficient.prepare(r)
     url.methods.grpo(beta=0.0).coefficient.prepare(r)  # beta = 0: no reference needed
-    with pytest.raises(ValueError, match=r"ppo_clip\(\) needs Rollout.old_logprobs"):
+    with pytest.raises(ValueError, match=r"ppo_clip\(epsilon=0.2, epsilon_high=0.2\) needs Rollout.old_logprobs"):
         url.methods.grpo(beta=0.0).coefficient.prepare(r.replace(old_logprobs=None))
     with pytest.raises(ValueError, match=r"group_normalized\(\) needs Rollout.rewards"):
         url.methods.grpo().coefficient.prepare(r.replace(rewards=None))

@@ -83,7 +83,8 @@ def test_a_method_that_reads_rewards_needs_a_reward():
 
 
 def test_one_registry_one_name_per_method():
-    assert list(url.methods.REGISTRY) == ["sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process"]
+    assert list(url.methods.REGISTRY) == ["sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process", "dr_grpo", "dapo", "bnpo",
+                                          "gspo", "luspo", "cispo", "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo"]
     for name in url.methods.REGISTRY:
         method = url.methods.from_config(TrainConfig(method=name))
         assert method.name == name == method.coefficient.name

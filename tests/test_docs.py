@@ -55,3 +55,16 @@ def test_documentation_site_builds_strictly(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "site" / "api" / "coefficients" / "index.html").exists()
+
+
+def test_the_method_table_in_the_docs_is_the_code_s():
+    """docs/paradigm.md holds exactly what ``python -m unified_rl.apps.method_table`` prints (never edited by hand)."""
+    import os
+
+    from unified_rl.apps.method_table import END, START, table
+    from unified_rl.methods import REGISTRY
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "paradigm.md")).read()
+    held = doc[doc.index(START): doc.index(END) + len(END)]
+    assert held == table(), "docs/paradigm.md's method table is stale: paste the output of python -m unified_rl.apps.method_table"
+    assert all(f"| `{name}` |" in held for name in REGISTRY)

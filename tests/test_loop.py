@@ -41,7 +41,12 @@ def policy_reward(model, n=64):
     return sum(has_seven(None, [TOK.decode(c, skip_special_tokens=True) for c in gen.completion_ids])) / n
 
 
-@pytest.mark.parametrize("name", ["sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process"])
+from unified_rl.methods import REGISTRY  # noqa: E402
+
+PREFERENCE = ("dpo", "ipo", "hinge", "simpo")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_method_trains_through_the_loop(name):
     model = small_model()
     start = copy.deepcopy(model.state_dict())
@@ -56,11 +61,12 @@ def test_every_method_trains_through_the_loop(name):
     assert moved > 0
     if name == "ppo":
         assert "value/loss" in history[-1]
-    if name == "dpo":
+    if name in PREFERENCE:
         assert "dpo/accuracy" in history[-1]
 
 
-@pytest.mark.parametrize("name", ["rft", "online_rft", "grpo"])
+@pytest.mark.parametrize("name", ["rft", "online_rft", "grpo", "dr_grpo", "dapo", "bnpo", "gspo", "luspo", "cispo", "sapo", "rloo",
+                                  "reinforce_pp"])
 def test_reward_rises_over_a_short_run(name):
     model = small_model(seed=1)
     before = policy_reward(model)

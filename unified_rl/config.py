@@ -33,9 +33,9 @@ class TrainConfig:
     max_new_tokens: int = 48
     max_prompt_tokens: int = 256
     temperature: float = 1.0
-    beta: float = 0.04                # KL coefficient (GRPO k3 in the loss; PPO k1 in the reward)
-    epsilon: float = 0.2              # clip range
-    dpo_beta: float = 0.1
+    beta: Optional[float] = None      # KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); None: the method's default
+    epsilon: Optional[float] = None   # clip range; None: the method's default (0.2 for most, GSPO 3e-4)
+    dpo_beta: Optional[float] = None  # beta of the preference losses (dpo, ipo, hinge, simpo); None: the method's default
     reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
     share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
@@ -62,9 +62,13 @@ class TrainConfig:
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise bad(f, "must be a positive integer")
         for f in ("lr", "temperature", "dpo_beta"):
+            if f == "dpo_beta" and self.dpo_beta is None:
+                continue
             if not (isinstance(getattr(self, f), (int, float)) and math.isfinite(getattr(self, f)) and getattr(self, f) > 0):
                 raise bad(f, "must be a finite number > 0")
         for f in ("beta", "epsilon", "weight_decay", "reward_replay"):
+            if f in ("beta", "epsilon") and getattr(self, f) is None:
+                continue
             if not (isinstance(getattr(self, f), (int, float)) and math.isfinite(getattr(self, f)) and getattr(self, f) >= 0):
                 raise bad(f, "must be a finite number >= 0")
         if self.reward_replay > 1:

@@ -122,7 +122,7 @@ class Trainer:
         with autocast(self.policy, c.precision):
             rollout = self.source.sample(self.policy, c.questions_per_step)
         t_gen = time.perf_counter()
-        if self.reward is not None:
+        if self.reward is not None and rollout.rewards is None:  # a source that judges its samples (pairs, dynamic sampling) scored them already
             rollout = self.reward(rollout, rollout.texts)
         t_rew = time.perf_counter()
         if "old_logprobs" in self.needs and rollout.old_logprobs is None:
@@ -145,7 +145,7 @@ class Trainer:
             self.reward.observe(rollout)
         self.step_count += 1
         t_end = time.perf_counter()
-        m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux,
+        m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **self.source.metrics(),
              "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
              "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),

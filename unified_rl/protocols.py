@@ -67,6 +67,10 @@ class DataSource(Stateful, Protocol):
         position and RNG state, so a resumed run draws exactly the same data."""
         ...
 
+    def metrics(self) -> dict[str, float]:
+        """Scalar metrics of the last ``sample`` call (e.g. dynamic sampling's kept groups). Default: none."""
+        return {}
+
 
 @runtime_checkable
 class RewardFunction(Stateful, Protocol):

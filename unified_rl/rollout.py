@@ -27,13 +27,14 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
     "old_logprobs": (("batch", "seq"), "float"),
     "ref_logprobs": (("batch", "seq"), "float"),
     "chosen": (("batch",), "bool"),
+    "truncated": (("batch",), "bool"),
     "advantages": (("batch", "seq"), "float"),
     "returns": (("batch", "seq"), "float"),
     "weights": (("batch", "seq"), "float"),
 }
 # The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
 RolloutField = Literal["input_ids", "attention_mask", "completion_mask", "group_ids", "rewards", "scored", "step_rewards", "step_mask",
-                       "old_logprobs", "ref_logprobs", "chosen", "advantages", "returns", "weights"]
+                       "old_logprobs", "ref_logprobs", "chosen", "truncated", "advantages", "returns", "weights"]
 assert set(get_args(RolloutField)) == set(_SPEC)
 # Float fields that must be finite wherever this mask (a field name) is True.
 _FINITE_WHERE = {
@@ -77,7 +78,8 @@ class Rollout:
     reward per sequence; ``scored`` False where a reward function could not score a sample
     (excluded from group baselines, never counted as 0); ``step_rewards``/``step_mask`` process
     rewards at each step's last token; ``old_logprobs``/``ref_logprobs`` log pi_old and log pi_ref
-    of the sampled tokens; ``chosen`` DPO o+ (True) or o- (False); ``advantages``, ``returns``
+    of the sampled tokens; ``chosen`` DPO o+ (True) or o- (False); ``truncated`` True where a sampled completion was cut at
+    ``max_new_tokens`` before eos; ``advantages``, ``returns``
     (PPO value targets) and ``weights`` (aggregation weights, computed once from the whole batch).
     ``temperature``: the softmax temperature the completions were sampled at (1 for dataset
     completions); the engine and the reference pass compute log-probs at this temperature.
@@ -94,6 +96,7 @@ class Rollout:
     old_logprobs: Optional[Float[Tensor, "batch seq"]] = None
     ref_logprobs: Optional[Float[Tensor, "batch seq"]] = None
     chosen: Optional[Bool[Tensor, "batch"]] = None
+    truncated: Optional[Bool[Tensor, "batch"]] = None
     advantages: Optional[Float[Tensor, "batch seq"]] = None
     returns: Optional[Float[Tensor, "batch seq"]] = None
     weights: Optional[Float[Tensor, "batch seq"]] = None

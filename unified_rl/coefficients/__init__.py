@@ -1,17 +1,23 @@
 """Gradient-coefficient pieces and their composition (see docs/paradigm.md)."""
 
-from .advantages import constant, correct, group_normalized, leave_one_out, process_normalized
 from ._groups import groups_with_spread
-from .aggregation import constant_weight, group_mean, sequence_mean, token_mean
+from .advantages import constant, correct, group_normalized, leave_one_out, process_normalized
+from .aggregation import (
+    Aggregation, constant_weight, group_mean, mask_truncated, max_length_mean, sequence_mean, sequence_sum, token_mean,
+)
 from .compose import Chain, chain
 from .dpo import dpo_term
 from .gae import GAE, gae, gae_advantages
+from .masks import gated, off_policy_mask
 from .pieces import AdvantageEstimator, Piece, Term
-from .terms import kl_k3, policy_gradient, ppo_clip
+from .ratio import cispo, ppo_clip, sapo
+from .returns import discounted_returns
+from .terms import kl, kl_estimate, kl_k3, policy_gradient
 
 __all__ = [
-    "groups_with_spread",
-    "Chain", "chain", "constant", "correct", "group_normalized", "leave_one_out", "process_normalized",
-    "constant_weight", "group_mean", "sequence_mean", "token_mean", "dpo_term", "GAE", "gae", "AdvantageEstimator", "Piece", "Term",
-    "gae_advantages", "kl_k3", "policy_gradient", "ppo_clip",
+    "groups_with_spread", "Aggregation",
+    "Chain", "chain", "constant", "correct", "group_normalized", "leave_one_out", "process_normalized", "discounted_returns",
+    "constant_weight", "group_mean", "mask_truncated", "max_length_mean", "sequence_mean", "sequence_sum", "token_mean",
+    "dpo_term", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "off_policy_mask",
+    "gae_advantages", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
 ]

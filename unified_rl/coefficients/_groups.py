@@ -53,6 +53,26 @@ def normalize_in_groups(
     return torch.where(valid & signal[idx], out, torch.zeros_like(out)).to(dtype)
 
 
+def center_in_groups(
+    values: Float[Tensor, "n"], groups: Int[Tensor, "n"], valid: Bool[Tensor, "n"], scale: str = "none"
+) -> Float[Tensor, "n"]:
+    """v - mean_g over the valid elements of each group, divided by nothing (``scale="none"``, Dr. GRPO),
+    or by the sample std over all valid elements of the batch (``"batch"``). Exactly 0 where
+    invalid and in groups without spread (as :func:`normalize_in_groups`); fp64 inside."""
+    dtype = values.dtype
+    values = values.to(torch.float64)
+    idx, k = group_index(groups)
+    count, signal = _spread(values, idx, k, valid)
+    v = torch.where(valid, values, torch.zeros_like(values))
+    mean = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, v) / count.clamp(min=1)
+    out = torch.where(valid & signal[idx], values - mean[idx], torch.zeros_like(values))
+    if scale == "batch":
+        n = int(valid.sum())
+        std = float(values[valid].std()) if n >= 2 else 0.0
+        out = out / std if std > 0 else torch.zeros_like(out)
+    return out.to(dtype)
+
+
 def group_sizes(group_ids: Int[Tensor, "n"]) -> Int[Tensor, "n"]:
     """Size of each element's group."""
     idx, k = group_index(group_ids)

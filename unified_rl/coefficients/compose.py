@@ -5,18 +5,17 @@ whose pieces satisfy it.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..protocols import GradientCoefficient, check_needs
+from ..protocols import GradientCoefficient, check_needs, conforms
 from ..rollout import Rollout
+from .aggregation import Aggregation
 from .pieces import AdvantageEstimator, Piece, Term, require
 from .terms import masked, token_mean_of
-
-Aggregation = Callable[[Rollout], Float[Tensor, "batch seq"]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,8 @@ class Chain(GradientCoefficient):
     def __post_init__(self) -> None:
         for piece in self.pieces:
             check_needs(piece.needs, f"chain {self.name!r}: piece {piece.label}")
+        conforms(self.aggregation, Aggregation, f"chain {self.name!r}: aggregation")
+        check_needs(self.aggregation.needs, f"chain {self.name!r}: aggregation {type(self.aggregation).__name__}")
 
     @property
     def pieces(self) -> tuple[Piece, ...]:
@@ -43,7 +44,7 @@ class Chain(GradientCoefficient):
         out = set().union(*(t.needs for t in self.terms))
         if self.advantage is not None:
             out = (out - self.advantage.provides) | self.advantage.needs
-        return frozenset(out)
+        return frozenset(out | self.aggregation.needs)
 
     @property
     def couples_group(self) -> bool:
@@ -61,6 +62,9 @@ class Chain(GradientCoefficient):
         for term in self.terms:
             require(rollout, term, provided)
             term.check(rollout)
+        for f in sorted(self.aggregation.needs):
+            if getattr(rollout, f) is None:
+                raise ValueError(f"chain {self.name!r}: aggregation {type(self.aggregation).__name__} needs Rollout.{f}, which is None")
         rollout = rollout.replace(weights=self.aggregation(rollout))
         return self.advantage(rollout) if self.advantage is not None else rollout
 

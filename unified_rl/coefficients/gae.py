@@ -80,6 +80,10 @@ class GAE(AdvantageEstimator):
     def label(self) -> str:
         return f"gae(kl_beta={self.kl_beta})"
 
+    @property
+    def formula(self) -> str:
+        return rf"\mathrm{{GAE}}_{{\gamma={self.gamma:g},\lambda={self.lam:g}}}(r_t - {self.kl_beta:g}\,k1_t;\ V_\psi)"
+
     def attach(self, policy: nn.Module) -> None:
         if self.value_model is None:
             if self.value_model_factory is None:

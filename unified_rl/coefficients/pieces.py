@@ -6,7 +6,7 @@ own ``check`` only looks at values (group sizes, masks), never at which fields a
 
 from typing import Protocol
 
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ..protocols import OwnsModels
@@ -28,6 +28,11 @@ class Piece(OwnsModels, Protocol):
     def check(self, rollout: Rollout) -> None:
         """Raise a ValueError for inputs that are present but inconsistent (``needs`` is checked already)."""
 
+    @property
+    def formula(self) -> str:
+        """What the piece contributes, in LaTeX: A for an estimator, GC for a term (docs/paradigm.md's table)."""
+        return f"\\text{{{self.label}}}"
+
 
 class Term(Piece, Protocol):
     """An objective term: J(logp) and its closed-form gradient coefficient, dJ/dlogp = weights * GC."""
@@ -45,6 +50,15 @@ class Term(Piece, Protocol):
     def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
         """Scalar metrics for logging (see docs/metrics.md)."""
         return {}
+
+    def gc_kept(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], keep: Bool[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        """The GC of the objective sum_{b,t} w keep j (a term gated by a token mask). Default, right
+        for a term whose j at t reads only logp at t: GC where kept, 0 elsewhere. Terms whose j reads
+        other tokens (sequence-level ratios) override it."""
+        import torch
+
+        kept = rollout.replace(weights=torch.where(keep, rollout.weights, torch.zeros((), dtype=rollout.weights.dtype)))
+        return torch.where(keep, self.gc(kept, logp), torch.zeros((), dtype=logp.dtype))
 
 
 class AdvantageEstimator(Piece, Protocol):

@@ -38,6 +38,7 @@ class PolicyGradient(Term):
     couples_group = False
     needs = frozenset({"advantages"})
     label = "policy_gradient()"
+    formula = "A"
 
     def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
         return weighted(rollout, rollout.advantages.to(logp.dtype) * logp)
@@ -49,54 +50,30 @@ class PolicyGradient(Term):
         return {"advantage/mean": token_mean_of(rollout, rollout.advantages)}
 
 
-@dataclass(frozen=True)
-class PPOClip(Term):
-    """Clipped surrogate (PPO, GRPO): rho = pi / pi_old,
-    j = min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)  ->  GC = A * rho * 1_clip,
-    where 1_clip = 0 iff (A > 0 and rho > 1 + eps_high) or (A < 0 and rho < 1 - eps_low).
-    eps_high > eps_low is DAPO's clip-higher."""
+KL_ESTIMATORS = ("k1", "k2", "k3")
 
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    couples_group = False
-    needs = frozenset({"advantages", "old_logprobs"})
-    label = "ppo_clip()"
 
-    def _ratio(self, rollout: Rollout, logp: Tensor) -> Tensor:
-        return torch.exp(masked(rollout, logp) - masked(rollout, rollout.old_logprobs.to(logp.dtype)))
-
-    def _active(self, rollout: Rollout, rho: Tensor, adv: Tensor) -> Tensor:
-        clipped = ((adv > 0) & (rho > 1 + self.epsilon_high)) | ((adv < 0) & (rho < 1 - self.epsilon_low))
-        return rollout.completion_mask & ~clipped
-
-    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
-        rho = self._ratio(rollout, logp)
-        adv = masked(rollout, rollout.advantages.to(logp.dtype))
-        j = torch.minimum(rho * adv, rho.clamp(1 - self.epsilon_low, 1 + self.epsilon_high) * adv)
-        return weighted(rollout, j)
-
-    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        rho = self._ratio(rollout, logp)
-        adv = masked(rollout, rollout.advantages.to(logp.dtype))
-        return torch.where(self._active(rollout, rho, adv), adv * rho, torch.zeros((), dtype=rho.dtype))
-
-    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
-        rho = self._ratio(rollout, logp)
-        adv = masked(rollout, rollout.advantages.to(logp.dtype))
-        clipped = rollout.completion_mask & ~self._active(rollout, rho, adv)
-        return {
-            "ratio/mean": token_mean_of(rollout, rho),
-            "gc/frac_clipped": token_mean_of(rollout, clipped.to(rho.dtype)),
-            "advantage/mean": token_mean_of(rollout, adv),
-        }
+def kl_estimate(logp: Tensor, ref: Tensor, estimator: str) -> Tensor:
+    """Per-token estimate of KL[pi || pi_ref] from samples of pi, with log kappa = log pi_ref - log pi:
+    k1 = -log kappa (unbiased, can be negative), k2 = (log kappa)^2 / 2, k3 = kappa - log kappa - 1
+    (unbiased, >= 0; Schulman 2020)."""
+    log_kappa = ref - logp
+    if estimator == "k1":
+        return -log_kappa
+    if estimator == "k2":
+        return 0.5 * log_kappa**2
+    if estimator == "k3":
+        return torch.exp(log_kappa) - log_kappa - 1
+    raise ValueError(f"KL estimator must be one of {', '.join(KL_ESTIMATORS)}, got {estimator!r}")
 
 
 @dataclass(frozen=True)
-class KLk3(Term):
-    """The unbiased k3 estimator of KL[pi || pi_ref], added to the loss (GRPO, Eq. 3):
-    kappa = pi_ref / pi,  D = kappa - log kappa - 1 >= 0,  j = -beta D  ->  GC = beta (kappa - 1)."""
+class KL(Term):
+    """A KL estimator added to the loss: j = -beta D(logp), D = k1, k2 or k3 (see :func:`kl_estimate`).
+    GC = -beta dD/dlogp:  k1 -> -beta,  k2 -> beta log kappa,  k3 -> beta (kappa - 1) (GRPO, Eq. 3)."""
 
     beta: float = 0.04
+    estimator: str = "k3"
     couples_group = False
 
     @property
@@ -105,7 +82,14 @@ class KLk3(Term):
 
     @property
     def label(self) -> str:
-        return f"kl_k3(beta={self.beta})"
+        return f"kl_k3(beta={self.beta})" if self.estimator == "k3" else f"kl(beta={self.beta}, estimator={self.estimator!r})"
+
+    @property
+    def formula(self) -> str:
+        b = f"{self.beta:g}"
+        if not self.beta:
+            return "0"
+        return {"k1": f"-{b}", "k2": rf"{b}\log\kappa", "k3": rf"{b}(\kappa - 1)"}[self.estimator]
 
     def _log_kappa(self, rollout: Rollout, logp: Tensor) -> Tensor:
         if rollout.ref_logprobs is None:
@@ -114,10 +98,12 @@ class KLk3(Term):
 
     def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
         log_kappa = self._log_kappa(rollout, logp)
-        return weighted(rollout, -self.beta * (torch.exp(log_kappa) - log_kappa - 1))
+        return weighted(rollout, -self.beta * kl_estimate(-log_kappa, torch.zeros_like(log_kappa), self.estimator))
 
     def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        return masked(rollout, self.beta * (torch.exp(self._log_kappa(rollout, logp)) - 1))
+        log_kappa = self._log_kappa(rollout, logp)
+        slope = {"k1": torch.full_like(log_kappa, -1.0), "k2": log_kappa, "k3": torch.exp(log_kappa) - 1}[self.estimator]
+        return masked(rollout, self.beta * slope)
 
     def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
         log_kappa = self._log_kappa(rollout, logp)
@@ -129,15 +115,17 @@ def policy_gradient() -> PolicyGradient:
     return PolicyGradient()
 
 
-def ppo_clip(epsilon: float = 0.2, epsilon_high: "float | None" = None) -> PPOClip:
-    """Symmetric clip by default; ``epsilon_high`` > ``epsilon`` gives clip-higher."""
-    if epsilon < 0 or (epsilon_high is not None and epsilon_high < 0):
-        raise ValueError(f"ppo_clip: epsilon must be >= 0, got {epsilon}, {epsilon_high}")
-    return PPOClip(epsilon, epsilon if epsilon_high is None else epsilon_high)
+def kl(beta: float = 0.04, estimator: str = "k3") -> KL:
+    """A KL estimator (k1, k2 or k3) of KL[pi || pi_ref] added to the loss with coefficient ``beta``."""
+    if not beta >= 0:
+        raise ValueError(f"kl: beta must be >= 0, got {beta}")
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl: estimator must be one of {', '.join(KL_ESTIMATORS)}, got {estimator!r}")
+    return KL(beta, estimator)
 
 
-def kl_k3(beta: float = 0.04) -> KLk3:
-    """The k3 KL term added to the loss, GC = beta (kappa - 1)."""
+def kl_k3(beta: float = 0.04) -> KL:
+    """The k3 KL term added to the loss (GRPO), GC = beta (kappa - 1)."""
     if not beta >= 0:
         raise ValueError(f"kl_k3: beta must be >= 0, got {beta}")
-    return KLk3(beta)
+    return KL(beta, "k3")

@@ -1,9 +1,10 @@
 """Data sources, recipes that build them, rollout collation and dataset loaders."""
 
 from .collate import concat, to_rollout
-from .recipes import Given, Pairs, Preferences, Sampled, Setup, SourceRecipe, Supervised
+from .dynamic import DynamicSampling
+from .recipes import Dynamic, Given, Pairs, Preferences, Sampled, Setup, SourceRecipe, Supervised
 from .rows import check_rows, gsm8k_rows, read_jsonl
 from .sources import Encoder, PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource
 
-__all__ = ["concat", "to_rollout", "Given", "Pairs", "Preferences", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
+__all__ = ["concat", "to_rollout", "Dynamic", "DynamicSampling", "Given", "Pairs", "Preferences", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
            "read_jsonl", "Encoder", "PairSource", "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource"]

@@ -11,9 +11,10 @@ from ..rollout import Rollout, Sample
 def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, pad_id: int,
                logprobs: Optional[Sequence[Tensor]] = None, logprob_field: str = "old_logprobs",
                group_ids: Optional[Sequence[int]] = None, texts: Optional[Sequence[Sample]] = None,
-               device: "torch.device | str" = "cpu", temperature: float = 1.0) -> Rollout:
+               device: "torch.device | str" = "cpu", temperature: float = 1.0, eos_id: Optional[int] = None) -> Rollout:
     """Right-padded rows [prompt | completion | pad], completion_mask on the completion;
-    ``temperature``: what the completions were sampled at (1 for dataset completions)."""
+    ``temperature``: what the completions were sampled at (1 for dataset completions); with
+    ``eos_id``, ``truncated`` marks the completions that do not end in it."""
     n = len(prompt_ids)
     width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -29,6 +30,8 @@ def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Seq
         if lp is not None:
             lp[i, len(p): len(p) + len(c)] = logprobs[i].float()
     extra = {logprob_field: lp.to(device)} if lp is not None else {}
+    if eos_id is not None:
+        extra["truncated"] = torch.tensor([not c or c[-1] != eos_id for c in completion_ids], dtype=torch.bool, device=device)
     groups = torch.tensor(list(group_ids) if group_ids is not None else range(n), dtype=torch.long, device=device)
     return Rollout(ids.to(device), attn.to(device), comp.to(device), group_ids=groups, texts=tuple(texts) if texts is not None else None,
                    temperature=temperature, **extra)

@@ -6,7 +6,8 @@ policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer 
 * :class:`Sampled`    -- G completions per question from the current policy (online: Online RFT,
   PPO, GRPO) or from a frozen copy of the starting policy (offline: RFT);
 * :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy;
-* :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset.
+* :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset;
+* :class:`Dynamic`    -- DAPO's dynamic sampling around another recipe: only groups with a reward spread.
 """
 
 import copy
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, Optional, Protocol, Sequence
 from torch import nn
 
 from ..protocols import DataSource, RewardFunction, Sampler
+from .dynamic import DynamicSampling
 from .sources import Encoder, PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
@@ -102,6 +104,25 @@ class Preferences(_FromRows):
     ``rejected``), as a :class:`PreferenceSource`."""
 
     source = PreferenceSource
+
+
+@dataclass(frozen=True)
+class Dynamic(SourceRecipe):
+    """DAPO's dynamic sampling: ``inner``'s batches scored by the run's reward, keeping only groups
+    whose rewards are not all equal, drawing up to ``max_batches`` batches per step."""
+
+    inner: SourceRecipe = Sampled(8)
+    max_batches: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batches, int) or self.max_batches < 1:
+            raise ValueError(f"Dynamic: max_batches must be an integer >= 1, got {self.max_batches!r}")
+
+    def build(self, setup: Setup) -> DataSource:
+        """A :class:`DynamicSampling` source around ``inner``'s, judged by the run's reward."""
+        if setup.reward is None:
+            raise ValueError("Dynamic: dynamic sampling keeps groups by their rewards; pass reward= to the Trainer")
+        return DynamicSampling(self.inner.build(setup), setup.reward, setup.encoder.tokenizer.pad_token_id, self.max_batches)
 
 
 @dataclass(frozen=True)

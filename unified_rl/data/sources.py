@@ -159,7 +159,7 @@ class SampledSource(DataSource):
         groups = [i for i in range(len(rows)) for _ in range(self.group_size)]
         return to_rollout(gen.prompt_ids, gen.completion_ids, pad_id=tok.pad_token_id, logprobs=gen.logprobs,
                           logprob_field="old_logprobs" if self.online else "ref_logprobs", group_ids=groups, texts=texts,
-                          device=_device(policy if policy is not None else model), temperature=self.temperature)
+                          device=_device(policy if policy is not None else model), temperature=self.temperature, eos_id=tok.eos_token_id)
 
     def state_dict(self) -> dict:
         return {"position": self.cursor.position, "generator": self.generator.get_state()}

@@ -2,7 +2,8 @@
 
 from .answers import AfterMarker, normalize_number
 from .combine import FromCallable, WeightedSum
+from .length import OverlongPenalty, overlong_penalty
 from .model import ModelReward
 from .rule import OutcomeReward, ProcessReward
 
-__all__ = ["AfterMarker", "normalize_number", "FromCallable", "WeightedSum", "ModelReward", "OutcomeReward", "ProcessReward"]
+__all__ = ["AfterMarker", "normalize_number", "FromCallable", "WeightedSum", "ModelReward", "OverlongPenalty", "overlong_penalty", "OutcomeReward", "ProcessReward"]

@@ -1,15 +1,8 @@
-"""The six methods of DeepSeekMath §5.2 as compositions, and the one registry of method names.
+"""The six methods of DeepSeekMath §5.2 as compositions (and GRPO with process supervision)."""
 
-Each preset returns a :class:`Method` -- (data source, reward, coefficient) -- whose coefficient
-is an alias of a ``chain`` with the paper's equation in its docstring, and whose data source is a
-recipe (``unified_rl.data.recipes``) the Trainer builds on the run's rows and sampler. A method
-has one name everywhere: ``Method.name``, its chain's name, the CLI's ``--method`` and the docs.
-"""
+from typing import Any, Optional
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
-from .coefficients import (
+from ..coefficients import (
     chain,
     constant,
     correct,
@@ -23,26 +16,10 @@ from .coefficients import (
     process_normalized,
     sequence_mean,
 )
-from .data.recipes import Pairs, Sampled, SourceRecipe, Supervised
-from .hf.value import value_model_from_policy
-from .protocols import GradientCoefficient, RewardFunction, check_coefficient
-
-
-@dataclass(frozen=True)
-class Method:
-    """A training method: where the data comes from (a recipe), what scores it, and the per-token GC.
-
-    ``reward`` may be None: the run's reward (``Trainer(reward=...)``) is used, and a method whose
-    coefficient reads rewards cannot run without one.
-    """
-
-    name: str
-    coefficient: GradientCoefficient
-    data_source: SourceRecipe
-    reward: Optional[RewardFunction] = None
-
-    def __post_init__(self) -> None:
-        check_coefficient(self.coefficient, f"method {self.name!r}: coefficient")
+from ..data.recipes import Pairs, Sampled, SourceRecipe, Supervised
+from ..hf.value import value_model_from_policy
+from ..protocols import RewardFunction
+from .method import Method
 
 
 def sft(data_source: Optional[SourceRecipe] = None) -> Method:
@@ -100,46 +77,3 @@ def grpo(beta: float = 0.04, epsilon: float = 0.2, supervision: str = "outcome",
     name = "grpo" if supervision == "outcome" else "grpo_process"
     coef = chain(_SUPERVISION[supervision](), ppo_clip(epsilon, epsilon_high), kl_k3(beta), aggregation=sequence_mean(), name=name)
     return Method(name, coef, data_source or Sampled(group_size, online=True), reward)
-
-
-# ---------------------------------------------------------------------- the registry (the edge)
-@dataclass(frozen=True)
-class Entry:
-    """A registered method: its preset and how a TrainConfig's fields map onto the preset's arguments."""
-
-    name: str
-    preset: Callable[..., Method]
-    from_config: Callable[[Any], Method]
-    summary: str
-
-
-REGISTRY: dict[str, Entry] = {}
-
-
-def register(name: str, preset: Callable[..., Method], from_config: Callable[[Any], Method], summary: str) -> None:
-    """Add a method name (CLI ``--method``, config ``method``, docs); a name registered twice is an error."""
-    if name in REGISTRY:
-        raise ValueError(f"method {name!r} is registered already (by {REGISTRY[name].preset.__module__}.{REGISTRY[name].preset.__name__})")
-    REGISTRY[name] = Entry(name, preset, from_config, summary)
-
-
-def from_config(cfg: Any) -> Method:
-    """The registered method ``cfg.method`` built with the config's settings (beta, epsilon, G ...)."""
-    if cfg.method not in REGISTRY:
-        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(REGISTRY)}")
-    method = REGISTRY[cfg.method].from_config(cfg)
-    assert method.name == cfg.method, (method.name, cfg.method)  # one name everywhere
-    return method
-
-
-register("sft", sft, lambda c: sft(), "supervised fine-tuning, GC = 1")
-register("rft", rft, lambda c: rft(samples_per_question=c.group_size), "rejection sampling from the frozen SFT model, GC = 1[correct]")
-register("online_rft", online_rft, lambda c: online_rft(samples_per_question=c.group_size), "rejection sampling from the current policy")
-register("dpo", dpo, lambda c: dpo(beta=c.dpo_beta, samples_per_question=c.group_size), "direct preference optimisation on sampled pairs")
-register("ppo", ppo, lambda c: ppo(epsilon=c.epsilon, beta=c.beta), "clipped surrogate, GAE with a value model, KL in the reward")
-register("grpo", grpo, lambda c: grpo(beta=c.beta, epsilon=c.epsilon, group_size=c.group_size), "group-normalised outcome reward, clip, k3 KL")
-register("grpo_process", lambda **kw: grpo(supervision="process", **kw),
-         lambda c: grpo(beta=c.beta, epsilon=c.epsilon, supervision="process", group_size=c.group_size),
-         "GRPO with process supervision (normalised step rewards)")
-
-__all__ = ["Method", "sft", "rft", "online_rft", "dpo", "ppo", "grpo", "REGISTRY", "register", "from_config"]

@@ -1,0 +1,113 @@
+"""Token masks as composable pieces: ``gated(term, mask, ...)`` multiplies a term's objective and
+GC by 0/1 masks (TRL applies its masks to the policy term, not to the KL term; so does this).
+
+A mask is a callable ``mask(rollout, logp) -> Bool[batch, seq]`` (True: keep) with ``needs`` and
+``label``; it is computed without gradient, so the gated term's GC is the term's GC times the mask.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from ..rollout import Rollout, RolloutField
+from .pieces import Term
+from .terms import masked, token_mean_of
+
+
+class TokenMask(Protocol):
+    """Which output tokens a term keeps (True) in this batch."""
+
+    needs: frozenset[RolloutField] = frozenset()
+    label: str = "mask"
+
+    def __call__(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
+        ...
+
+
+@dataclass(frozen=True)
+class OffPolicyMask(TokenMask):
+    """DeepSeek-V3.2's off-policy sequence mask (TRL ``off_policy_mask_threshold``): drop a sequence
+    whose advantage is negative and whose mean log(pi_old / pi) over its tokens exceeds ``threshold``
+    (pi the current policy, without gradient)."""
+
+    threshold: float
+    needs = frozenset({"advantages", "old_logprobs"})
+
+    @property
+    def label(self) -> str:
+        return f"off_policy_mask({self.threshold})"
+
+    def __call__(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
+        kl = masked(rollout, rollout.old_logprobs.to(logp.dtype) - logp.detach()).sum(-1)
+        mean_kl = kl / rollout.completion_lengths.to(logp.dtype).clamp(min=1)
+        keep = (masked(rollout, rollout.advantages) >= 0) | (mean_kl <= self.threshold)[:, None]
+        return keep & rollout.completion_mask
+
+
+@dataclass(frozen=True)
+class Gated(Term):
+    """``term`` with its objective and GC multiplied by every mask."""
+
+    term: Term
+    masks: tuple[TokenMask, ...]
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset(self.term.needs).union(*(m.needs for m in self.masks))
+
+    @property
+    def couples_group(self) -> bool:
+        return self.term.couples_group
+
+    @property
+    def label(self) -> str:
+        return f"gated({self.term.label}, {', '.join(m.label for m in self.masks)})"
+
+    @property
+    def formula(self) -> str:
+        return rf"\big({self.term.formula}\big)\,\mathbb{{1}}[\text{{{', '.join(m.label for m in self.masks)}}}]"
+
+    def check(self, rollout: Rollout) -> None:
+        self.term.check(rollout)
+
+    def keep(self, rollout: Rollout, logp: Tensor) -> Tensor:
+        """Output tokens every mask keeps."""
+        out = rollout.completion_mask
+        for m in self.masks:
+            out = out & m(rollout, logp)
+        return out
+
+    def _kept(self, rollout: Rollout, logp: Tensor) -> tuple[Rollout, Tensor]:
+        """The rollout with the weights of dropped tokens set to 0 (so sequence-level terms sum over kept tokens only)."""
+        keep = self.keep(rollout, logp)
+        return rollout.replace(weights=torch.where(keep, rollout.weights, torch.zeros((), dtype=rollout.weights.dtype))), keep
+
+    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+        return self.term.objective(self._kept(rollout, logp)[0], logp)
+
+    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        return self.term.gc_kept(rollout, logp, self.keep(rollout, logp))
+
+    def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
+        dropped = rollout.completion_mask & ~self.keep(rollout, logp)
+        return {**self.term.metrics(rollout, logp), "gc/frac_masked": token_mean_of(rollout, dropped.to(logp.dtype))}
+
+    def attach(self, policy) -> None:
+        self.term.attach(policy)
+
+
+def off_policy_mask(threshold: float) -> OffPolicyMask:
+    """TRL's ``off_policy_mask_threshold``: drop negative-advantage sequences that drifted too far."""
+    if not threshold >= 0:
+        raise ValueError(f"off_policy_mask: threshold must be >= 0, got {threshold}")
+    return OffPolicyMask(threshold)
+
+
+def gated(term: Term, *masks: TokenMask) -> Gated:
+    """``term`` kept only on tokens every mask keeps, e.g. ``gated(ppo_clip(0.2), off_policy_mask(0.5))``."""
+    if not masks:
+        raise ValueError("gated: give at least one mask")
+    return Gated(term, tuple(masks))
