@@ -81,7 +81,9 @@ def _assert_same(ours, theirs):
 def _setup(seed, noise=0.3, group_size=4):
     model = tiny_model(seed)
     r = random_rollout(seed, n_groups=3, group_size=group_size, completion_max=7)
-    return model, with_policy_logprobs(model, r, seed, noise)
+    g = torch.Generator().manual_seed(seed)
+    entropies = torch.where(r.completion_mask, torch.rand(r.input_ids.shape, generator=g, dtype=torch.float64) * 3, 0.0)
+    return model, with_policy_logprobs(model, r, seed, noise).replace(entropies=entropies)
 
 
 # (TRL loss_type, importance level, TRL extras, our chain)
@@ -114,6 +116,10 @@ GRPO_CASES = {
         C.group_normalized(), C.ppo_clip(0.2, 0.28, delta=1.4), C.kl_k3(b), aggregation=C.sequence_mean())),
     "dapo_off_policy_mask": ("dapo", "token", {"off_policy_mask_threshold": 0.02}, lambda b: C.chain(
         C.group_normalized(), C.gated(C.ppo_clip(0.2), C.off_policy_mask(0.02)), C.kl_k3(b), aggregation=C.token_mean())),
+    "grpo_top_entropy": ("grpo", "token", {"top_entropy_quantile": 0.3}, lambda b: C.chain(
+        C.group_normalized(), C.gated(C.ppo_clip(0.2), C.top_entropy_mask(0.3)), C.kl_k3(b), aggregation=C.sequence_mean())),
+    "dapo_sequence_top_entropy": ("dapo", "sequence", {"top_entropy_quantile": 0.5}, lambda b: C.chain(
+        C.group_normalized(), C.gated(C.ppo_clip(0.2, level="sequence"), C.top_entropy_mask(0.5)), C.kl_k3(b), aggregation=C.token_mean())),
     "grpo_batch_scale": ("grpo", "token", {}, lambda b: C.chain(C.group_normalized("batch"), C.ppo_clip(0.2), C.kl_k3(b),
                                                                 aggregation=C.sequence_mean())),
 }
@@ -123,15 +129,17 @@ def _trl_grpo(model, r, loss_type, level, extra, beta):
     logp, mask = _completion_layout(r, true_logprobs(model, r))
     old, _ = _completion_layout(r, r.old_logprobs)
     ref, _ = _completion_layout(r, r.ref_logprobs)
+    ent, _ = _completion_layout(r, r.entropies)
     adv = r.advantages.sum(-1) / r.completion_lengths.clamp(min=1)  # per-sequence advantage (constant along the sequence)
     eps = extra.get("epsilon", 0.2)
     args = SimpleNamespace(delta=extra.get("delta"), use_bias_correction_kl=False, sapo_temperature_pos=1.0, sapo_temperature_neg=1.125,
                            steps_per_generation=1)
     stub = _stub(loss_type=loss_type, importance_sampling_level=level, beta=beta, epsilon_low=eps, epsilon_high=extra.get("epsilon_high", eps),
-                 args=args, top_entropy_quantile=1.0, off_policy_mask_threshold=extra.get("off_policy_mask_threshold"), use_vllm=False,
+                 args=args, top_entropy_quantile=extra.get("top_entropy_quantile", 1.0), off_policy_mask_threshold=extra.get("off_policy_mask_threshold"), use_vllm=False,
                  vllm_importance_sampling_correction=False, max_completion_length=9, _entropy_bonus_enabled=False,
                  get_off_policy_mask=GRPOTrainer.get_off_policy_mask,
-                 _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None))
+                 _get_per_token_logps_and_entropies=lambda *a, **k: (logp, ent, None))
+    stub.get_high_entropy_mask = lambda e, m, q: GRPOTrainer.get_high_entropy_mask(stub, e, m, q)
     b = r.batch_size
     inputs = {"prompt_ids": torch.zeros(b, 1, dtype=torch.long), "prompt_mask": torch.ones(b, 1), "completion_ids": torch.zeros_like(mask, dtype=torch.long),
               "completion_mask": mask, "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum()}

@@ -170,13 +170,24 @@ def test_ppo_clipped_surrogate(seed, eps):
     assert_grads_close(g_engine, _canonical_grads(ppo_loss, r))
 
 
+MICRO = {"sft": url.methods.sft, "grpo": url.methods.grpo, "dpo": url.methods.dpo, "rft": url.methods.rft,
+         "grpo_process": lambda: url.methods.grpo(supervision="process"), "dr_grpo": lambda: url.methods.dr_grpo(12),
+         "dapo_mask_truncated": lambda: url.methods.dapo(mask_truncated=True), "gspo": lambda: url.methods.gspo(0.2, 0.2),
+         "luspo": lambda: url.methods.luspo(0.2, 0.2), "cispo": lambda: url.methods.cispo(1.1), "sapo": url.methods.sapo,
+         "rloo": url.methods.rloo, "reinforce_pp": url.methods.reinforce_pp, "ipo": url.methods.ipo, "hinge": url.methods.hinge,
+         "simpo": url.methods.simpo,
+         "off_policy_masked": lambda: url.Method("opm", url.coefficients.chain(
+             url.coefficients.group_normalized(), url.coefficients.gated(url.coefficients.ppo_clip(0.2, level="sequence"),
+                                                                         url.coefficients.off_policy_mask(0.01)),
+             aggregation=url.coefficients.token_mean(), name="opm"), url.data.Sampled(2))}
+
+
 @pytest.mark.parametrize("max_tokens", [None, 1, 9, 20, 10_000])
-@pytest.mark.parametrize("name", ["sft", "grpo", "grpo_process", "dpo", "rft"])
+@pytest.mark.parametrize("name", sorted(MICRO))
 def test_micro_batches_sum_to_full_batch(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(11, n_groups=3, group_size=2), 11), 11)
-    r = r.replace(chosen=torch.arange(6) % 2 == 0)
-    method = {"sft": url.methods.sft, "grpo": url.methods.grpo, "dpo": url.methods.dpo, "rft": url.methods.rft,
-              "grpo_process": lambda: url.methods.grpo(supervision="process")}[name]()
+    r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0)
+    method = MICRO[name]()
     full, s_full, _ = _engine_grads(method, r)
     split, s_split, _ = _engine_grads(method, r, max_tokens=max_tokens)
     assert_grads_close(full, split, rtol=1e-10, atol=1e-13)

@@ -15,17 +15,19 @@ from unified_rl.hf.logprobs import prompt_pass
 
 @given(seed=st.integers(0, 10_000), group_size=st.integers(2, 4), allow_empty=st.booleans(),
        max_tokens=st.sampled_from([None, 1, 6, 11, 25, 200]), kind=st.sampled_from(["llama", "qwen2", "qwen3"]),
-       name=st.sampled_from(["grpo", "dpo", "sft"]))
+       name=st.sampled_from(["grpo", "dpo", "sft", "gspo", "rloo", "simpo"]))
 @settings(max_examples=30, deadline=None)
 def test_prompt_pass_gradient_equals_per_row(seed, group_size, allow_empty, max_tokens, kind, name):
     """Engine gradient, log-probs and GC with the prompts run once for the whole batch (detached
     leaves, backward through the prompt pass at the end) == every row in full, one batch."""
     model = tiny_arch(kind)
-    group_size = 2 if name == "dpo" else group_size  # DPO: a chosen and a rejected completion per prompt
+    pairs = name in ("dpo", "simpo")
+    group_size = 2 if pairs else group_size  # DPO: a chosen and a rejected completion per prompt
     r = shared_prompt_rollout(seed, n_groups=3, group_size=group_size, allow_empty=allow_empty)
-    if name == "dpo":
+    if pairs:
         r = r.replace(chosen=torch.arange(r.batch_size) % 2 == 0)
-    method = {"grpo": lambda: url.methods.grpo(beta=0.04), "dpo": url.methods.dpo, "sft": url.methods.sft}[name]()
+    method = {"grpo": lambda: url.methods.grpo(beta=0.04), "dpo": url.methods.dpo, "sft": url.methods.sft, "simpo": url.methods.simpo,
+              "gspo": lambda: url.methods.gspo(0.2, 0.2, beta=0.04), "rloo": url.methods.rloo}[name]()
     g = torch.Generator().manual_seed(seed)
     r = r.replace(old_logprobs=torch.where(r.completion_mask, -torch.rand(r.input_ids.shape, generator=g, dtype=torch.float64), 0.0),
                   ref_logprobs=torch.where(r.completion_mask, -torch.rand(r.input_ids.shape, generator=g, dtype=torch.float64), 0.0))

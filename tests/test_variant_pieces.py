@@ -157,3 +157,19 @@ def test_mask_truncated_weights_only_finished_completions():
         assert "needs Rollout.truncated" in str(e)
     else:
         raise AssertionError("a chain that masks truncated completions must refuse a rollout without `truncated`")
+
+
+@given(seed=st.integers(0, 100_000), q=st.floats(0.05, 1.0), level=st.sampled_from(["token", "sequence"]),
+       agg=st.sampled_from(AGGREGATIONS))
+def test_top_entropy_mask_gc_is_gradient_and_keeps_the_top_quantile(seed, q, level, agg):
+    r, logp = _filled(seed, agg, allow_empty=True)
+    g = torch.Generator().manual_seed(seed)
+    r = r.replace(entropies=torch.where(r.completion_mask, torch.rand(r.input_ids.shape, generator=g, dtype=torch.float64), 0.0))
+    term = C.gated(C.ppo_clip(0.2, level=level), C.top_entropy_mask(q))
+    r = term.prepare(r)
+    _check(term, r, logp)
+    values = r.entropies[r.completion_mask]
+    if values.numel():
+        kept = r.keep[r.completion_mask]
+        assert bool((values[kept].min() if kept.any() else values.max() + 1) >= values[~kept].max()) if (~kept).any() else True
+        assert abs(float(kept.double().mean()) - q) <= 1.0 / values.numel() + 1e-12 or values.numel() < 3

@@ -141,3 +141,26 @@ def logprobs(model: nn.Module, rollout: Rollout, plan: ExecutionPlan = Execution
     finally:
         model.train(was)
     return out
+
+
+def entropies(model: nn.Module, rollout: Rollout, plan: ExecutionPlan = ExecutionPlan()) -> Float[Tensor, "batch seq"]:
+    """H(pi(. | q, o_<t)) of ``model`` at every output token of ``rollout`` (fp32, 0 elsewhere, no
+    grad), at ``rollout.temperature``: fills ``Rollout.entropies`` for pieces that read it (the
+    top-entropy mask). One extra forward of full logits per micro-batch, made only when a piece needs it."""
+    out = torch.zeros(rollout.input_ids.shape, dtype=torch.float32, device=rollout.input_ids.device)
+    was = model.training
+    model.eval()
+    try:
+        with autocast(model, plan.precision), torch.inference_mode():
+            for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, False):
+                if mb.num_completion_tokens == 0:
+                    continue
+                position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+                res = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
+                logits = (res if isinstance(res, Tensor) else res.logits)[:, :-1][mb.completion_mask[:, 1:]].float() / mb.temperature
+                logp = torch.log_softmax(logits, -1)
+                h = -(logp.exp() * logp).sum(-1)
+                out[idx, lo:hi] = on_mask(mb.completion_mask, h).float()
+    finally:
+        model.train(was)
+    return out

@@ -129,6 +129,8 @@ class Trainer:
             rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
         if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
             rollout = rollout.replace(ref_logprobs=engine.logprobs(self.reference, rollout, self.plan))
+        if "entropies" in self.needs and rollout.entropies is None:  # the sampling policy's (pi_old's)
+            rollout = rollout.replace(entropies=engine.entropies(self.policy, rollout, self.plan))
         t_ref = time.perf_counter()
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
@@ -150,6 +152,8 @@ class Trainer:
              "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
              "completion_length": rollout.num_completion_tokens / rollout.batch_size, "threads": n_threads}
+        if rollout.entropies is not None and rollout.num_completion_tokens:
+            m["entropy/mean"] = float(rollout.entropies[rollout.completion_mask].double().mean())
         if rollout.rewards is not None:  # over scored samples only; an unscored sample is never a 0
             scored = rollout.scored if rollout.scored is not None else torch.ones_like(rollout.rewards, dtype=torch.bool)
             if bool(scored.any()):

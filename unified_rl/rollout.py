@@ -28,13 +28,15 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
     "ref_logprobs": (("batch", "seq"), "float"),
     "chosen": (("batch",), "bool"),
     "truncated": (("batch",), "bool"),
+    "entropies": (("batch", "seq"), "float"),
+    "keep": (("batch", "seq"), "bool"),
     "advantages": (("batch", "seq"), "float"),
     "returns": (("batch", "seq"), "float"),
     "weights": (("batch", "seq"), "float"),
 }
 # The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
 RolloutField = Literal["input_ids", "attention_mask", "completion_mask", "group_ids", "rewards", "scored", "step_rewards", "step_mask",
-                       "old_logprobs", "ref_logprobs", "chosen", "truncated", "advantages", "returns", "weights"]
+                       "old_logprobs", "ref_logprobs", "chosen", "truncated", "entropies", "keep", "advantages", "returns", "weights"]
 assert set(get_args(RolloutField)) == set(_SPEC)
 # Float fields that must be finite wherever this mask (a field name) is True.
 _FINITE_WHERE = {
@@ -42,6 +44,7 @@ _FINITE_WHERE = {
     "step_rewards": "step_mask",
     "old_logprobs": "completion_mask",
     "ref_logprobs": "completion_mask",
+    "entropies": "completion_mask",
     "advantages": "completion_mask",
     "returns": "completion_mask",
     "weights": "completion_mask",
@@ -79,7 +82,9 @@ class Rollout:
     (excluded from group baselines, never counted as 0); ``step_rewards``/``step_mask`` process
     rewards at each step's last token; ``old_logprobs``/``ref_logprobs`` log pi_old and log pi_ref
     of the sampled tokens; ``chosen`` DPO o+ (True) or o- (False); ``truncated`` True where a sampled completion was cut at
-    ``max_new_tokens`` before eos; ``advantages``, ``returns``
+    ``max_new_tokens`` before eos; ``entropies`` the policy's entropy H(pi(. | q, o_<t)) at each output
+    token (filled when a piece needs it); ``keep`` the tokens that masks decided on the whole batch
+    keep (filled by ``prepare``, e.g. the top-entropy mask); ``advantages``, ``returns``
     (PPO value targets) and ``weights`` (aggregation weights, computed once from the whole batch).
     ``temperature``: the softmax temperature the completions were sampled at (1 for dataset
     completions); the engine and the reference pass compute log-probs at this temperature.
@@ -97,6 +102,8 @@ class Rollout:
     ref_logprobs: Optional[Float[Tensor, "batch seq"]] = None
     chosen: Optional[Bool[Tensor, "batch"]] = None
     truncated: Optional[Bool[Tensor, "batch"]] = None
+    entropies: Optional[Float[Tensor, "batch seq"]] = None
+    keep: Optional[Bool[Tensor, "batch seq"]] = None
     advantages: Optional[Float[Tensor, "batch seq"]] = None
     returns: Optional[Float[Tensor, "batch seq"]] = None
     weights: Optional[Float[Tensor, "batch seq"]] = None

@@ -66,7 +66,11 @@ class Chain(GradientCoefficient):
             if getattr(rollout, f) is None:
                 raise ValueError(f"chain {self.name!r}: aggregation {type(self.aggregation).__name__} needs Rollout.{f}, which is None")
         rollout = rollout.replace(weights=self.aggregation(rollout))
-        return self.advantage(rollout) if self.advantage is not None else rollout
+        if self.advantage is not None:
+            rollout = self.advantage(rollout)
+        for term in self.terms:
+            rollout = term.prepare(rollout)
+        return rollout
 
     @torch.no_grad()
     def __call__(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:

@@ -26,6 +26,10 @@ class TokenMask(Protocol):
     def __call__(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
         ...
 
+    def prepare(self, rollout: Rollout) -> Rollout:
+        """Decide what needs the whole batch (a quantile), once, before any micro-batch. Default: nothing."""
+        return rollout
+
 
 @dataclass(frozen=True)
 class OffPolicyMask(TokenMask):
@@ -45,6 +49,35 @@ class OffPolicyMask(TokenMask):
         mean_kl = kl / rollout.completion_lengths.to(logp.dtype).clamp(min=1)
         keep = (masked(rollout, rollout.advantages) >= 0) | (mean_kl <= self.threshold)[:, None]
         return keep & rollout.completion_mask
+
+
+@dataclass(frozen=True)
+class TopEntropyMask(TokenMask):
+    """Keep the top ``quantile`` fraction of output tokens by the policy's entropy over the whole
+    batch (TRL ``top_entropy_quantile``; Wang et al. 2025, "80/20"): tokens with entropy >= the batch's
+    (1 - quantile) quantile. The threshold is taken in ``prepare`` from ``Rollout.entropies`` (the
+    sampling policy's, filled by the loop), so it never depends on the micro-batch split; TRL takes
+    it from the current policy at each loss call, which is the same at the first update of a batch."""
+
+    quantile: float
+    needs = frozenset({"entropies"})
+
+    @property
+    def label(self) -> str:
+        return f"top_entropy_mask({self.quantile})"
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        values = rollout.entropies[rollout.completion_mask]
+        if values.numel() == 0:
+            return rollout.replace(keep=torch.zeros_like(rollout.completion_mask))
+        threshold = torch.quantile(values.to(torch.float64), 1 - self.quantile)
+        keep = (rollout.entropies >= threshold.to(rollout.entropies.dtype)) & rollout.completion_mask
+        return rollout.replace(keep=keep if rollout.keep is None else keep & rollout.keep)
+
+    def __call__(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
+        if rollout.keep is None:
+            raise ValueError(f"{self.label}: Rollout.keep is None; call coefficient.prepare(rollout) first")
+        return rollout.keep
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,12 @@ class Gated(Term):
 
     def check(self, rollout: Rollout) -> None:
         self.term.check(rollout)
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        rollout = self.term.prepare(rollout)
+        for m in self.masks:
+            rollout = m.prepare(rollout)
+        return rollout
 
     def keep(self, rollout: Rollout, logp: Tensor) -> Tensor:
         """Output tokens every mask keeps."""
@@ -104,6 +143,13 @@ def off_policy_mask(threshold: float) -> OffPolicyMask:
     if not threshold >= 0:
         raise ValueError(f"off_policy_mask: threshold must be >= 0, got {threshold}")
     return OffPolicyMask(threshold)
+
+
+def top_entropy_mask(quantile: float) -> TopEntropyMask:
+    """TRL's ``top_entropy_quantile``: only the highest-entropy ``quantile`` of tokens keep the term."""
+    if not 0 < quantile <= 1:
+        raise ValueError(f"top_entropy_mask: quantile must be in (0, 1], got {quantile}")
+    return TopEntropyMask(quantile)
 
 
 def gated(term: Term, *masks: TokenMask) -> Gated:

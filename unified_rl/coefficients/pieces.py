@@ -51,6 +51,11 @@ class Term(Piece, Protocol):
         """Scalar metrics for logging (see docs/metrics.md)."""
         return {}
 
+    def prepare(self, rollout: Rollout) -> Rollout:
+        """Fill what the term decides on the whole batch, before any micro-batch (called by the
+        chain's ``prepare`` after advantages and weights). Default: nothing."""
+        return rollout
+
     def gc_kept(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], keep: Bool[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
         """The GC of the objective sum_{b,t} w keep j (a term gated by a token mask). Default, right
         for a term whose j at t reads only logp at t: GC where kept, 0 elsewhere. Terms whose j reads
