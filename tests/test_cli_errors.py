@@ -59,3 +59,15 @@ def test_dpo_trains_on_a_chosen_rejected_file(files):
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in (files / "o" / "metrics.jsonl").read_text().splitlines()]
     assert "dpo/accuracy" in lines[0] and "reward/mean" not in lines[0]
+
+
+def test_help_and_usage_errors_load_no_torch():
+    """``unified-rl --help`` and argparse's own errors import neither torch nor transformers (they
+    answer at once); the heavy floors load only when a command runs."""
+    code = ("import sys\nfrom unified_rl.apps.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['train'], ['nonsense']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--method" in out.stdout and "error: the following arguments are required: --method" in out.stderr

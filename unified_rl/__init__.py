@@ -10,27 +10,47 @@ Three floors (docs/architecture.md): the core (``rollout``, ``protocols``, ``coe
 the library built on the protocols (``data``, ``rewards``, ``methods``, ``loop``). The core
 imports without transformers installed; then only the core is loaded. ``unified_rl.apps`` (CLI,
 demo, experiments, the arithmetic task) is built on the library and never imported by it.
+
+``import unified_rl`` itself loads nothing heavy (``unified-rl --help`` answers without torch); each
+name below is imported on first use.
 """
 
+import importlib
 import importlib.util
-
-from . import coefficients, engine, protocols, threads
-from .engine import ExecutionPlan, Stats
-from .protocols import DataSource, GradientCoefficient, ModelAdapter, RewardFunction, Sampler
-from .rollout import Rollout
-
-threads.fit_threads()  # no more torch threads than the cores this process may use (affinity, cgroup quota)
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Rollout", "Stats", "ExecutionPlan", "DataSource", "RewardFunction", "GradientCoefficient", "Sampler", "ModelAdapter",
-           "coefficients", "engine", "protocols"]
 
-try:
-    _has_transformers = importlib.util.find_spec("transformers") is not None
-except (ImportError, ValueError):
-    _has_transformers = False
-if _has_transformers:  # importing hf registers the transformers ModelAdapter with the engine
-    from . import config, data, evaluate, hf, loop, methods, rewards
-    from .methods import Method
+_CORE = {"Rollout": "rollout", "Stats": "engine", "ExecutionPlan": "engine", "DataSource": "protocols", "RewardFunction": "protocols",
+         "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols"}
+_CORE_MODULES = ("coefficients", "engine", "protocols", "threads")
+_LIBRARY_MODULES = ("config", "data", "evaluate", "hf", "loop", "methods", "rewards")
 
-    __all__ += ["Method", "config", "data", "evaluate", "hf", "loop", "methods", "rewards"]
+
+def _has_transformers() -> bool:
+    try:
+        return importlib.util.find_spec("transformers") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+__all__ = [*_CORE, *_CORE_MODULES] + (["Method", *_LIBRARY_MODULES] if _has_transformers() else [])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a floor (or the module holding a public name) on first use. The engine loads the
+    transformers adapter itself when it first runs a model (``engine.adapter_for``)."""
+    if name in _CORE_MODULES or (name in _LIBRARY_MODULES and _has_transformers()):
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _CORE:
+        value = getattr(importlib.import_module(f".{_CORE[name]}", __name__), name)
+    elif name == "Method" and _has_transformers():
+        value = importlib.import_module(".methods", __name__).Method
+    else:
+        raise AttributeError(f"module 'unified_rl' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,9 +9,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .precision import PRECISIONS
-
-SAMPLER_NAMES = ("static", "hf")  # hf.SAMPLERS; a test keeps the two equal
+from .names import PRECISIONS, SAMPLER_NAMES
 
 
 @dataclass

@@ -90,8 +90,26 @@ def register_adapter(adapter: ModelAdapter) -> None:
         _ADAPTERS.insert(0, adapter)
 
 
+def _load_builtin_adapters() -> None:
+    """The floors that register an adapter when imported (``unified_rl.hf``, if transformers is
+    installed), loaded on first use: the core itself never imports a model library."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "unified_rl.hf" in sys.modules:
+        return
+    try:
+        installed = importlib.util.find_spec("transformers") is not None
+    except (ImportError, ValueError):  # blocked or broken: the core runs without it
+        installed = False
+    if installed:
+        importlib.import_module("unified_rl.hf")
+
+
 def adapter_for(model: nn.Module) -> ModelAdapter:
     """The registered adapter that accepts ``model``, else :class:`PlainAdapter`."""
+    _load_builtin_adapters()
     return next((a for a in _ADAPTERS if a.accepts(model)), PlainAdapter())
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-PRECISIONS = ("fp32", "bf16")
+from .names import PRECISIONS
 
 
 def autocast(model: nn.Module, precision: str, *, backward: bool = False) -> contextlib.AbstractContextManager:

@@ -16,7 +16,7 @@ import typing
 from typing import Optional, Sequence
 
 from ..config import TrainConfig
-from ..methods import REGISTRY
+from ..names import METHOD_NAMES
 
 
 def _boolean(text: str) -> bool:
@@ -237,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
-    p.add_argument("--method", required=True, help=f"one of {', '.join(REGISTRY)}")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered)")
     p.add_argument("--config", help="TOML or JSON file of TrainConfig fields; flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true")
