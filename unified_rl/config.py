@@ -42,7 +42,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0               # 0: only at the end
     eval_size: int = 256
-    checkpoint_every: int = 0
+    checkpoint_every: int = 50        # steps between checkpoints in out_dir (0: none; Ctrl-C always saves one)
     out_dir: Optional[str] = None
 
     def check(self) -> "TrainConfig":

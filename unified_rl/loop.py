@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import engine, threads
+from .interrupt import StopAfterStep
 from .checkpoint import CheckpointError, read_newest, save_state
 from .coefficients import groups_with_spread
 from .config import TrainConfig
@@ -110,6 +111,7 @@ class Trainer:
         self.step_count, self.iteration = 0, 0
         self.history: list[dict] = []
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
+        self.interrupted = False  # set by run() when Ctrl-C stopped it early
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -191,14 +193,25 @@ class Trainer:
         self.iteration += 1
 
     def run(self, progress: bool = True) -> list[dict]:
-        """Train until ``steps x iterations`` steps are done (with a progress bar); returns the metrics history."""
+        """Train until ``steps x iterations`` steps are done (with a progress bar); returns the metrics history.
+
+        Ctrl-C finishes the current step, saves a checkpoint (with ``out_dir``), sets ``interrupted``
+        and returns; a second Ctrl-C stops at once (``KeyboardInterrupt``)."""
         total = self.cfg.steps * self.cfg.iterations
+        self.interrupted = False
         bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress, dynamic_ncols=True)
-        while self.step_count < total:
-            m = self.train_step()
-            bar.update(1)
-            bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward/mean", "loss", "kl/k3", "eval/accuracy") if k in m})
-        bar.close()
+        with StopAfterStep(f"{self.phase} step {self.step_count + 1}") as stop:
+            while self.step_count < total:
+                stop.what = f"{self.phase} step {self.step_count + 1}"
+                m = self.train_step()
+                bar.update(1)
+                bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward/mean", "loss", "kl/k3", "eval/accuracy") if k in m})
+                if stop.requested:
+                    self.interrupted = True
+                    break
+            bar.close()
+            if self.interrupted and self.cfg.out_dir:
+                self.save(os.path.join(self.cfg.out_dir, "checkpoint"))
         return self.history
 
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:

@@ -122,6 +122,10 @@ def cmd_demo(args) -> int:
     _out_folder(args.out)
     s = DemoSettings.quick() if args.quick else DemoSettings()
     summary = run_demo(args.out, s, progress=not args.no_progress)
+    if "interrupted" in summary:
+        print(f"interrupted during {summary['interrupted']}: metrics, plot and model so far in {args.out} "
+              "(the demo starts over when run again; `unified-rl train ... --resume` continues a train run)")
+        return 130
     print(f"held-out greedy accuracy ({summary['eval_problems']} problems): {summary['accuracy_before']:.1%} after SFT -> "
           f"{summary['accuracy_after']:.1%} after GRPO ({summary['gain_points']:+.1f} points) in {summary['seconds_total']:.0f} s")
     print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model: {args.out}/model")
@@ -174,6 +178,16 @@ def cmd_train(args) -> int:
         trainer.resume(found)
         print(f"resumed from {found} at step {trainer.step_count}")
     trainer.run(progress=not args.no_progress)
+    if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
+        write_metrics(trainer.history, args.out)
+        plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")
+        model.save_pretrained(os.path.join(args.out, "model"))
+        tok.save_pretrained(os.path.join(args.out, "model"))
+        total = cfg.steps * cfg.iterations
+        print(f"interrupted after step {trainer.step_count} of {total}: checkpoint {os.path.join(args.out, 'checkpoint')}, "
+              f"metrics, plot and model in {args.out}")
+        print(f"continue with: unified-rl train {' '.join(_resume_argv(args))}")
+        return 130
     if eval_rows:
         acc = trainer.evaluate()
         trainer.history.append({"phase": cfg.method, "step": trainer.step_count, "eval/accuracy": acc})
@@ -183,6 +197,12 @@ def cmd_train(args) -> int:
     model.save_pretrained(os.path.join(args.out, "model"))
     tok.save_pretrained(os.path.join(args.out, "model"))
     return 0
+
+
+def _resume_argv(args) -> list[str]:
+    """The command line that continues this run: the user's own flags, plus --resume."""
+    argv = [a for a in (args.argv or []) if a != "--resume"][1:]  # drop the subcommand
+    return [a if " " not in a else repr(a) for a in argv] + ["--resume"]
 
 
 def cmd_eval(args) -> int:
@@ -271,12 +291,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_experiment)
 
-    args = parser.parse_args(_join_negative_numbers(sys.argv[1:] if argv is None else argv))
+    argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
     try:
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback
         print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
+        print(f"unified-rl {args.command}: stopped (a second Ctrl-C); the last checkpoint, if any, is in --out", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -70,6 +70,15 @@ def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = T
     return model, tok, train_rows, eval_rows, sft
 
 
+def _stopped(history: list, model, tok, out_dir: str, phase: str, step: int, t0: float) -> dict:
+    """Ctrl-C during the demo: keep what was done (metrics, plot, model) and say so."""
+    write_metrics(history, out_dir)
+    plot_training(history, os.path.join(out_dir, "plot.png"), title=f"demo, interrupted during {phase}")
+    model.save_pretrained(os.path.join(out_dir, "model"))
+    tok.save_pretrained(os.path.join(out_dir, "model"))
+    return {"interrupted": f"{phase} step {step}", "seconds_total": time.perf_counter() - t0}
+
+
 def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True) -> dict:
     """Run the demo into ``out_dir`` and return its summary (accuracies, seconds, settings)."""
     s = settings or DemoSettings()
@@ -78,6 +87,8 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
     if os.path.exists(os.path.join(out_dir, "metrics.jsonl")):
         os.remove(os.path.join(out_dir, "metrics.jsonl"))
     model, tok, train_rows, eval_rows, sft = sft_start(s, out_dir, progress)
+    if sft.interrupted:
+        return _stopped(sft.history, model, tok, out_dir, "sft", sft.step_count, t0)
     n_params = sum(p.numel() for p in model.parameters())
     common = dict(max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
     before = sft.evaluate()
@@ -92,6 +103,8 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
     grpo = Trainer(model, tok, method, train_rows, grpo_cfg, eval_rows=eval_rows, reward=task_reward(method, tok), extract=extract_answer,
                    phase="grpo")
     grpo.run(progress=progress)
+    if grpo.interrupted:
+        return _stopped(sft.history + grpo.history, model, tok, out_dir, "grpo", grpo.step_count, t0)
     after = grpo.history[-1]["eval/accuracy"] if "eval/accuracy" in grpo.history[-1] else grpo.evaluate()
     t_end = time.perf_counter()
 
