@@ -127,3 +127,23 @@ def test_no_learning_signal_is_said_out_loud(caplog):
         history = Trainer(small_model(), TOK, build_method(cfg), ROWS, cfg, reward=mixed).run(progress=False)
     assert not [r for r in caplog.records if "nothing is learnt" in r.message]
     assert all(m["reward/groups_with_signal"] == 1.0 for m in history)
+
+
+def test_a_setting_given_twice_must_agree():
+    """The first-hour trap: the method says G = 8 and beta = 0, the config says G = 16 and beta = 0.5."""
+    from unified_rl import methods
+
+    with pytest.raises(ValueError, match=r"TrainConfig.beta = 0.5, but method 'grpo' was built with beta = 0.0"):
+        Trainer(small_model(), TOK, methods.grpo(beta=0.0), ROWS, TrainConfig(group_size=8, beta=0.5), reward=FromCallable(has_seven))
+    with pytest.raises(ValueError, match=r"TrainConfig.group_size = 16, but method 'grpo' was built with group_size = 8"):
+        Trainer(small_model(), TOK, methods.grpo(beta=0.0), ROWS, TrainConfig(group_size=16), reward=FromCallable(has_seven))
+    with pytest.raises(ValueError, match=r"TrainConfig.epsilon = 0.2, but method 'gspo' was built with epsilon = 0.0003"):
+        Trainer(small_model(), TOK, methods.gspo(), ROWS, TrainConfig(epsilon=0.2), reward=FromCallable(has_seven))
+    with pytest.raises(ValueError, match=r"TrainConfig.dpo_beta = 0.5, but method 'ipo' was built with dpo_beta = 0.1"):
+        Trainer(small_model(), TOK, methods.ipo(), ROWS, TrainConfig(dpo_beta=0.5), reward=FromCallable(has_seven))
+    # unset fields defer to the method; equal values are fine; from_config agrees by construction
+    Trainer(small_model(), TOK, methods.grpo(beta=0.0, group_size=16), ROWS, TrainConfig(beta=0.0), reward=FromCallable(has_seven))
+    cfg = TrainConfig(method="dapo", group_size=4, beta=0.01, epsilon=0.1)
+    method = build_method(cfg)
+    assert method.settings() == {"beta": 0.01, "epsilon": 0.1, "group_size": 4}
+    Trainer(small_model(), TOK, method, ROWS, cfg, reward=FromCallable(has_seven))

@@ -20,7 +20,7 @@ class TrainConfig:
     steps: int = 100                  # policy steps per iteration (M)
     iterations: int = 1               # outer iterations (I): reference reset + reward-model update
     questions_per_step: int = 16      # questions sampled per step
-    group_size: int = 8               # G (GRPO) / samples per question (RFT, Online RFT, DPO pairs)
+    group_size: Optional[int] = None  # G (GRPO) / samples per question (RFT, Online RFT, DPO pairs); None: the method's (8)
     mu: int = 1                       # policy updates per batch
     lr: float = 3e-5
     weight_decay: float = 0.0
@@ -57,6 +57,8 @@ class TrainConfig:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise bad("method", f"unknown method{hint}; choose one of {', '.join(REGISTRY)}")
         for f in ("steps", "iterations", "questions_per_step", "group_size", "mu", "max_new_tokens", "max_prompt_tokens", "eval_size"):
+            if f == "group_size" and self.group_size is None:
+                continue
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 raise bad(f, "must be a positive integer")
         for f in ("lr", "temperature", "dpo_beta"):
@@ -71,7 +73,7 @@ class TrainConfig:
                 raise bad(f, "must be a finite number >= 0")
         if self.reward_replay > 1:
             raise bad("reward_replay", "is a fraction, at most 1")
-        if self.method.startswith("grpo") and self.group_size < 2:
+        if self.method.startswith("grpo") and self.group_size is not None and self.group_size < 2:
             raise bad("group_size", "GRPO needs G >= 2 samples per question for a group-relative advantage")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise bad("schedule", "choose constant, cosine or linear")

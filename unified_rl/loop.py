@@ -81,6 +81,11 @@ class Trainer:
         self.cfg = c = config.check()
         check_tokenizer(tokenizer)
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
+        for field, fixed in method.settings().items():  # one source of truth: a setting given twice must agree
+            given = getattr(c, field, None)
+            if given is not None and given != fixed:
+                raise ValueError(f"TrainConfig.{field} = {given!r}, but method {method.name!r} was built with {field} = {fixed!r}; "
+                                 "give it in one place (methods.from_config(config) builds the method from the config)")
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
         self.coefficient = method.coefficient
         self.needs = self.coefficient.needs

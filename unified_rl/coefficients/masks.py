@@ -103,6 +103,10 @@ class Gated(Term):
     def formula(self) -> str:
         return rf"\big({self.term.formula}\big)\,\mathbb{{1}}[\text{{{', '.join(m.label for m in self.masks)}}}]"
 
+    @property
+    def config_fields(self) -> dict:
+        return self.term.config_fields
+
     def check(self, rollout: Rollout) -> None:
         self.term.check(rollout)
 
