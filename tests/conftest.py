@@ -4,7 +4,12 @@
 from jaxtyping import install_import_hook
 
 with install_import_hook("unified_rl", "typeguard.typechecked"):
-    import unified_rl  # noqa: F401
+    import unified_rl
+
+    for _name in unified_rl.__all__:  # the package loads its floors lazily: load them all under the hook
+        getattr(unified_rl, _name)
+    import unified_rl.lm_head  # noqa: F401
+    import unified_rl.batching  # noqa: F401
 
 import os
 import sys

@@ -24,3 +24,41 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
     steps = [m for m in lines if "loss" in m]
     assert len(steps) == 2 and all(m["phase"] == name for m in steps)
     assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE)
+
+
+@pytest.mark.parametrize("method,rows", [
+    ("grpo", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(6)]),                        # prompts: no --format needed
+    ("dapo", [{"prompt": f"{i}+1=", "completion": f"#{i + 1}", "answer": str(i + 1)} for i in range(6)]),  # prompt_completion
+    ("hinge", [{"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"} for i in range(6)]),    # preference
+    ("sft", [{"question": f"What is {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(6)]),  # gsm8k
+])
+def test_the_format_is_read_from_the_rows(method, rows, tmp_path):
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = ["train", "--method", method, "--data", str(tmp_path / "rows.jsonl"), "--steps", "1", "--questions-per-step", "2",
+            "--group-size", "2", "--max-new-tokens", "24", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 0
+
+
+def test_a_prompts_file_cannot_train_sft(tmp_path, capsys):
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n")
+    assert main(["train", "--method", "sft", "--data", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "--format prompts has none" in capsys.readouterr().err
+
+
+def test_a_tokenizer_without_a_pad_token_needs_pad_token(tmp_path, capsys):
+    """A model folder whose tokenizer has no pad token: a one-line error that names --pad-token, and
+    --pad-token with an existing token (its eos) trains; a text that is not a token is refused."""
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.hf import save_model, tiny_llama
+
+    tok = char_tokenizer()
+    eos = tok.eos_token
+    tok.pad_token = None
+    save_model(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, str(tmp_path / "m"))
+    base = ["train", "--method", "grpo", "--model", str(tmp_path / "m"), "--steps", "1", "--questions-per-step", "2", "--group-size", "2",
+            "--max-new-tokens", "8", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 2
+    assert f"--pad-token {eos!r}" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "b"), "--pad-token", "not-a-token"]) == 2
+    assert "is not a token of this tokenizer" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "c"), "--pad-token", eos]) == 0

@@ -73,6 +73,25 @@ def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None,
     return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=("answer",) if answers else ())
 
 
+def infer_format(path: str) -> str:
+    """The ``--format`` a JSONL file's first row shows by its columns: chosen + rejected ->
+    preference; question (no prompt) -> gsm8k; completion -> prompt_completion; prompt -> prompts.
+    A file that cannot be read this way gets prompt_completion, whose reader then names the problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        keys = set(json.loads(first)) if first else set()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        return "prompt_completion"
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if "question" in keys and "prompt" not in keys:
+        return "gsm8k"
+    if "completion" in keys or "prompt" not in keys:
+        return "prompt_completion"
+    return "prompts"
+
+
 def _model_and_data(args, cfg: TrainConfig, need_train: bool = True, answers: bool = True):
     """Validate data first (before any model is loaded), then load or build the model. ``answers``:
     the training rows are scored, so each needs an ``answer`` (held-out rows always do)."""
@@ -89,7 +108,8 @@ def _model_and_data(args, cfg: TrainConfig, need_train: bool = True, answers: bo
         eval_rows = task.eval_rows(cfg.eval_size)
         rows = task.train_rows(20_000, eval_size=cfg.eval_size) if need_train else eval_rows
     if args.model:
-        model, tok = load_model(args.model, trust_remote_code=args.trust_remote_code), load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+        model = load_model(args.model, trust_remote_code=args.trust_remote_code)  # first: it refuses pickled weights
+        tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code, pad_token=args.pad_token)
     else:
         tok = char_tokenizer()
         model = tiny_llama(len(tok), seed=cfg.seed)
@@ -121,11 +141,13 @@ def cmd_demo(args) -> int:
 
     _out_folder(args.out)
     s = DemoSettings.quick() if args.quick else DemoSettings()
-    summary = run_demo(args.out, s, progress=not args.no_progress)
+    s.rl_seed = args.seed
+    summary = run_demo(args.out, s, progress=not args.no_progress, from_scratch=args.sft_from_scratch)
     if "interrupted" in summary:
         print(f"interrupted during {summary['interrupted']}: metrics, plot and model so far in {args.out} "
               "(the demo starts over when run again; `unified-rl train ... --resume` continues a train run)")
         return 130
+    print(f"SFT start: {summary['sft_start']}")
     print(f"held-out greedy accuracy ({summary['eval_problems']} problems): {summary['accuracy_before']:.1%} after SFT -> "
           f"{summary['accuracy_after']:.1%} after GRPO ({summary['gain_points']:+.1f} points) in {summary['seconds_total']:.0f} s")
     print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model: {args.out}/model")
@@ -140,13 +162,16 @@ def _check_combination(args) -> None:
                 raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
     if args.trust_remote_code and not args.model:
         raise ValueError("--trust-remote-code has no effect without --model")
-    args.format = args.format or "prompt_completion"
+    if args.pad_token is not None and not args.model:
+        raise ValueError("--pad-token has no effect without --model (the embedded tokenizer has a pad token)")
+    args.format = args.format or (infer_format(args.data) if args.data else "prompt_completion")
 
 
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
     from .. import checkpoint, methods
     from ..data.recipes import Pairs, Preferences, Supervised
+    from ..hf import save_model
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
@@ -181,8 +206,7 @@ def cmd_train(args) -> int:
     if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
         write_metrics(trainer.history, args.out)
         plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")
-        model.save_pretrained(os.path.join(args.out, "model"))
-        tok.save_pretrained(os.path.join(args.out, "model"))
+        save_model(model, tok, os.path.join(args.out, "model"))
         total = cfg.steps * cfg.iterations
         print(f"interrupted after step {trainer.step_count} of {total}: checkpoint {os.path.join(args.out, 'checkpoint')}, "
               f"metrics, plot and model in {args.out}")
@@ -194,8 +218,7 @@ def cmd_train(args) -> int:
         print(f"held-out greedy accuracy: {acc:.1%}")
     write_metrics(trainer.history, args.out)
     plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=cfg.method)
-    model.save_pretrained(os.path.join(args.out, "model"))
-    tok.save_pretrained(os.path.join(args.out, "model"))
+    save_model(model, tok, os.path.join(args.out, "model"))
     return 0
 
 
@@ -220,7 +243,7 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
     if args.data is None and (args.format is not None or args.answer_marker is not None):
         raise ValueError("--format and --answer-marker have no effect without --data")
-    args.format = args.format or "prompt_completion"
+    args.format = args.format or (infer_format(args.data) if args.data else "prompt_completion")
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
@@ -253,6 +276,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("demo", help="SFT then GRPO on the embedded tiny model and arithmetic task")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a seconds-long version (no accuracy claim)")
+    p.add_argument("--sft-from-scratch", action="store_true",
+                   help="train the SFT start here instead of loading the shipped one (results then vary with the CPU)")
+    p.add_argument("--seed", type=int, default=None, help="the GRPO phase's seed (sampling, data order); the task and the SFT start stay")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_demo)
 
@@ -261,9 +287,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--config", help="TOML or JSON file of TrainConfig fields; flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data", help="JSONL file; default: the embedded arithmetic task")
     p.add_argument("--eval-data", help="held-out JSONL file (same format)")
-    p.add_argument("--format", help="prompt_completion (default) | preference | gsm8k | prompts")
+    p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns; "
+                                    "docs/training.md#data-formats)")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -274,8 +302,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("eval", help="greedy accuracy, Pass@K and Maj@K")
     p.add_argument("--model")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data")
-    p.add_argument("--format", help="prompt_completion (default) | preference | gsm8k | prompts")
+    p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns)")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--sampler", default="static", help="static | hf")
     p.add_argument("--n", type=int, default=256)

@@ -1,9 +1,19 @@
 """The demo on the embedded default: SFT a ~0.86M-parameter Llama on the arithmetic task, then
-GRPO it; greedy accuracy on 256 held-out problems before and after; metrics and a plot."""
+GRPO it; greedy accuracy on 256 held-out problems before and after; metrics and a plot.
+
+The SFT start is shipped (``tasks/demo_sft_start.safetensors`` with its SFT metrics): floating-point
+results differ between CPUs, and 300 SFT steps amplify that into different starts (49% on one Intel
+Xeon, 62% on an AMD EPYC), so the demo starts every machine from the same weights.
+``unified-rl demo --sft-from-scratch`` trains the start instead, and ``python -m
+unified_rl.apps.demo --write-start`` is how the shipped file was made (on an AMD EPYC).
+"""
 
 import csv
+import dataclasses
+import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -12,7 +22,7 @@ import torch
 
 from .. import methods
 from ..config import TrainConfig
-from ..hf import tiny_llama
+from ..hf import save_model, tiny_llama
 from ..loop import Trainer
 from .plots import plot_training
 from .tasks import ArithmeticTask, char_tokenizer, extract_answer, task_reward
@@ -37,6 +47,7 @@ class DemoSettings:
     max_new_tokens: int = 40
     train_rows: int = 20_000
     seed: int = 0
+    rl_seed: Optional[int] = None  # the RL phase's seed (sampling, data order); None: ``seed``
 
     @classmethod
     def quick(cls) -> "DemoSettings":
@@ -53,8 +64,20 @@ def write_metrics(history: list[dict], out_dir: str) -> None:
         w.writerows(history)
 
 
-def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = True):
-    """The demo's SFT phase: returns (model, tokenizer, train_rows, eval_rows, sft_trainer)."""
+START = os.path.join(os.path.dirname(__file__), "tasks", "demo_sft_start.safetensors")
+START_SFT_FIELDS = ("sft_steps", "sft_batch", "sft_lr", "eval_size", "max_new_tokens", "train_rows", "seed")
+
+
+def shipped_start_fits(s: DemoSettings) -> bool:
+    """Whether the shipped SFT start is what ``s``'s SFT phase trains (the default settings)."""
+    return all(getattr(s, f) == getattr(DemoSettings(), f) for f in START_SFT_FIELDS) and os.path.exists(START)
+
+
+def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = True, from_scratch: bool = False):
+    """The demo's SFT phase: returns (model, tokenizer, train_rows, eval_rows, sft_trainer). With the
+    default settings it loads the shipped start (and its SFT metrics) unless ``from_scratch``."""
+    if not from_scratch and shipped_start_fits(s):
+        return _shipped_start(s, out_dir)
     torch.manual_seed(s.seed)
     tok = char_tokenizer()
     task = ArithmeticTask(seed=s.seed)
@@ -63,34 +86,87 @@ def sft_start(s: DemoSettings, out_dir: Optional[str] = None, progress: bool = T
     model = tiny_llama(len(tok), seed=s.seed)
     # Constant LR after warm-up: the SFT start is a checkpoint mid-training, not an annealed one
     # (see README: benchmarks/demo_control.py continues SFT from it for comparison).
-    cfg = TrainConfig(method="sft", steps=s.sft_steps, questions_per_step=s.sft_batch, lr=s.sft_lr, warmup_steps=min(20, s.sft_steps // 5),
-                      schedule="constant", max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
-    sft = Trainer(model, tok, methods.sft(), train_rows, cfg, eval_rows=eval_rows, extract=extract_answer, phase="sft")
+    sft = _sft_trainer(s, model, tok, train_rows, eval_rows, out_dir)
     sft.run(progress=progress)
     return model, tok, train_rows, eval_rows, sft
+
+
+def _sft_trainer(s: DemoSettings, model, tok, train_rows, eval_rows, out_dir: Optional[str]) -> Trainer:
+    cfg = TrainConfig(method="sft", steps=s.sft_steps, questions_per_step=s.sft_batch, lr=s.sft_lr, warmup_steps=min(20, s.sft_steps // 5),
+                      schedule="constant", max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
+    return Trainer(model, tok, methods.sft(), train_rows, cfg, eval_rows=eval_rows, extract=extract_answer, phase="sft")
+
+
+def _shipped_start(s: DemoSettings, out_dir: Optional[str]):
+    """The shipped SFT start: weights (safetensors, never pickled) and the SFT phase's metrics."""
+    from safetensors.torch import load_file
+
+    tok = char_tokenizer()
+    task = ArithmeticTask(seed=s.seed)
+    eval_rows = task.eval_rows(s.eval_size)
+    train_rows = task.train_rows(s.train_rows, eval_size=s.eval_size)
+    model = tiny_llama(len(tok), seed=s.seed)
+    model.load_state_dict(load_file(START), strict=True)
+    sft = _sft_trainer(s, model, tok, train_rows, eval_rows, out_dir)
+    with open(START.replace(".safetensors", ".json")) as f:
+        sft.history = json.load(f)["history"]
+    sft.step_count = s.sft_steps
+    for m in sft.history:
+        sft.log_metrics(m)
+    return model, tok, train_rows, eval_rows, sft
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_start() -> None:
+    """Train the default SFT start from scratch and write it (weights and SFT metrics) as the shipped start."""
+    from safetensors.torch import save_file
+
+    s = DemoSettings()
+    model, _, _, _, sft = sft_start(s, progress=True, from_scratch=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, START)
+    with open(START.replace(".safetensors", ".json"), "w") as f:
+        json.dump({"settings": {k: getattr(s, k) for k in START_SFT_FIELDS}, "sha256": _digest(START), "machine": _machine(),
+                   "torch": torch.__version__, "accuracy": sft.evaluate(), "history": sft.history}, f, indent=1)
+    print(f"wrote {START} ({_digest(START)[:12]}...)")
+
+
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
 
 def _stopped(history: list, model, tok, out_dir: str, phase: str, step: int, t0: float) -> dict:
     """Ctrl-C during the demo: keep what was done (metrics, plot, model) and say so."""
     write_metrics(history, out_dir)
     plot_training(history, os.path.join(out_dir, "plot.png"), title=f"demo, interrupted during {phase}")
-    model.save_pretrained(os.path.join(out_dir, "model"))
-    tok.save_pretrained(os.path.join(out_dir, "model"))
+    save_model(model, tok, os.path.join(out_dir, "model"))
     return {"interrupted": f"{phase} step {step}", "seconds_total": time.perf_counter() - t0}
 
 
-def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True) -> dict:
+def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True, from_scratch: bool = False) -> dict:
     """Run the demo into ``out_dir`` and return its summary (accuracies, seconds, settings)."""
     s = settings or DemoSettings()
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, "metrics.jsonl")):
         os.remove(os.path.join(out_dir, "metrics.jsonl"))
-    model, tok, train_rows, eval_rows, sft = sft_start(s, out_dir, progress)
+    shipped = not from_scratch and shipped_start_fits(s)
+    model, tok, train_rows, eval_rows, sft = sft_start(s, out_dir, progress, from_scratch=from_scratch)
     if sft.interrupted:
         return _stopped(sft.history, model, tok, out_dir, "sft", sft.step_count, t0)
     n_params = sum(p.numel() for p in model.parameters())
-    common = dict(max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed)
+    common = dict(max_new_tokens=s.max_new_tokens, eval_size=s.eval_size, out_dir=out_dir, seed=s.seed if s.rl_seed is None else s.rl_seed)
     before = sft.evaluate()
     start = {"phase": "grpo", "step": 0, "eval/accuracy": before}
     sft.history.append(start)
@@ -111,11 +187,17 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
     history = sft.history + grpo.history
     write_metrics(history, out_dir)
     plot_training(history, os.path.join(out_dir, "plot.png"), title=f"SFT then GRPO: held-out accuracy {before:.1%} -> {after:.1%}")
-    model.save_pretrained(os.path.join(out_dir, "model"))
-    tok.save_pretrained(os.path.join(out_dir, "model"))
+    save_model(model, tok, os.path.join(out_dir, "model"))
     summary = {"parameters": n_params, "accuracy_before": before, "accuracy_after": after, "gain_points": 100 * (after - before),
                "eval_problems": len(eval_rows), "seconds_sft": t_sft - t0, "seconds_grpo": t_end - t_sft, "seconds_total": t_end - t0,
-               "threads": torch.get_num_threads(), "settings": s.__dict__}
+               "threads": torch.get_num_threads(), "settings": dataclasses.asdict(s),
+               "sft_start": f"shipped ({os.path.basename(START)}, sha256 {_digest(START)[:12]})" if shipped else "trained in this run"}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-start"]:
+        sys.exit("usage: python -m unified_rl.apps.demo --write-start")
+    write_start()

@@ -21,26 +21,69 @@ def _smooth(xs: Sequence[float], k: int = 10) -> list[float]:
     return out
 
 
+def _phases(history: Sequence[dict]) -> dict[str, int]:
+    """Each phase's step offset on one run-wide axis (phases in the order they ran)."""
+    offsets: dict[str, int] = {}
+    total = 0
+    for phase in dict.fromkeys(m.get("phase", "") for m in history):
+        offsets[phase] = total
+        total += max((m.get("step", 0) for m in history if m.get("phase", "") == phase), default=0)
+    return offsets
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color="0.4", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl") -> str:
-    """Reward (raw and smoothed), k3 KL and held-out accuracy over steps, one panel each."""
-    fig, axes = figure(13, 3.6, ncols=3)
+    """Loss, training reward (raw and smoothed), k3 KL and held-out accuracy on one run-wide step axis,
+    each phase (SFT, then an RL method) in its own colour and named; an empty panel says why."""
+    fig, axes = figure(16, 3.6, ncols=4)
+    offsets = _phases(history)
+    colours = {p: f"C{i}" for i, p in enumerate(offsets)}
+    for ax in axes:
+        for phase, off in offsets.items():
+            if off:
+                ax.axvline(off + 0.5, color="0.7", lw=0.8, ls=":")
+    steps = [m for m in history if "loss" in m]
+    for phase in dict.fromkeys(m.get("phase", "") for m in steps):
+        pts = [(offsets[phase] + m["step"], m["loss"]) for m in steps if m.get("phase", "") == phase]
+        axes[0].plot([x for x, _ in pts], [y for _, y in pts], color=colours[phase], lw=0.8, label=phase)
+    if steps:
+        axes[0].legend(fontsize=8)
+        axes[0].set(title="loss (-J; each method's own surrogate)", xlabel="step (whole run)")
+    else:
+        _empty(axes[0], "no training steps logged")
     rl = [m for m in history if "reward/mean" in m]
-    steps = list(range(1, len(rl) + 1))
+    for phase in dict.fromkeys(m.get("phase", "") for m in rl):
+        xs = [offsets[phase] + m["step"] for m in rl if m.get("phase", "") == phase]
+        r = [m["reward/mean"] for m in rl if m.get("phase", "") == phase]
+        axes[1].plot(xs, r, alpha=0.3, color=colours[phase])
+        axes[1].plot(xs, _smooth(r), color=colours[phase], label=f"{phase} (10-step mean)")
     if rl:
-        r = [m["reward/mean"] for m in rl]
-        axes[0].plot(steps, r, alpha=0.3, color="C0")
-        axes[0].plot(steps, _smooth(r), color="C0", label="reward (10-step mean)")
-        axes[0].legend()
-        axes[1].plot(steps, [m.get("kl/k3", 0.0) for m in rl], color="C1")
-    axes[0].set(title="training reward", xlabel="RL step")
-    axes[1].set(title="KL to reference (k3)", xlabel="RL step")
-    acc = [(m["step"], m["eval/accuracy"], m.get("phase", "")) for m in history if "eval/accuracy" in m]
-    for phase in dict.fromkeys(p for _, _, p in acc):
-        pts = [(s, a) for s, a, p in acc if p == phase]
-        axes[2].plot([s for s, _ in pts], [a for _, a in pts], marker="o", label=phase)
-    axes[2].set(title="held-out greedy accuracy", xlabel="step", ylim=(0, 1))
+        axes[1].legend(fontsize=8)
+        axes[1].set(title="training reward", xlabel="step (whole run)")
+    else:
+        _empty(axes[1], "no reward in this run: " + (", ".join(offsets) or "it") + " trains on given completions or pairs")
+    kl = [m for m in history if "kl/k3" in m]
+    for phase in dict.fromkeys(m.get("phase", "") for m in kl):
+        pts = [(offsets[phase] + m["step"], m["kl/k3"]) for m in kl if m.get("phase", "") == phase]
+        axes[2].plot([x for x, _ in pts], [y for _, y in pts], color=colours[phase], label=phase)
+    if kl:
+        axes[2].set(title="KL to the reference (k3 estimate)", xlabel="step (whole run)")
+    else:
+        _empty(axes[2], "no KL term in this run (beta = 0, or a method without one)")
+    acc = [m for m in history if "eval/accuracy" in m]
+    for phase in dict.fromkeys(m.get("phase", "") for m in acc):
+        pts = [(offsets[phase] + m["step"], m["eval/accuracy"]) for m in acc if m.get("phase", "") == phase]
+        axes[3].plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colours[phase], label=phase)
     if acc:
-        axes[2].legend()
+        axes[3].legend(fontsize=8)
+        axes[3].set(title="held-out greedy accuracy", xlabel="step (whole run)", ylim=(0, 1))
+    else:
+        _empty(axes[3], "no held-out evaluation in this run (no eval rows)")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

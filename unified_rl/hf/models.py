@@ -2,7 +2,7 @@
 config; real ones load from a local folder, safetensors only, ``trust_remote_code`` off unless asked."""
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
@@ -42,16 +42,46 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype: Optional[to
                                                 local_files_only=True, dtype=dtype)
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
-    """A tokenizer from a local folder, checked for pad and eos tokens."""
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, pad_token: Optional[str] = None):
+    """A tokenizer from a local folder, checked for pad and eos tokens; ``pad_token``: an existing
+    token to pad with (see :func:`set_pad_token`), for a tokenizer that has none."""
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    if pad_token is not None:
+        set_pad_token(tok, pad_token)
     check_tokenizer(tok)
     return tok
+
+
+def set_pad_token(tok: Any, pad_token: str) -> None:
+    """Make an existing token of ``tok`` its pad token (nothing is added to the vocabulary, so the
+    model's embeddings stay as they are); a text that is not one token is an error."""
+    if pad_token not in tok.get_vocab():
+        ids = tok(pad_token, add_special_tokens=False).input_ids
+        raise ValueError(f"--pad-token {pad_token!r} is not a token of this tokenizer (it encodes to {len(ids)} tokens); "
+                         f"use an existing one such as its eos token {tok.eos_token!r}")
+    tok.pad_token = pad_token
 
 
 def check_tokenizer(tok) -> None:
     """Raise if the tokenizer has no pad or no eos token."""
     if tok.pad_token_id is None:
-        raise ValueError(f"tokenizer {type(tok).__name__} has no pad token; set tokenizer.pad_token (e.g. to its eos token) first")
+        raise ValueError(f"tokenizer {type(tok).__name__} has no pad token; set tokenizer.pad_token (e.g. to its eos token "
+                         f"{tok.eos_token!r}) first, or pass --pad-token {tok.eos_token!r} on the command line")
     if tok.eos_token_id is None:
         raise ValueError(f"tokenizer {type(tok).__name__} has no eos token; completions could never end")
+
+
+def save_model(model: Any, tokenizer: Any, folder: str) -> str:
+    """``model`` and ``tokenizer`` as a transformers folder (safetensors), without transformers'
+    "Writing model shards" progress bar; returns the folder."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+    return folder
