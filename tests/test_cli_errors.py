@@ -71,3 +71,15 @@ def test_help_and_usage_errors_load_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--method" in out.stdout and "error: the following arguments are required: --method" in out.stderr
+
+
+def test_a_run_is_quiet_and_current(tmp_path):
+    """The real command under -W error for FutureWarning and transformers' DeprecationWarning (so the
+    next transformers 5.x cannot break it silently), without transformers' "Writing model shards" bar."""
+    out = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-W", "error::DeprecationWarning:transformers", "-m",
+                          "unified_rl.apps.cli", "train", "--method", "grpo", "--steps", "2", "--questions-per-step", "2", "--group-size", "2",
+                          "--max-new-tokens", "8", "--eval-size", "4", "--out", str(tmp_path / "o"), "--no-progress"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Writing model shards" not in out.stderr and "Warning" not in out.stderr, out.stderr[-2000:]
+    assert (tmp_path / "o" / "model" / "model.safetensors").exists()

@@ -62,3 +62,16 @@ def test_a_tokenizer_without_a_pad_token_needs_pad_token(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "b"), "--pad-token", "not-a-token"]) == 2
     assert "is not a token of this tokenizer" in capsys.readouterr().err
     assert main(base + ["--out", str(tmp_path / "c"), "--pad-token", eos]) == 0
+
+
+def test_an_sft_run_s_plot_says_why_panels_are_empty(tmp_path):
+    from unified_rl.apps.plots import empty_panels, plot_training
+
+    assert main(["train", "--method", "sft", "--steps", "2", "--questions-per-step", "2", "--max-new-tokens", "48",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    history = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    notes = empty_panels(history)
+    assert set(notes) == {"training reward", "KL"} and "sft trains on given completions" in notes["training reward"]
+    assert empty_panels(history + [{"phase": "grpo", "step": 1, "loss": 0.1, "reward/mean": 0.5, "kl/k3": 0.0}]) == {}
+    assert (tmp_path / "o" / "plot.png").stat().st_size > 10_000
+    plot_training([], str(tmp_path / "empty.png"))  # nothing at all: four explained panels, no error

@@ -214,7 +214,9 @@ def cmd_train(args) -> int:
         return 130
     if eval_rows:
         acc = trainer.evaluate()
-        trainer.history.append({"phase": cfg.method, "step": trainer.step_count, "eval/accuracy": acc})
+        final = {"phase": cfg.method, "step": trainer.step_count, "eval/accuracy": acc}
+        trainer.history.append(final)
+        trainer.log_metrics(final)
         print(f"held-out greedy accuracy: {acc:.1%}")
     write_metrics(trainer.history, args.out)
     plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=cfg.method)

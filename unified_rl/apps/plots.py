@@ -37,11 +37,22 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def empty_panels(history: Sequence[dict]) -> dict[str, str]:
+    """Why a panel of :func:`plot_training` has nothing to show, by panel title (empty: all have data)."""
+    phases = ", ".join(dict.fromkeys(m.get("phase", "") for m in history)) or "this run"
+    why = {"loss": "no training steps logged",
+           "training reward": f"no reward in this run: {phases} trains on given completions or pairs",
+           "KL": "no KL term in this run (beta = 0, or a method without one)",
+           "held-out greedy accuracy": "no held-out evaluation in this run (no eval rows)"}
+    key = {"loss": "loss", "training reward": "reward/mean", "KL": "kl/k3", "held-out greedy accuracy": "eval/accuracy"}
+    return {panel: text for panel, text in why.items() if not any(key[panel] in m for m in history)}
+
+
 def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl") -> str:
     """Loss, training reward (raw and smoothed), k3 KL and held-out accuracy on one run-wide step axis,
     each phase (SFT, then an RL method) in its own colour and named; an empty panel says why."""
     fig, axes = figure(16, 3.6, ncols=4)
-    offsets = _phases(history)
+    offsets, notes = _phases(history), empty_panels(history)
     colours = {p: f"C{i}" for i, p in enumerate(offsets)}
     for ax in axes:
         for phase, off in offsets.items():
@@ -55,7 +66,7 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
         axes[0].legend(fontsize=8)
         axes[0].set(title="loss (-J; each method's own surrogate)", xlabel="step (whole run)")
     else:
-        _empty(axes[0], "no training steps logged")
+        _empty(axes[0], notes["loss"])
     rl = [m for m in history if "reward/mean" in m]
     for phase in dict.fromkeys(m.get("phase", "") for m in rl):
         xs = [offsets[phase] + m["step"] for m in rl if m.get("phase", "") == phase]
@@ -66,7 +77,7 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
         axes[1].legend(fontsize=8)
         axes[1].set(title="training reward", xlabel="step (whole run)")
     else:
-        _empty(axes[1], "no reward in this run: " + (", ".join(offsets) or "it") + " trains on given completions or pairs")
+        _empty(axes[1], notes["training reward"])
     kl = [m for m in history if "kl/k3" in m]
     for phase in dict.fromkeys(m.get("phase", "") for m in kl):
         pts = [(offsets[phase] + m["step"], m["kl/k3"]) for m in kl if m.get("phase", "") == phase]
@@ -74,7 +85,7 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
     if kl:
         axes[2].set(title="KL to the reference (k3 estimate)", xlabel="step (whole run)")
     else:
-        _empty(axes[2], "no KL term in this run (beta = 0, or a method without one)")
+        _empty(axes[2], notes["KL"])
     acc = [m for m in history if "eval/accuracy" in m]
     for phase in dict.fromkeys(m.get("phase", "") for m in acc):
         pts = [(offsets[phase] + m["step"], m["eval/accuracy"]) for m in acc if m.get("phase", "") == phase]
@@ -83,7 +94,7 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
         axes[3].legend(fontsize=8)
         axes[3].set(title="held-out greedy accuracy", xlabel="step (whole run)", ylim=(0, 1))
     else:
-        _empty(axes[3], "no held-out evaluation in this run (no eval rows)")
+        _empty(axes[3], notes["held-out greedy accuracy"])
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
