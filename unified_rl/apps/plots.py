@@ -1,6 +1,7 @@
 """Plots of training metrics. Uses matplotlib's object API (no pyplot, no backend switch), so it
 works headless and leaves a notebook's inline backend alone."""
 
+import textwrap
 from typing import Sequence
 
 from matplotlib.figure import Figure
@@ -32,7 +33,7 @@ def _phases(history: Sequence[dict]) -> dict[str, int]:
 
 
 def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9, color="0.4", transform=ax.transAxes)
+    ax.text(0.5, 0.5, textwrap.fill(text, 30), ha="center", va="center", fontsize=9, color="0.4", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -58,43 +59,25 @@ def plot_training(history: Sequence[dict], path: str, title: str = "unified_rl")
         for phase, off in offsets.items():
             if off:
                 ax.axvline(off + 0.5, color="0.7", lw=0.8, ls=":")
-    steps = [m for m in history if "loss" in m]
-    for phase in dict.fromkeys(m.get("phase", "") for m in steps):
-        pts = [(offsets[phase] + m["step"], m["loss"]) for m in steps if m.get("phase", "") == phase]
-        axes[0].plot([x for x, _ in pts], [y for _, y in pts], color=colours[phase], lw=0.8, label=phase)
-    if steps:
-        axes[0].legend(fontsize=8)
-        axes[0].set(title="loss (-J; each method's own surrogate)", xlabel="step (whole run)")
-    else:
-        _empty(axes[0], notes["loss"])
-    rl = [m for m in history if "reward/mean" in m]
-    for phase in dict.fromkeys(m.get("phase", "") for m in rl):
-        xs = [offsets[phase] + m["step"] for m in rl if m.get("phase", "") == phase]
-        r = [m["reward/mean"] for m in rl if m.get("phase", "") == phase]
-        axes[1].plot(xs, r, alpha=0.3, color=colours[phase])
-        axes[1].plot(xs, _smooth(r), color=colours[phase], label=f"{phase} (10-step mean)")
-    if rl:
-        axes[1].legend(fontsize=8)
-        axes[1].set(title="training reward", xlabel="step (whole run)")
-    else:
-        _empty(axes[1], notes["training reward"])
-    kl = [m for m in history if "kl/k3" in m]
-    for phase in dict.fromkeys(m.get("phase", "") for m in kl):
-        pts = [(offsets[phase] + m["step"], m["kl/k3"]) for m in kl if m.get("phase", "") == phase]
-        axes[2].plot([x for x, _ in pts], [y for _, y in pts], color=colours[phase], label=phase)
-    if kl:
-        axes[2].set(title="KL to the reference (k3 estimate)", xlabel="step (whole run)")
-    else:
-        _empty(axes[2], notes["KL"])
-    acc = [m for m in history if "eval/accuracy" in m]
-    for phase in dict.fromkeys(m.get("phase", "") for m in acc):
-        pts = [(offsets[phase] + m["step"], m["eval/accuracy"]) for m in acc if m.get("phase", "") == phase]
-        axes[3].plot([x for x, _ in pts], [y for _, y in pts], marker="o", color=colours[phase], label=phase)
-    if acc:
-        axes[3].legend(fontsize=8)
-        axes[3].set(title="held-out greedy accuracy", xlabel="step (whole run)", ylim=(0, 1))
-    else:
-        _empty(axes[3], notes["held-out greedy accuracy"])
+    panels = (("loss", "loss", "loss (-J; each method's own surrogate)", dict(lw=0.8)),
+              ("reward/mean", "training reward", "training reward", None),
+              ("kl/k3", "KL", "KL to the reference (k3 estimate)", {}),
+              ("eval/accuracy", "held-out greedy accuracy", "held-out greedy accuracy", dict(marker="o")))
+    for ax, (key, note, panel_title, style) in zip(axes, panels):
+        if note in notes:
+            _empty(ax, notes[note])
+            continue
+        rows = [m for m in history if key in m]
+        for phase in dict.fromkeys(m.get("phase", "") for m in rows):
+            xs = [offsets[phase] + m["step"] for m in rows if m.get("phase", "") == phase]
+            ys = [m[key] for m in rows if m.get("phase", "") == phase]
+            if style is None:  # raw and smoothed
+                ax.plot(xs, ys, alpha=0.3, color=colours[phase])
+                ax.plot(xs, _smooth(ys), color=colours[phase], label=f"{phase} (10-step mean)")
+            else:
+                ax.plot(xs, ys, color=colours[phase], label=phase, **style)
+        ax.legend(fontsize=8)
+        ax.set(title=panel_title, xlabel="step (whole run)", **({"ylim": (0, 1)} if key == "eval/accuracy" else {}))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
