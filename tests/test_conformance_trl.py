@@ -125,7 +125,7 @@ GRPO_CASES = {
 }
 
 
-def _trl_grpo(model, r, loss_type, level, extra, beta):
+def _trl_grpo(model, r, loss_type, level, extra, beta, is_ratio=None):
     logp, mask = _completion_layout(r, true_logprobs(model, r))
     old, _ = _completion_layout(r, r.old_logprobs)
     ref, _ = _completion_layout(r, r.ref_logprobs)
@@ -135,14 +135,16 @@ def _trl_grpo(model, r, loss_type, level, extra, beta):
     args = SimpleNamespace(delta=extra.get("delta"), use_bias_correction_kl=False, sapo_temperature_pos=1.0, sapo_temperature_neg=1.125,
                            steps_per_generation=1)
     stub = _stub(loss_type=loss_type, importance_sampling_level=level, beta=beta, epsilon_low=eps, epsilon_high=extra.get("epsilon_high", eps),
-                 args=args, top_entropy_quantile=extra.get("top_entropy_quantile", 1.0), off_policy_mask_threshold=extra.get("off_policy_mask_threshold"), use_vllm=False,
-                 vllm_importance_sampling_correction=False, max_completion_length=9, _entropy_bonus_enabled=False,
+                 args=args, top_entropy_quantile=extra.get("top_entropy_quantile", 1.0), off_policy_mask_threshold=extra.get("off_policy_mask_threshold"),
+                 use_vllm=is_ratio is not None, vllm_importance_sampling_correction=is_ratio is not None, max_completion_length=9, _entropy_bonus_enabled=False,
                  get_off_policy_mask=GRPOTrainer.get_off_policy_mask,
                  _get_per_token_logps_and_entropies=lambda *a, **k: (logp, ent, None))
     stub.get_high_entropy_mask = lambda e, m, q: GRPOTrainer.get_high_entropy_mask(stub, e, m, q)
     b = r.batch_size
     inputs = {"prompt_ids": torch.zeros(b, 1, dtype=torch.long), "prompt_mask": torch.ones(b, 1), "completion_ids": torch.zeros_like(mask, dtype=torch.long),
               "completion_mask": mask, "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref, "num_items_in_batch": mask.sum()}
+    if is_ratio is not None:
+        inputs["importance_sampling_ratio"] = is_ratio
     model.zero_grad(set_to_none=True)
     GRPOTrainer._compute_loss(stub, model, inputs).backward()
     return _flat_grads(model)
@@ -248,3 +250,24 @@ def test_overlong_penalty_matches_trl():
     ours = url.rewards.overlong_penalty(10, 4)(r, texts).rewards.tolist()
     theirs = get_soft_overlong_punishment(10, 4)([[1] * k for k in lengths])
     assert ours == pytest.approx(theirs, abs=1e-7) and min(theirs) == -1 and max(theirs) == 0
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_sampler_correction_enters_the_loss_as_in_trl(mode, beta):
+    """TRL multiplies the policy loss by ``importance_sampling_ratio`` (the KL is added after): with
+    TRL's ratio for each mode given to its _compute_loss, the gradients equal ``corrected(...)``'s."""
+    model, r = _setup(21, noise=0.1)
+    g = torch.Generator().manual_seed(21)
+    r = r.replace(sampler_logprobs=torch.where(r.completion_mask, r.old_logprobs + 0.3 * torch.randn(r.input_ids.shape, generator=g,
+                                                                                                    dtype=torch.float64), 0.0))
+    correction = C.sampler_correction(mode, c_max=1.3, c_min=0.7)
+    coef = C.chain(C.group_normalized(), C.corrected(C.ppo_clip(0.2), correction), C.kl_k3(beta), aggregation=C.token_mean())
+    prepared = coef.prepare(r)
+    old, mask = _completion_layout(r, r.old_logprobs)
+    sampler, _ = _completion_layout(r, r.sampler_logprobs)
+    diff = (old - sampler) * mask  # TRL's lines, in its [batch, completion] layout
+    ratio = torch.exp(diff.sum(-1, keepdim=True) if mode.startswith("sequence") else diff)
+    ratio = ratio.clamp(0.7, 1.3) if mode.endswith("truncate") else ratio.masked_fill((ratio < 0.7) | (ratio > 1.3), 0.0)
+    assert ((ratio != 1) & (ratio != 0)).any() and (mode.endswith("truncate") or (ratio == 0).any())
+    _assert_same(_ours(model, prepared, coef), _trl_grpo(model, prepared, "dapo", "token", {}, beta, is_ratio=ratio))

@@ -137,6 +137,10 @@ class Sampler(Protocol):
     softmax(logits / temperature) (``temperature == 0``: greedy), recording the sampler's log-prob
     of every sampled token (before any processing)."""
 
+    #: True when the recorded log-probs are the policy's own (same model, same numerics), so they
+    #: serve as log pi_old; a separate engine (vLLM) sets False and the trainer recomputes pi_old.
+    exact: bool = True
+
     def sample(self, policy: nn.Module, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
                temperature: float, generator: Optional[Any]) -> Generated:
         """``group_size`` completions for each of ``prompts`` (token ids) from ``policy``."""

@@ -30,6 +30,7 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
     "step_mask": (("batch", "seq"), "bool"),
     "old_logprobs": (("batch", "seq"), "float"),
     "ref_logprobs": (("batch", "seq"), "float"),
+    "sampler_logprobs": (("batch", "seq"), "float"),
     "chosen": (("batch",), "bool"),
     "truncated": (("batch",), "bool"),
     "entropies": (("batch", "seq"), "float"),
@@ -40,7 +41,7 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
 }
 # The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
 RolloutField = Literal["input_ids", "attention_mask", "completion_mask", "group_ids", "rewards", "scored", "step_rewards", "step_mask",
-                       "old_logprobs", "ref_logprobs", "chosen", "truncated", "entropies", "keep", "advantages", "returns", "weights"]
+                       "old_logprobs", "ref_logprobs", "sampler_logprobs", "chosen", "truncated", "entropies", "keep", "advantages", "returns", "weights"]
 assert set(get_args(RolloutField)) == set(_SPEC)
 # Float fields that must be finite wherever this mask (a field name) is True.
 _FINITE_WHERE = {
@@ -48,6 +49,7 @@ _FINITE_WHERE = {
     "step_rewards": "step_mask",
     "old_logprobs": "completion_mask",
     "ref_logprobs": "completion_mask",
+    "sampler_logprobs": "completion_mask",
     "entropies": "completion_mask",
     "advantages": "completion_mask",
     "returns": "completion_mask",
@@ -85,7 +87,8 @@ class Rollout:
     reward per sequence; ``scored`` False where a reward function could not score a sample
     (excluded from group baselines, never counted as 0); ``step_rewards``/``step_mask`` process
     rewards at each step's last token; ``old_logprobs``/``ref_logprobs`` log pi_old and log pi_ref
-    of the sampled tokens; ``chosen`` DPO o+ (True) or o- (False); ``truncated`` True where a sampled completion was cut at
+    of the sampled tokens; ``sampler_logprobs`` the sampler's own log-probs of them (recorded at
+    sampling; differ from pi_old's where the sampler is another engine, e.g. vLLM); ``chosen`` DPO o+ (True) or o- (False); ``truncated`` True where a sampled completion was cut at
     ``max_new_tokens`` before eos; ``entropies`` the policy's entropy H(pi(. | q, o_<t)) at each output
     token (filled when a piece needs it); ``keep`` the tokens that masks decided on the whole batch
     keep (filled by ``prepare``, e.g. the top-entropy mask); ``advantages``, ``returns``
@@ -104,6 +107,7 @@ class Rollout:
     step_mask: Optional[Bool[Tensor, "batch seq"]] = None
     old_logprobs: Optional[Float[Tensor, "batch seq"]] = None
     ref_logprobs: Optional[Float[Tensor, "batch seq"]] = None
+    sampler_logprobs: Optional[Float[Tensor, "batch seq"]] = None
     chosen: Optional[Bool[Tensor, "batch"]] = None
     truncated: Optional[Bool[Tensor, "batch"]] = None
     entropies: Optional[Float[Tensor, "batch seq"]] = None

@@ -132,7 +132,7 @@ class Gated(Term):
         return self.term.objective(self._kept(rollout, logp)[0], logp)
 
     def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        return self.term.gc_kept(rollout, logp, self.keep(rollout, logp))
+        return self.term.gc_scaled(rollout, logp, self.keep(rollout, logp).to(logp.dtype))
 
     def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
         dropped = rollout.completion_mask & ~self.keep(rollout, logp)

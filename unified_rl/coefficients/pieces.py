@@ -62,14 +62,15 @@ class Term(Piece, Protocol):
         chain's ``prepare`` after advantages and weights). Default: nothing."""
         return rollout
 
-    def gc_kept(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], keep: Bool[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        """The GC of the objective sum_{b,t} w keep j (a term gated by a token mask). Default, right
-        for a term whose j at t reads only logp at t: GC where kept, 0 elsewhere. Terms whose j reads
-        other tokens (sequence-level ratios) override it."""
+    def gc_scaled(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], factor: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        """The GC of the objective sum_{b,t} w factor j: a term gated by a 0/1 mask or weighted by an
+        importance weight (the factor is a constant of the batch). Default, right for a term whose j
+        at t reads only logp at t: factor * GC (0 where the factor is 0, whatever the GC). Terms whose
+        j reads other tokens (sequence-level ratios) override it."""
         import torch
 
-        kept = rollout.replace(weights=torch.where(keep, rollout.weights, torch.zeros((), dtype=rollout.weights.dtype)))
-        return torch.where(keep, self.gc(kept, logp), torch.zeros((), dtype=logp.dtype))
+        scaled = rollout.replace(weights=rollout.weights * factor.to(rollout.weights.dtype))
+        return torch.where(factor != 0, factor.to(logp.dtype) * self.gc(scaled, logp), torch.zeros((), dtype=logp.dtype))
 
 
 class AdvantageEstimator(Piece, Protocol):

@@ -64,17 +64,18 @@ class RatioTerm(Term):
         return weighted(rollout, self.value(r, adv))
 
     def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        return self.gc_kept(rollout, logp, rollout.completion_mask)
+        return self.gc_scaled(rollout, logp, rollout.completion_mask.to(logp.dtype))
 
-    def gc_kept(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], keep: Tensor) -> Float[Tensor, "batch seq"]:
-        """GC of sum_{b,t} w keep f(r, A): at the sequence level a dropped token still moves s_i."""
+    def gc_scaled(self, rollout: Rollout, logp: Float[Tensor, "batch seq"], factor: Tensor) -> Float[Tensor, "batch seq"]:
+        """GC of sum_{b,t} w factor f(r, A): at the sequence level a dropped token still moves s_i."""
         r, adv = self._parts(rollout, logp)
         slope = self.slope(r, adv)
         per_token = masked(rollout, torch.where(slope == 0, torch.zeros_like(slope), slope * r))  # a clipped inf ratio gives 0, not NaN
+        factor = factor.to(logp.dtype)
         if self.level == "token":
-            return torch.where(keep, per_token, torch.zeros_like(per_token))
+            return torch.where(factor != 0, factor * per_token, torch.zeros_like(per_token))
         w = masked(rollout, rollout.weights.to(logp.dtype))
-        total = (torch.where(keep, w, torch.zeros_like(w)) * per_token).sum(-1, keepdim=True)  # W_i f'(s_i) s_i, over kept tokens
+        total = (w * factor * per_token).sum(-1, keepdim=True)  # sum_t w_t factor_t f'(s_i) s_i
         if self.level == "sequence":
             total = total / rollout.completion_lengths.to(logp.dtype).clamp(min=1)[:, None]
         return torch.where(w > 0, total / torch.where(w > 0, w, torch.ones_like(w)), torch.zeros_like(w))

@@ -9,7 +9,7 @@ from ..rollout import Rollout, Sample
 
 
 def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *, pad_id: int,
-               logprobs: Optional[Sequence[Tensor]] = None, logprob_field: str = "old_logprobs",
+               logprobs: Optional[Sequence[Tensor]] = None, logprob_field: "str | tuple[str, ...]" = "old_logprobs",
                group_ids: Optional[Sequence[int]] = None, texts: Optional[Sequence[Sample]] = None,
                device: "torch.device | str" = "cpu", temperature: float = 1.0, eos_id: Optional[int] = None) -> Rollout:
     """Right-padded rows [prompt | completion | pad], completion_mask on the completion;
@@ -29,7 +29,7 @@ def to_rollout(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Seq
         comp[i, len(p): len(p) + len(c)] = True
         if lp is not None:
             lp[i, len(p): len(p) + len(c)] = logprobs[i].float()
-    extra = {logprob_field: lp.to(device)} if lp is not None else {}
+    extra = {field: lp.to(device) for field in (logprob_field if isinstance(logprob_field, tuple) else (logprob_field,))} if lp is not None else {}
     if eos_id is not None:
         extra["truncated"] = torch.tensor([not c or c[-1] != eos_id for c in completion_ids], dtype=torch.bool, device=device)
     groups = torch.tensor(list(group_ids) if group_ids is not None else range(n), dtype=torch.long, device=device)

@@ -124,8 +124,10 @@ class SampledSource(DataSource):
     """``samples_per_question`` completions per question, drawn by ``sampler`` from ``frozen``
     (offline) or the policy (online), at ``temperature`` (recorded on the rollout).
 
-    Online, the sampler's log-probs are recorded as ``old_logprobs`` (pi_old = the policy that
-    sampled). Offline, the frozen sampler is pi_sft = pi_ref, so they are recorded as ``ref_logprobs``.
+    The sampler's log-probs are recorded as ``sampler_logprobs``. When the sampler is ``exact`` (its
+    log-probs are the model's own), they are also ``old_logprobs`` online (pi_old = the policy that
+    sampled) and ``ref_logprobs`` offline (the frozen sampler is pi_sft = pi_ref); otherwise the
+    Trainer recomputes pi_old, and a ``corrected`` term can weigh the mismatch.
     """
 
     def __init__(self, rows: Sequence[dict], encoder: Encoder, sampler: Sampler, *, samples_per_question: int = 1,
@@ -158,8 +160,15 @@ class SampledSource(DataSource):
         texts = [Sample(r["prompt"], self.encoder.decode(c), r) for r, c in zip(expanded, gen.completion_ids)]
         groups = [i for i in range(len(rows)) for _ in range(self.group_size)]
         return to_rollout(gen.prompt_ids, gen.completion_ids, pad_id=tok.pad_token_id, logprobs=gen.logprobs,
-                          logprob_field="old_logprobs" if self.online else "ref_logprobs", group_ids=groups, texts=texts,
+                          logprob_field=self._logprob_fields(), group_ids=groups, texts=texts,
                           device=_device(policy if policy is not None else model), temperature=self.temperature, eos_id=tok.eos_token_id)
+
+    def _logprob_fields(self) -> tuple[str, ...]:
+        """Where the sampler's log-probs go: always ``sampler_logprobs``; also ``old_logprobs``
+        (online) or ``ref_logprobs`` (offline, the frozen pi_sft) when the sampler is ``exact``."""
+        if not self.sampler.exact:
+            return ("sampler_logprobs",)
+        return ("sampler_logprobs", "old_logprobs" if self.online else "ref_logprobs")
 
     def state_dict(self) -> dict:
         return {"position": self.cursor.position, "generator": self.generator.get_state()}
