@@ -3,7 +3,6 @@ weight is TRL 1.16's ``importance_sampling_ratio`` for all four modes (TRL's own
 same tensors), and with the weight equal to 1 the corrected term is the term itself."""
 
 import math
-import os
 
 import pytest
 import torch

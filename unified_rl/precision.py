@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .names import PRECISIONS
+from .names import PRECISIONS  # noqa: F401  (re-exported: engine and config read it from here)
 
 
 def autocast(model: nn.Module, precision: str, *, backward: bool = False) -> contextlib.AbstractContextManager:

@@ -6,7 +6,7 @@ own ``check`` only looks at values (group sizes, masks), never at which fields a
 
 from typing import Protocol
 
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from ..protocols import OwnsModels
