@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,16 +69,17 @@ def _groups_with_signal(rollout, scored) -> Optional[float]:
 
 class Trainer:
     """Trains ``policy`` with ``method`` on ``rows`` (dicts with ``prompt`` and ``completion`` /
-    ``answer``): the method's data-source recipe is built on these rows with the run's sampler
+    ``answer``; a list, a ``datasets.Dataset`` or any iterable of dicts): the method's data-source recipe is built on these rows with the run's sampler
     (``config.sampler``, or ``sampler=``), unless ``data_source=`` gives a ready one. ``reward``
     scores samples (the method's own if it has one); ``extract`` reads answers for the held-out
     greedy accuracy on ``eval_rows``. Every plug-in is checked against its Protocol here, once."""
 
-    def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Sequence[dict], config: TrainConfig, *,
-                 eval_rows: Optional[Sequence[dict]] = None, reward: Optional[RewardFunction] = None,
+    def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
+                 eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
                  phase: Optional[str] = None):
         self.cfg = c = config.check()
+        rows = list(rows)  # a list, a datasets.Dataset or any iterable of dicts
         check_tokenizer(tokenizer)
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
         for field, fixed in method.settings().items():  # one source of truth: a setting given twice must agree

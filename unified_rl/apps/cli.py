@@ -60,27 +60,56 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None, help=f"(default {f.default!r})")
 
 
-def _rows(path: Optional[str], fmt: str, max_prompt_chars: Optional[int] = None, answers: bool = False):
-    """Rows of a data file, checked when loaded; ``answers``: every row needs a non-empty ``answer``
-    (rewards and accuracy read it; a missing or null answer is never scored as 0)."""
-    from ..data.rows import SCHEMAS, gsm8k_rows, read_jsonl
+COLUMN_FLAGS = ("prompt", "completion", "answer", "chosen", "rejected")
 
-    if fmt == "gsm8k":
-        return gsm8k_rows(path)
+
+def _rename(args) -> dict[str, str]:
+    """``--prompt-column text`` ... : the file's column names -> this library's."""
+    out = {getattr(args, f"{c}_column"): c for c in COLUMN_FLAGS if getattr(args, f"{c}_column", None)}
+    return {k: v for k, v in out.items() if k != v}
+
+
+def _via_datasets(path: str, args) -> bool:
+    """JSON Lines files without renames or a split keep the line-exact reader; the rest go through ``datasets``."""
+    return os.path.isdir(path) or not path.endswith(".jsonl") or bool(_rename(args)) or getattr(args, "split", None) is not None
+
+
+def _rows(path: Optional[str], fmt: str, args, max_prompt_chars: Optional[int] = None, answers: bool = False):
+    """Rows of a data file or folder, checked when loaded; ``answers``: every row needs a non-empty
+    ``answer`` (rewards and accuracy read it; a missing or null answer is never scored as 0)."""
+    from ..data.files import load_table
+    from ..data.rows import SCHEMAS, gsm8k_rows, read_jsonl, validate_row
+
     if fmt not in SCHEMAS:
         raise ValueError(f"--format must be one of {sorted(SCHEMAS)}, got {fmt!r}")
     columns = SCHEMAS[fmt] + (("answer",) if answers and "answer" not in SCHEMAS[fmt] else ())
-    return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=("answer",) if answers else ())
+    nonempty = ("answer",) if answers else ()
+    if not _via_datasets(path, args):
+        if fmt == "gsm8k":
+            return gsm8k_rows(path)
+        return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
+    if fmt == "gsm8k":
+        raise ValueError("--format gsm8k reads GSM8K's own JSONL files; for other files map the columns (--prompt-column, --answer-column)")
+    rows = load_table(path, split=getattr(args, "split", None), rename=_rename(args))
+    for row in rows:
+        validate_row(row, columns, where=row.origin, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
+    return rows
 
 
-def infer_format(path: str) -> str:
-    """The ``--format`` a JSONL file's first row shows by its columns: chosen + rejected ->
-    preference; question (no prompt) -> gsm8k; completion -> prompt_completion; prompt -> prompts.
-    A file that cannot be read this way gets prompt_completion, whose reader then names the problem."""
+def infer_format(path: str, args=None) -> str:
+    """The ``--format`` a data file's first row shows by its columns (after ``--*-column`` renames):
+    chosen + rejected -> preference; question (no prompt) -> gsm8k; completion -> prompt_completion;
+    prompt -> prompts. A file that cannot be read this way gets prompt_completion, whose reader then
+    names the problem."""
     try:
-        with open(path, encoding="utf-8") as f:
-            first = next((line for line in f if line.strip()), "")
-        keys = set(json.loads(first)) if first else set()
+        if args is not None and _via_datasets(path, args):
+            from ..data.files import load_table
+
+            keys = set(load_table(path, split=getattr(args, "split", None), rename=_rename(args))[0])
+        else:
+            with open(path, encoding="utf-8") as f:
+                first = next((line for line in f if line.strip()), "")
+            keys = set(json.loads(first)) if first else set()
     except (OSError, UnicodeDecodeError, ValueError, TypeError):
         return "prompt_completion"
     if {"chosen", "rejected"} <= keys:
@@ -101,8 +130,8 @@ def _model_and_data(args, cfg: TrainConfig, need_train: bool = True, answers: bo
     if args.model and not os.path.isdir(args.model):  # cheap, so before building or reading any data
         raise FileNotFoundError(f"model path {args.model!r} is not a local folder (nothing is downloaded)")
     if args.data:
-        rows = _rows(args.data, args.format, answers=answers)
-        eval_rows = _rows(args.eval_data, args.format, answers=True) if getattr(args, "eval_data", None) else None
+        rows = _rows(args.data, args.format, args, answers=answers)
+        eval_rows = _rows(args.eval_data, args.format, args, answers=True) if getattr(args, "eval_data", None) else None
     else:
         task = ArithmeticTask(seed=cfg.seed)
         eval_rows = task.eval_rows(cfg.eval_size)
@@ -157,14 +186,15 @@ def cmd_demo(args) -> int:
 def _check_combination(args) -> None:
     """Flags that would have no effect in this combination are errors, not silently ignored."""
     if args.data is None:
-        for flag, value in (("--eval-data", args.eval_data), ("--answer-marker", args.answer_marker), ("--format", args.format)):
+        for flag, value in (("--eval-data", args.eval_data), ("--answer-marker", args.answer_marker), ("--format", args.format),
+                            ("--split", args.split), *((f"--{c}-column", getattr(args, f"{c}_column")) for c in COLUMN_FLAGS)):
             if value is not None:
                 raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
     if args.trust_remote_code and not args.model:
         raise ValueError("--trust-remote-code has no effect without --model")
     if args.pad_token is not None and not args.model:
         raise ValueError("--pad-token has no effect without --model (the embedded tokenizer has a pad token)")
-    args.format = args.format or (infer_format(args.data) if args.data else "prompt_completion")
+    args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
 
 
 def cmd_train(args) -> int:
@@ -245,7 +275,7 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
     if args.data is None and (args.format is not None or args.answer_marker is not None):
         raise ValueError("--format and --answer-marker have no effect without --data")
-    args.format = args.format or (infer_format(args.data) if args.data else "prompt_completion")
+    args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
@@ -290,7 +320,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
-    p.add_argument("--data", help="JSONL file; default: the embedded arithmetic task")
+    p.add_argument("--data", help="a local JSONL, JSON, CSV or Parquet file, or a folder of them; default: the embedded arithmetic task")
+    p.add_argument("--split", help="a data folder's split (train, validation, test: named by its files); default train")
+    for column in COLUMN_FLAGS:
+        p.add_argument(f"--{column}-column", help=f"the data's column that holds the {column} (default {column!r})")
     p.add_argument("--eval-data", help="held-out JSONL file (same format)")
     p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns; "
                                     "docs/training.md#data-formats)")
