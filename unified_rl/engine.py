@@ -59,6 +59,13 @@ class Stats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def forward_logits(model: nn.Module, mb: Rollout) -> Float[Tensor, "rows cols vocab"]:
+    """``model``'s logits on a micro-batch, through its forward (where FSDP2 and PEFT hook in)."""
+    position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+    out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
+    return out if isinstance(out, Tensor) else out.logits
+
+
 class PlainAdapter(ModelAdapter):
     """Any module whose ``forward(input_ids=, attention_mask=, position_ids=)`` returns logits
     ``[batch, seq, vocab]`` (or an object with ``.logits``): full logits, micro-batched by the plan."""
@@ -73,9 +80,7 @@ class PlainAdapter(ModelAdapter):
         for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups):
             if mb.num_completion_tokens == 0:
                 continue
-            position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-            out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
-            logits = out if isinstance(out, Tensor) else out.logits
+            logits = forward_logits(model, mb)
             target = mb.completion_mask[:, 1:]
             logp = logits_logprobs(logits[:, :-1][target], mb.input_ids[:, 1:][target], mb.temperature)
             yield idx, lo, hi, mb, on_mask(mb.completion_mask, logp)
@@ -173,9 +178,7 @@ def entropies(model: nn.Module, rollout: Rollout, plan: ExecutionPlan = Executio
             for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, False):
                 if mb.num_completion_tokens == 0:
                     continue
-                position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-                res = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
-                logits = (res if isinstance(res, Tensor) else res.logits)[:, :-1][mb.completion_mask[:, 1:]].float() / mb.temperature
+                logits = forward_logits(model, mb)[:, :-1][mb.completion_mask[:, 1:]].float() / mb.temperature
                 logp = torch.log_softmax(logits, -1)
                 h = -(logp.exp() * logp).sum(-1)
                 out[idx, lo:hi] = on_mask(mb.completion_mask, h).float()

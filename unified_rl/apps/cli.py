@@ -8,6 +8,7 @@
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -69,6 +70,15 @@ def _rename(args) -> dict[str, str]:
     return {k: v for k, v in out.items() if k != v}
 
 
+@functools.lru_cache(maxsize=4)
+def _table(path: str, split: Optional[str], rename: tuple[tuple[str, str], ...]):
+    """A data file or folder read through ``datasets`` once per command (the format is inferred from
+    it, then its rows are checked)."""
+    from ..data.files import load_table
+
+    return load_table(path, split=split, rename=dict(rename))
+
+
 def _via_datasets(path: str, args) -> bool:
     """JSON Lines files without renames or a split keep the line-exact reader; the rest go through ``datasets``."""
     return os.path.isdir(path) or not path.endswith(".jsonl") or bool(_rename(args)) or getattr(args, "split", None) is not None
@@ -77,7 +87,6 @@ def _via_datasets(path: str, args) -> bool:
 def _rows(path: Optional[str], fmt: str, args, max_prompt_chars: Optional[int] = None, answers: bool = False):
     """Rows of a data file or folder, checked when loaded; ``answers``: every row needs a non-empty
     ``answer`` (rewards and accuracy read it; a missing or null answer is never scored as 0)."""
-    from ..data.files import load_table
     from ..data.rows import SCHEMAS, gsm8k_rows, read_jsonl, validate_row
 
     if fmt not in SCHEMAS:
@@ -90,7 +99,7 @@ def _rows(path: Optional[str], fmt: str, args, max_prompt_chars: Optional[int] =
         return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
     if fmt == "gsm8k":
         raise ValueError("--format gsm8k reads GSM8K's own JSONL files; for other files map the columns (--prompt-column, --answer-column)")
-    rows = load_table(path, split=getattr(args, "split", None), rename=_rename(args))
+    rows = _table(path, getattr(args, "split", None), tuple(sorted(_rename(args).items())))
     for row in rows:
         validate_row(row, columns, where=row.origin, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
     return rows
@@ -103,9 +112,7 @@ def infer_format(path: str, args=None) -> str:
     names the problem."""
     try:
         if args is not None and _via_datasets(path, args):
-            from ..data.files import load_table
-
-            keys = set(load_table(path, split=getattr(args, "split", None), rename=_rename(args))[0])
+            keys = set(_table(path, getattr(args, "split", None), tuple(sorted(_rename(args).items())))[0])
         else:
             with open(path, encoding="utf-8") as f:
                 first = next((line for line in f if line.strip()), "")
@@ -355,6 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_experiment)
 
+    _table.cache_clear()  # a table is read once per command, never reused by the next one
     argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = list(argv)

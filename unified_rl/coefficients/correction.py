@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..rollout import Rollout
+from .masks import Scaled
 from .pieces import Term
 from .terms import masked, token_mean_of
 
@@ -67,19 +68,15 @@ class SamplerCorrection:
 
 
 @dataclass(frozen=True)
-class Corrected(Term):
+class Corrected(Scaled):
     """``term`` with its objective weights and its GC multiplied by the correction's weight w."""
 
     term: Term
     correction: SamplerCorrection
 
     @property
-    def needs(self) -> frozenset:
-        return frozenset(self.term.needs) | self.correction.needs
-
-    @property
-    def couples_group(self) -> bool:
-        return self.term.couples_group
+    def extra_needs(self) -> frozenset:
+        return self.correction.needs
 
     @property
     def label(self) -> str:
@@ -89,28 +86,11 @@ class Corrected(Term):
     def formula(self) -> str:
         return rf"w_t \big({self.term.formula}\big),\ w = \text{{{self.correction.mode}}}\big(\tfrac{{\pi_{{old}}}}{{\pi_{{sampler}}}}\big)"
 
-    @property
-    def config_fields(self) -> dict:
-        return self.term.config_fields
-
-    def check(self, rollout: Rollout) -> None:
-        self.term.check(rollout)
-
-    def prepare(self, rollout: Rollout) -> Rollout:
-        return self.term.prepare(rollout)
-
-    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
-        w = self.correction.weight(rollout, rollout.weights.dtype)
-        return self.term.objective(rollout.replace(weights=rollout.weights * w), logp)
-
-    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        return self.term.gc_scaled(rollout, logp, self.correction.weight(rollout, logp.dtype))
+    def factor(self, rollout: Rollout, logp: Tensor) -> Tensor:
+        return self.correction.weight(rollout, logp.dtype)
 
     def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
         return {**self.term.metrics(rollout, logp), **self.correction.metrics(rollout, logp.dtype)}
-
-    def attach(self, policy) -> None:
-        self.term.attach(policy)
 
 
 def sampler_correction(mode: str = "token_truncate", c_max: Optional[float] = 2.0, c_min: Optional[float] = None) -> SamplerCorrection:

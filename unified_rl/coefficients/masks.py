@@ -80,20 +80,61 @@ class TopEntropyMask(TokenMask):
         return rollout.keep
 
 
+class Scaled(Term):
+    """A term with its objective weights and its GC multiplied by a factor of the batch, [batch, seq]:
+    a 0/1 mask (:class:`Gated`) or an importance weight (``correction.Corrected``). Subclasses hold
+    ``term`` and give ``factor`` and ``extra_needs``; everything else is the term's."""
+
+    term: Term
+
+    @property
+    def extra_needs(self) -> frozenset:
+        """Rollout fields the factor reads."""
+        return frozenset()
+
+    def factor(self, rollout: Rollout, logp: Tensor) -> Tensor:
+        """The factor at every token (0 outside output tokens)."""
+        ...
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset(self.term.needs) | self.extra_needs
+
+    @property
+    def couples_group(self) -> bool:
+        return self.term.couples_group
+
+    @property
+    def config_fields(self) -> dict:
+        return self.term.config_fields
+
+    def check(self, rollout: Rollout) -> None:
+        self.term.check(rollout)
+
+    def prepare(self, rollout: Rollout) -> Rollout:
+        return self.term.prepare(rollout)
+
+    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+        f = self.factor(rollout, logp).to(rollout.weights.dtype)  # weights of dropped tokens exactly 0
+        return self.term.objective(rollout.replace(weights=torch.where(f != 0, rollout.weights * f, torch.zeros_like(f))), logp)
+
+    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
+        return self.term.gc_scaled(rollout, logp, self.factor(rollout, logp).to(logp.dtype))
+
+    def attach(self, policy) -> None:
+        self.term.attach(policy)
+
+
 @dataclass(frozen=True)
-class Gated(Term):
+class Gated(Scaled):
     """``term`` with its objective and GC multiplied by every mask."""
 
     term: Term
     masks: tuple[TokenMask, ...]
 
     @property
-    def needs(self) -> frozenset:
-        return frozenset(self.term.needs).union(*(m.needs for m in self.masks))
-
-    @property
-    def couples_group(self) -> bool:
-        return self.term.couples_group
+    def extra_needs(self) -> frozenset:
+        return frozenset().union(*(m.needs for m in self.masks))
 
     @property
     def label(self) -> str:
@@ -102,13 +143,6 @@ class Gated(Term):
     @property
     def formula(self) -> str:
         return rf"\big({self.term.formula}\big)\,\mathbb{{1}}[\text{{{', '.join(m.label for m in self.masks)}}}]"
-
-    @property
-    def config_fields(self) -> dict:
-        return self.term.config_fields
-
-    def check(self, rollout: Rollout) -> None:
-        self.term.check(rollout)
 
     def prepare(self, rollout: Rollout) -> Rollout:
         rollout = self.term.prepare(rollout)
@@ -123,23 +157,12 @@ class Gated(Term):
             out = out & m(rollout, logp)
         return out
 
-    def _kept(self, rollout: Rollout, logp: Tensor) -> tuple[Rollout, Tensor]:
-        """The rollout with the weights of dropped tokens set to 0 (so sequence-level terms sum over kept tokens only)."""
-        keep = self.keep(rollout, logp)
-        return rollout.replace(weights=torch.where(keep, rollout.weights, torch.zeros((), dtype=rollout.weights.dtype))), keep
-
-    def objective(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
-        return self.term.objective(self._kept(rollout, logp)[0], logp)
-
-    def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        return self.term.gc_scaled(rollout, logp, self.keep(rollout, logp).to(logp.dtype))
+    def factor(self, rollout: Rollout, logp: Tensor) -> Tensor:
+        return self.keep(rollout, logp).to(logp.dtype)
 
     def metrics(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> dict[str, float]:
         dropped = rollout.completion_mask & ~self.keep(rollout, logp)
         return {**self.term.metrics(rollout, logp), "gc/frac_masked": token_mean_of(rollout, dropped.to(logp.dtype))}
-
-    def attach(self, policy) -> None:
-        self.term.attach(policy)
 
 
 def off_policy_mask(threshold: float) -> OffPolicyMask:
