@@ -90,7 +90,7 @@ def update_vs_plain(trainer):
     (cross-entropy on every token) of the same model on the same tokens; medians of 5."""
     r = trainer.source.sample(trainer.policy, trainer.cfg.questions_per_step)
     r = trainer.reward(r, r.texts)
-    r = trainer.coefficient.prepare(r.replace(ref_logprobs=url.engine.logprobs(trainer.reference, r)))
+    r = trainer.coefficient.prepare(r.replace(ref_logprobs=url.trainer.reference.logprobs(r, trainer.plan)))
     model, opt = trainer.policy, trainer.optimizer
 
     def ours():

@@ -74,7 +74,7 @@ def main() -> None:
                       reward=url.rewards.FromCallable(lambda prompts, completions, **_: [float(len(c) % 3 == 0) for c in completions]))
     r = trainer.source.sample(trainer.policy, 16)
     r = trainer.reward(r, r.texts)
-    r = trainer.coefficient.prepare(r.replace(ref_logprobs=engine.logprobs(trainer.reference, r)))
+    r = trainer.coefficient.prepare(r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan)))
     plan = engine.ExecutionPlan(max_tokens=cfg.max_tokens, precision=a.precision)
 
     def update():
@@ -82,7 +82,7 @@ def main() -> None:
         return engine.backward(model, r, trainer.coefficient, plan).logprobs
 
     def reference():
-        return engine.logprobs(trainer.reference, r, plan)
+        return trainer.reference.logprobs(r, plan)
 
     times = {(v, p): [] for v in "ABC" for p in ("update", "reference")}
     for k in range(a.rounds + 1):  # round 0 is warm-up

@@ -43,6 +43,11 @@ class TrainConfig:
     eval_every: int = 0               # 0: only at the end
     eval_size: int = 256
     checkpoint_every: int = 50        # steps between checkpoints in out_dir (0: none; Ctrl-C always saves one)
+    lora_r: Optional[int] = None      # LoRA rank (needs peft); None: full fine-tuning
+    lora_alpha: Optional[float] = None  # LoRA scale alpha / r; None: 2 * lora_r
+    lora_targets: str = "all-linear"  # comma-separated module names, or all-linear (every linear layer but the head)
+    lora_dropout: float = 0.0
+    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward (less memory, same gradient)
     out_dir: Optional[str] = None
 
     def check(self) -> "TrainConfig":
@@ -77,7 +82,17 @@ class TrainConfig:
             raise bad("group_size", "GRPO needs G >= 2 samples per question for a group-relative advantage")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise bad("schedule", "choose constant, cosine or linear")
-        for f in ("share_prefix", "reset_reference"):
+        if self.lora_r is not None and (not isinstance(self.lora_r, int) or isinstance(self.lora_r, bool) or self.lora_r < 1):
+            raise bad("lora_r", "must be a positive integer or null")
+        if self.lora_alpha is not None and not (isinstance(self.lora_alpha, (int, float)) and math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise bad("lora_alpha", "must be a finite number > 0 or null")
+        if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            raise bad("lora_dropout", "must be a number in [0, 1)")
+        if not isinstance(self.lora_targets, str) or not [t for t in self.lora_targets.split(",") if t.strip()]:
+            raise bad("lora_targets", "must name modules, comma-separated, or all-linear")
+        if self.lora_r is None and (self.lora_alpha is not None or self.lora_dropout or self.lora_targets != "all-linear"):
+            raise bad("lora_r", "is null (full fine-tuning), so the other lora_* settings would have no effect; set lora_r")
+        for f in ("share_prefix", "reset_reference", "gradient_checkpointing"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be true or false")
         if self.sampler not in SAMPLER_NAMES:

@@ -12,7 +12,6 @@
         reward model: continual training on new samples + 10% replay
 """
 
-import copy
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import check_tokenizer, make_sampler
+from .hf import Reference, add_lora, check_tokenizer, load_policy_state, make_sampler, policy_state, trainable, unwrap
 from .methods import Method
 from .precision import autocast
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
@@ -87,6 +86,11 @@ class Trainer:
             if given is not None and given != fixed:
                 raise ValueError(f"TrainConfig.{field} = {given!r}, but method {method.name!r} was built with {field} = {fixed!r}; "
                                  "give it in one place (methods.from_config(config) builds the method from the config)")
+        if c.lora_r is not None:  # adapters first: everything below (data, reference, optimizer) sees the LoRA model
+            targets = c.lora_targets if c.lora_targets == "all-linear" else [t.strip() for t in c.lora_targets.split(",") if t.strip()]
+            policy = add_lora(policy, r=c.lora_r, alpha=c.lora_alpha, targets=targets, dropout=c.lora_dropout)
+        if c.gradient_checkpointing:
+            unwrap(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
         self.coefficient = method.coefficient
         self.needs = self.coefficient.needs
@@ -108,11 +112,15 @@ class Trainer:
                       temperature=c.temperature)
         self.source = data_source or method.data_source.build(setup)
         conforms(self.source, DataSource, "data source")
-        self.reference = None
-        if "ref_logprobs" in self.needs:
-            self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
+        self.reference = Reference(policy) if "ref_logprobs" in self.needs else None
+        if self.reference is not None and self.reference.shares_policy and c.iterations > 1 and c.reset_reference:
+            raise ValueError("a LoRA policy's reference is its base model (adapters off), which cannot be reset each iteration: "
+                             "set reset_reference = false, or iterations = 1")
+        self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only
+        if not self.params:
+            raise ValueError("Trainer: no parameter of the policy requires grad; nothing would be trained")
         self.coefficient.attach(policy)
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
         self.step_count, self.iteration = 0, 0
         self.history: list[dict] = []
@@ -136,7 +144,7 @@ class Trainer:
         if "old_logprobs" in self.needs and rollout.old_logprobs is None:
             rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
         if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-            rollout = rollout.replace(ref_logprobs=engine.logprobs(self.reference, rollout, self.plan))
+            rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
         if "entropies" in self.needs and rollout.entropies is None:  # the sampling policy's (pi_old's)
             rollout = rollout.replace(entropies=engine.entropies(self.policy, rollout, self.plan))
         t_ref = time.perf_counter()
@@ -145,7 +153,7 @@ class Trainer:
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
             stats = engine.backward(self.policy, rollout, self.coefficient, self.plan)
-            norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip if c.grad_clip else float("inf"))
+            norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip if c.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
             self.optimizer.step()
@@ -195,7 +203,7 @@ class Trainer:
             if metrics:
                 self.log_metrics({"phase": self.phase, "step": self.step_count, **metrics})
         if self.reference is not None and self.cfg.reset_reference and self.iteration > 0:
-            self.reference.load_state_dict(self.policy.state_dict())
+            self.reference.reset()
         self.iteration += 1
 
     def run(self, progress: bool = True) -> list[dict]:
@@ -239,7 +247,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""
-        parts = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        parts = {"policy": policy_state(self.policy), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "step": self.step_count, "iteration": self.iteration, "torch_rng": torch.get_rng_state(),
                  "source": self.source.state_dict(), "coefficient": self.coefficient.state_dict(),
                  "reward": self.reward.state_dict() if self.reward is not None else {}}
@@ -253,7 +261,7 @@ class Trainer:
         missing = [k for k in needed + (["reference"] if self.reference is not None else []) if k not in state]
         if missing:
             raise CheckpointError(f"checkpoint state has no {', '.join(missing)}: it is not a checkpoint of this kind of run")
-        self.policy.load_state_dict(state["policy"])
+        load_policy_state(self.policy, state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
@@ -267,7 +275,7 @@ class Trainer:
 
     def _meta(self) -> dict:
         """What a checkpoint must agree on with the run that resumes it."""
-        return {"method": self.method.name, "world_size": 1, "shapes": {k: list(v.shape) for k, v in self.policy.state_dict().items()}}
+        return {"method": self.method.name, "world_size": 1, "shapes": {k: list(v.shape) for k, v in policy_state(self.policy).items()}}
 
     def save(self, folder: str) -> None:
         """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``)."""

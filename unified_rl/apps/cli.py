@@ -199,6 +199,8 @@ def _check_combination(args) -> None:
                 raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
     if args.trust_remote_code and not args.model:
         raise ValueError("--trust-remote-code has no effect without --model")
+    if getattr(args, "merge", False) and args.lora_r is None:
+        raise ValueError("--merge merges LoRA adapters into the model; it has no effect without --lora-r")
     if args.pad_token is not None and not args.model:
         raise ValueError("--pad-token has no effect without --model (the embedded tokenizer has a pad token)")
     args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
@@ -208,7 +210,6 @@ def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file and flags."""
     from .. import checkpoint, methods
     from ..data.recipes import Pairs, Preferences, Supervised
-    from ..hf import save_model
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
@@ -243,7 +244,7 @@ def cmd_train(args) -> int:
     if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
         write_metrics(trainer.history, args.out)
         plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")
-        save_model(model, tok, os.path.join(args.out, "model"))
+        _save_policy(trainer, tok, args, merge=False)
         total = cfg.steps * cfg.iterations
         print(f"interrupted after step {trainer.step_count} of {total}: checkpoint {os.path.join(args.out, 'checkpoint')}, "
               f"metrics, plot and model in {args.out}")
@@ -257,8 +258,21 @@ def cmd_train(args) -> int:
         print(f"held-out greedy accuracy: {acc:.1%}")
     write_metrics(trainer.history, args.out)
     plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=cfg.method)
-    save_model(model, tok, os.path.join(args.out, "model"))
+    print(f"saved {_save_policy(trainer, tok, args, merge=args.merge)}")
     return 0
+
+
+def _save_policy(trainer, tok, args, merge: bool) -> str:
+    """The trained policy as safetensors: ``--out/model`` (a transformers folder), or for LoRA
+    ``--out/adapter`` (PEFT's adapter folder) and, with ``--merge``, the merged ``--out/model``."""
+    from ..hf import is_peft, merged, save_model
+
+    if not is_peft(trainer.policy):
+        return save_model(trainer.policy, tok, os.path.join(args.out, "model"))
+    where = save_model(trainer.policy, tok, os.path.join(args.out, "adapter"))
+    if merge:
+        where += " and " + save_model(merged(trainer.policy), tok, os.path.join(args.out, "model"))
+    return where
 
 
 def _resume_argv(args) -> list[str]:
@@ -337,6 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
     p.add_argument("--no-progress", action="store_true")
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)

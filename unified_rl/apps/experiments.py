@@ -181,7 +181,7 @@ def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
     trainer = _trainer(copy.deepcopy(base), tok, cfg, train_rows)
     r = trainer.source.sample(trainer.policy, size.run.questions_per_step)
     r = trainer.reward(r, r.texts)
-    r = r.replace(ref_logprobs=engine.logprobs(trainer.reference, r))
+    r = r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan))
     rows: list[dict] = []
     lines = ["| method | parameters held (policy, reference, value model) | seconds per update (prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
              "|---|---|---|---|"]

@@ -17,6 +17,7 @@ from ..batching import micro_batch_views
 from ..lm_head import DEFAULT_CHUNK_BYTES, linear_logprobs, logits_logprobs, on_mask
 from ..protocols import ModelAdapter
 from ..rollout import Rollout
+from .lora import is_peft, unwrap
 from .prefix import PrefixPlan, PromptPass, plan_shared_prefix, supports_shared_prefix
 
 # Configs whose head is not a plain linear map of the last hidden state.
@@ -53,6 +54,7 @@ def completion_logprobs(
     with a non-linear head (soft-capping, logit scaling) fall back to full logits. With
     ``share_prefix``, rows that share a prompt run it once (see prefix.py; Llama-like models).
     """
+    model = unwrap(model)  # a PeftModel: the transformers model inside, adapters active
     shared = _shared_prompts(model, input_ids, attention_mask, completion_mask) if share_prefix else None
     if shared is not None:  # each distinct prompt once, its KV gathered per row
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
@@ -86,6 +88,7 @@ def prompt_pass(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention
     """The batch's distinct prompts run once for all its micro-batches (see prefix.py), or None
     where ``completion_logprobs`` must run per micro-batch: no two rows share a prompt, the model
     is not Llama-like, or the prompts alone exceed ``max_tokens`` padded tokens."""
+    model = unwrap(model)
     shared = _shared_prompts(model, input_ids, attention_mask, completion_mask)
     if shared is None or (max_tokens is not None and shared[1].prefix_ids.numel() > max_tokens):
         return None
@@ -103,7 +106,7 @@ def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor
     """``completion_logprobs`` for ``rows`` of the batch ``prompts`` was made from, laid out on
     ``completion_mask`` (those rows' completion positions, any column window); differentiable."""
     hidden, completion = prompts.hidden(rows)
-    head = model.get_output_embeddings()
+    head = unwrap(model).get_output_embeddings()
     targets = prompts.plan.suffix_ids[rows, : completion.shape[1]][completion]
     logp = linear_logprobs(hidden[completion], head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
     if logp.numel() != int(completion_mask.sum()):
@@ -113,13 +116,13 @@ def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor
 
 
 class TransformersAdapter(ModelAdapter):
-    """Runs any ``transformers`` PreTrainedModel: the chunked head, and the batch's distinct
-    prompts once for all micro-batches (Llama-family models, when they fit in ``plan.max_tokens``;
-    micro-batches are then cut by completion length)."""
+    """Runs any ``transformers`` PreTrainedModel (or a PEFT model around one): the chunked head,
+    and the batch's distinct prompts once for all micro-batches (Llama-family models, when they
+    fit in ``plan.max_tokens``; micro-batches are then cut by completion length)."""
 
     def accepts(self, model: nn.Module) -> bool:
-        """True for transformers models."""
-        return isinstance(model, PreTrainedModel)
+        """True for transformers models, LoRA-wrapped or not."""
+        return isinstance(model, PreTrainedModel) or is_peft(model)
 
     def passes(self, model: nn.Module, rollout: Rollout, plan, keep_groups: bool
                ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:

@@ -19,6 +19,7 @@ from transformers import GenerationConfig
 
 from ..protocols import Generated, Sampler
 from .compat import CACHE_KWARG, output_cache
+from .lora import unwrap
 from .static_decoder import StaticDecoder, supports_fast_decode
 
 
@@ -50,6 +51,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         raise ValueError("generate: no prompts")
     if temperature <= 0 and not greedy:
         raise ValueError(f"generate: temperature must be > 0, got {temperature}")
+    model = unwrap(model)  # a PeftModel: the transformers model inside, adapters active
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -37,10 +37,17 @@ GROW = 16
 
 
 def supports_fast_decode(model: nn.Module) -> bool:
-    """True for ``llama_like`` models (``FAST_DECODE_MODELS``, full attention in every layer) with the usual module layout."""
+    """True for ``llama_like`` models (``FAST_DECODE_MODELS``, full attention in every layer) with the
+    usual module layout, whose adapters, if any, are plain LoRA on linear layers."""
     trunk = getattr(model, "model", None)
     return (llama_like(model) and hasattr(model, "lm_head")
-            and all(hasattr(trunk, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")))
+            and all(hasattr(trunk, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb"))
+            and all(_plain_lora(m) for m in model.modules() if hasattr(m, "lora_A")))
+
+
+def _plain_lora(m: nn.Module) -> bool:
+    """A PEFT LoRA layer that :func:`_weight` can merge: on a linear layer, without DoRA."""
+    return isinstance(getattr(m, "base_layer", None), nn.Linear) and not any(getattr(m, "use_dora", {}).values())
 
 
 @dataclass
@@ -61,12 +68,27 @@ class _Layer:
     kn: Optional[Tensor]
 
 
-def _fuse(linears: list[nn.Linear], dtype: Optional[torch.dtype]) -> tuple[Tensor, Optional[Tensor]]:
+def _weight(m: nn.Module) -> tuple[Tensor, Optional[Tensor]]:
+    """(weight, bias) of a linear layer as the forward applies it: for a PEFT LoRA layer, its base
+    weight plus the active adapters' deltas B A * scale (unless merged or disabled)."""
+    base = getattr(m, "base_layer", None)
+    if base is None:
+        return m.weight.detach(), (m.bias.detach() if m.bias is not None else None)
+    weight = base.weight.detach()
+    if not m.merged and not m.disable_adapters:
+        for name in m.active_adapters:
+            if name in m.lora_A:
+                weight = weight + m.get_delta_weight(name).detach().to(weight.dtype)
+    return weight, (base.bias.detach() if base.bias is not None else None)
+
+
+def _fuse(linears: list[nn.Module], dtype: Optional[torch.dtype]) -> tuple[Tensor, Optional[Tensor]]:
     """One weight (and bias, zeros where a part has none) stacking ``linears``' outputs."""
-    weight = torch.cat([m.weight.detach() for m in linears]).to(dtype or linears[0].weight.dtype)
-    if all(m.bias is None for m in linears):
+    parts = [_weight(m) for m in linears]
+    weight = torch.cat([w for w, _ in parts]).to(dtype or parts[0][0].dtype)
+    if all(b is None for _, b in parts):
         return weight, None
-    bias = torch.cat([m.bias.detach() if m.bias is not None else torch.zeros_like(m.weight[:, 0]) for m in linears])
+    bias = torch.cat([b if b is not None else torch.zeros_like(w[:, 0]) for w, b in parts])
     return weight, bias.to(weight.dtype)
 
 
@@ -87,18 +109,22 @@ class StaticDecoder:
                 return None
             return p.detach().to(dtype) if dtype is not None and p.is_floating_point() else p.detach()
 
+        def linear(m: nn.Module) -> tuple[Optional[Tensor], Optional[Tensor]]:
+            weight, bias = _weight(m)
+            return w(weight), w(bias)
+
         self.layers = []
         for layer in trunk.layers:
             a, m = layer.self_attn, layer.mlp
             qkv, b_qkv = _fuse([a.q_proj, a.k_proj, a.v_proj], dtype)
             gate_up, b_gate_up = _fuse([m.gate_proj, m.up_proj], dtype)
             self.layers.append(_Layer(
-                w(layer.input_layernorm.weight), qkv, b_qkv, w(a.o_proj.weight), w(a.o_proj.bias),
-                w(layer.post_attention_layernorm.weight), gate_up, b_gate_up, w(m.down_proj.weight), w(m.down_proj.bias),
+                w(layer.input_layernorm.weight), qkv, b_qkv, *linear(a.o_proj),
+                w(layer.post_attention_layernorm.weight), gate_up, b_gate_up, *linear(m.down_proj),
                 w(a.q_norm.weight) if hasattr(a, "q_norm") else None, w(a.k_norm.weight) if hasattr(a, "k_norm") else None))
         self.act = trunk.layers[0].mlp.act_fn
-        self.embed, self.norm, self.head = w(trunk.embed_tokens.weight), w(trunk.norm.weight), w(model.lm_head.weight)
-        self.head_bias = w(getattr(model.lm_head, "bias", None))
+        self.embed, self.norm = w(trunk.embed_tokens.weight), w(trunk.norm.weight)
+        self.head, self.head_bias = linear(model.lm_head)
         self.rotary = trunk.rotary_emb
         self.eps = cfg.rms_norm_eps
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads

@@ -6,6 +6,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from .lora import unwrap
+
 
 class ValueModel(nn.Module):
     """A causal-LM trunk with a scalar head: values[b, t] = V(input_ids[b, :t])."""
@@ -26,6 +28,7 @@ class ValueModel(nn.Module):
 
 def value_model_from_policy(policy: nn.Module) -> ValueModel:
     """A value model initialised from a copy of the policy's trunk (a fresh zero head)."""
+    policy = unwrap(policy)  # LoRA: the adapted model (its copied adapters train, its base stays frozen)
     trunk = copy.deepcopy(policy.base_model)
     weight = next(trunk.parameters())
     return ValueModel(trunk, policy.config.hidden_size).to(device=weight.device, dtype=weight.dtype)

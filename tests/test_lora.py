@@ -1,0 +1,154 @@
+"""LoRA through real PEFT: gradients reach only the adapters and equal autograd through PEFT's own
+forward; the reference is the base model (adapters off, no copy); the samplers sample the adapted
+model; a resumed LoRA run is bitwise; a merged export loads with from_pretrained."""
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+peft = pytest.importorskip("peft")
+
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from helpers import random_rollout, tiny_model, true_logprobs  # noqa: E402
+from test_loop import ROWS, TOK, has_seven, small_model  # noqa: E402
+from unified_rl import engine, methods  # noqa: E402
+from unified_rl.config import TrainConfig  # noqa: E402
+from unified_rl.hf import Reference, add_lora, merged, save_model  # noqa: E402
+from unified_rl.hf.sampling import generate  # noqa: E402
+from unified_rl.loop import Trainer  # noqa: E402
+from unified_rl.rewards import FromCallable  # noqa: E402
+
+
+def lora_model(seed=0, r=4):
+    """A tiny fp64 model with LoRA adapters whose B is random (so the adapters change the model)."""
+    model = add_lora(tiny_model(seed), r=r, alpha=2 * r)
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model.eval()
+
+
+def test_gradients_reach_only_the_adapters_and_equal_autograd_through_peft():
+    model = lora_model()
+    rollout = random_rollout(3, n_groups=2, group_size=3)
+    coef = methods.grpo(beta=0.0).coefficient
+    prepared = coef.prepare(rollout.replace(old_logprobs=engine.logprobs(model, rollout)))
+    engine.backward(model, prepared, coef, engine.ExecutionPlan(max_tokens=20))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)
+    assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    # autograd of the surrogate through PEFT's own forward (full logits), token-mean per sequence
+    model.zero_grad()
+    logp = true_logprobs(model, prepared)
+    gc = coef(prepared, logp.detach())
+    (-(prepared.weights * gc * logp).sum()).backward()
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-10, atol=1e-12)
+            assert p.grad.abs().max() > 0, n
+
+
+def test_reference_is_the_base_model_with_adapters_off():
+    base = tiny_model(0)
+    model = lora_model(0)
+    rollout = random_rollout(5)
+    ref = Reference(model)
+    assert ref.shares_policy and ref.state_dict() == {}  # no second copy
+    want = engine.logprobs(base, rollout)
+    assert torch.equal(ref.logprobs(rollout, engine.ExecutionPlan()), want)
+    assert (engine.logprobs(model, rollout) - want).abs().max() > 1e-3  # the adapters do change the policy
+    with pytest.raises(ValueError, match="cannot be reset"):
+        ref.reset()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_samplers_sample_the_adapted_model(fast):
+    model = lora_model(1)
+    gen = generate(model, [[3, 4, 5], [6, 7]], group_size=3, max_new_tokens=6, eos_id=1, pad_id=0,
+                   generator=torch.Generator().manual_seed(0), fast_decode=fast)
+    from unified_rl.data.collate import to_rollout
+
+    r = to_rollout(gen.prompt_ids, gen.completion_ids, pad_id=0, logprobs=gen.logprobs, logprob_field=("sampler_logprobs",))
+    own = engine.logprobs(model, r.replace(temperature=1.0))
+    torch.testing.assert_close(r.sampler_logprobs[r.completion_mask].double(), own[r.completion_mask].double(), rtol=0, atol=1e-5)
+
+
+def _trainer(out, steps=4, checkpoint_every=2, **kw):
+    cfg = TrainConfig(method="grpo", steps=steps, questions_per_step=4, group_size=4, lr=3e-3, max_new_tokens=6, beta=0.04,
+                      lora_r=4, checkpoint_every=checkpoint_every, out_dir=str(out), **kw)
+    return Trainer(small_model(), TOK, methods.from_config(cfg), ROWS, cfg, reward=FromCallable(has_seven))
+
+
+def test_lora_training_moves_only_adapters_and_resumes_bitwise(tmp_path):
+    start = {k: v.clone() for k, v in small_model().state_dict().items()}
+    straight = _trainer(tmp_path / "a")
+    opt_params = {id(p) for g in straight.optimizer.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for n, p in straight.policy.named_parameters() if "lora_" in n}
+    straight.run(progress=False)
+    base = straight.policy.get_base_model()
+    for name, p in base.named_parameters():  # the base weights never move
+        if "lora_" not in name:
+            assert torch.equal(p, start[name.replace(".base_layer", "")]), name
+    assert any(float(p.detach().abs().max()) > 0 for n, p in straight.policy.named_parameters() if "lora_B" in n)
+    split = _trainer(tmp_path / "b", steps=4)
+    split.cfg.steps = 2
+    split.run(progress=False)  # checkpoint at step 2
+    resumed = _trainer(tmp_path / "b")
+    resumed.resume(str(tmp_path / "b" / "checkpoint"))
+    assert resumed.step_count == 2
+    resumed.run(progress=False)
+    a = dict(straight.policy.named_parameters())
+    for n, p in resumed.policy.named_parameters():
+        assert torch.equal(p, a[n]), n
+    saved = load_file(tmp_path / "b" / "checkpoint" / "tensors.safetensors")
+    policy_keys = [k for k in saved if "policy" in k]
+    assert policy_keys and all("lora_" in k for k in policy_keys)  # adapters only, not the base model
+
+
+def test_lora_reference_cannot_reset_each_iteration():
+    cfg = TrainConfig(method="grpo", steps=1, iterations=2, questions_per_step=2, group_size=2, lora_r=2)
+    with pytest.raises(ValueError, match="reset_reference"):
+        Trainer(small_model(), TOK, methods.from_config(cfg), ROWS, cfg, reward=FromCallable(has_seven))
+
+
+def test_merged_model_loads_with_from_pretrained_and_matches(tmp_path):
+    model = lora_model(2)
+    rollout = random_rollout(9)
+    want = engine.logprobs(model, rollout)
+    folder = save_model(merged(model), TOK, str(tmp_path / "merged"))
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float64, local_files_only=True).eval()
+    assert not any("lora" in n for n, _ in loaded.named_parameters())
+    from helpers import exact_norms
+
+    torch.testing.assert_close(engine.logprobs(exact_norms(loaded), rollout), want, rtol=0, atol=1e-6)
+
+
+def test_bad_lora_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="lora_r"):
+        TrainConfig(lora_r=0).check()
+    with pytest.raises(ValueError, match="would have no effect"):
+        TrainConfig(lora_alpha=8).check()
+    with pytest.raises(ValueError, match="LoRA targets"):
+        add_lora(copy.deepcopy(tiny_model()), r=2, targets=["no_such_module"])
+
+
+def test_cli_trains_a_lora_adapter_resumes_and_merges(tmp_path, capsys):
+    from unified_rl.apps.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--method", "grpo", "--lora-r", "4", "--steps", "2", "--questions-per-step", "2", "--group-size", "2",
+            "--max-new-tokens", "6", "--eval-size", "4", "--checkpoint-every", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "adapter" / "adapter_config.json").exists()
+    assert not (out / "model").exists()
+    assert main([*argv[:6], "3", *argv[7:], "--resume", "--merge"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    loaded = AutoModelForCausalLM.from_pretrained(out / "model", local_files_only=True)
+    assert not any("lora" in n for n, _ in loaded.named_parameters())
+    assert main(["train", "--method", "grpo", "--merge", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "no effect without --lora-r" in capsys.readouterr().err

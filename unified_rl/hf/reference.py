@@ -1,0 +1,49 @@
+"""The reference policy pi_ref: a frozen copy of the starting policy, or -- for a LoRA policy --
+the policy itself with its adapters off (the base model: no second copy in memory)."""
+
+import copy
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from .. import engine
+from ..rollout import Rollout
+from .lora import adapters_off, is_peft
+
+
+class Reference:
+    """pi_ref for ``policy``: :meth:`logprobs` of a rollout, :meth:`reset` to the current policy
+    (iterative RL), and a ``state_dict`` for checkpoints (empty for LoRA: the base is frozen)."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy
+        self.copy = None if is_peft(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
+
+    @property
+    def shares_policy(self) -> bool:
+        """True when pi_ref is the policy with adapters off (LoRA), so it cannot be reset."""
+        return self.copy is None
+
+    def logprobs(self, rollout: Rollout, plan: engine.ExecutionPlan) -> Float[Tensor, "batch seq"]:
+        """log pi_ref of every output token of ``rollout`` (no grad)."""
+        if self.copy is not None:
+            return engine.logprobs(self.copy, rollout, plan)
+        with adapters_off(self.policy):
+            return engine.logprobs(self.policy, rollout, plan)
+
+    def reset(self) -> None:
+        """pi_ref <- pi_theta (Algorithm 1's outer loop)."""
+        if self.copy is None:
+            raise ValueError("a LoRA policy's reference is its base model (adapters off); it cannot be reset to the policy: "
+                             "set reset_reference = false, or train without LoRA")
+        self.copy.load_state_dict(self.policy.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The reference's weights (none for LoRA)."""
+        return {} if self.copy is None else self.copy.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        if self.copy is not None:
+            self.copy.load_state_dict(state)
