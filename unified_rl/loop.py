@@ -28,6 +28,7 @@ from .interrupt import StopAfterStep
 from .checkpoint import CheckpointError, read_newest, save_state
 from .coefficients import groups_with_spread
 from .config import TrainConfig
+from .data.chat import render_rows
 from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
@@ -78,8 +79,8 @@ class Trainer:
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
                  phase: Optional[str] = None):
         self.cfg = c = config.check()
-        rows = list(rows)  # a list, a datasets.Dataset or any iterable of dicts
         check_tokenizer(tokenizer)
+        rows = render_rows(list(rows), tokenizer)  # a list, a datasets.Dataset or any iterable of dicts; chat rows as text
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
         for field, fixed in method.settings().items():  # one source of truth: a setting given twice must agree
             given = getattr(c, field, None)
@@ -96,7 +97,7 @@ class Trainer:
         self.needs = self.coefficient.needs
         self.plan = ExecutionPlan(max_tokens=c.max_tokens, share_prefix=c.share_prefix, precision=c.precision)
         self.encoder = Encoder(tokenizer, c.max_prompt_tokens, c.max_new_tokens + 1)
-        self.eval_rows = list(eval_rows) if eval_rows is not None else None
+        self.eval_rows = render_rows(list(eval_rows), tokenizer) if eval_rows is not None else None
         if self.eval_rows and extract is None:
             raise ValueError("Trainer: eval_rows were given but no extract= to read a completion's answer (e.g. url.rewards.AfterMarker('####'))")
         self.extract = extract

@@ -99,7 +99,9 @@ def _rows(path: Optional[str], fmt: str, args, max_prompt_chars: Optional[int] =
         return read_jsonl(path, columns, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
     if fmt == "gsm8k":
         raise ValueError("--format gsm8k reads GSM8K's own JSONL files; for other files map the columns (--prompt-column, --answer-column)")
-    rows = _table(path, getattr(args, "split", None), tuple(sorted(_rename(args).items())))
+    from ..data.chat import normalize
+
+    rows = [normalize(r) for r in _table(path, getattr(args, "split", None), tuple(sorted(_rename(args).items())))]
     for row in rows:
         validate_row(row, columns, where=row.origin, max_prompt_chars=max_prompt_chars, nonempty=nonempty)
     return rows
@@ -123,7 +125,7 @@ def infer_format(path: str, args=None) -> str:
         return "preference"
     if "question" in keys and "prompt" not in keys:
         return "gsm8k"
-    if "completion" in keys or "prompt" not in keys:
+    if "completion" in keys or "messages" in keys or "prompt" not in keys:
         return "prompt_completion"
     return "prompts"
 
@@ -283,6 +285,7 @@ def _resume_argv(args) -> list[str]:
 
 def cmd_eval(args) -> int:
     """``unified-rl eval``: greedy accuracy, Pass@K and Maj@K of a model folder."""
+    from ..data.chat import render_rows
     from ..data.sources import Encoder
     from ..evaluate import greedy_accuracy, pass_and_majority
     from ..hf import make_sampler
@@ -300,7 +303,7 @@ def cmd_eval(args) -> int:
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
-    rows = (eval_rows or rows)[: args.n]
+    rows = render_rows((eval_rows or rows)[: args.n], tok)  # conversational rows through the chat template
     enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
     how = dict(sampler=make_sampler(args.sampler, tok), extract=_extract(args), max_new_tokens=args.max_new_tokens)
     result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, **how), "n": len(rows)}

@@ -100,11 +100,14 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
                nonempty: Sequence[str] = ()) -> list[dict]:
     """Rows of a JSONL file (see :func:`jsonl_objects`); each must be an object whose ``required``
     columns are strings (the prompt and the ``nonempty`` columns non-empty)."""
+    from .chat import normalize
+
     rows = []
     for line_no, row in jsonl_objects(path):
+        row = normalize(Row(row, f"{path}, line {line_no}"))  # messages / implicit prompts in explicit form
         validate_row(row, required, where=f"{path}, line {line_no}", max_prompt_chars=max_prompt_chars, prompt_column=prompt_column,
                      nonempty=nonempty)
-        rows.append(Row(row, f"{path}, line {line_no}"))
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: zero rows")
     return rows
@@ -116,6 +119,11 @@ def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_c
     for col in required:
         if col not in row:
             raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)})")
+        if isinstance(row[col], list) and col in ("prompt", "completion", "chosen", "rejected"):  # messages (chat.py)
+            from .chat import check_messages
+
+            check_messages(row[col], where, col)
+            continue
         if not isinstance(row[col], str):
             got = "null" if row[col] is None else type(row[col]).__name__
             raise ValueError(f"{where}: column {col!r} must be a string, got {got}")

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..protocols import DataSource, Sampler
 from ..rollout import Rollout, Sample
+from .chat import CHAT
 from .collate import concat, to_rollout
 from .rows import where
 
@@ -65,18 +66,29 @@ class Encoder:
                 if len(text.encode("utf-8", "surrogatepass")) > (limit + 1) * longest:
                     raise ValueError(f"{where(rows[i], i)}: column {col!r} has {len(text)} characters, more than "
                                      f"{'max_prompt_tokens' if prompt else 'max_completion_tokens'}={limit + (0 if prompt else 1)} tokens can hold")
-            for i, ids in enumerate(self.tokenizer(texts, add_special_tokens=prompt).input_ids):
+            for i, ids in self._token_ids(rows, texts, prompt):
                 if len(ids) > limit:
                     what = (f"has {len(ids)} tokens, over max_prompt_tokens={limit}" if prompt else
                             f"of {texts[i]!r:.60} has {len(ids) + 1} tokens with eos, over max_completion_tokens={limit + 1} (raise max_new_tokens)")
                     raise ValueError(f"{where(rows[i], i)}: column {col!r} {what}")
+
+    def _token_ids(self, rows: Sequence[dict], texts: Sequence[str], prompt: bool) -> list[tuple[int, list[int]]]:
+        """(index, token ids) of each text, tokenised in two batches: prompts rendered by a chat
+        template get no added special tokens (the template wrote them), other prompts do."""
+        out = []
+        for chat in (False, True):
+            idx = [i for i, r in enumerate(rows) if (CHAT in r) == chat]
+            if idx:
+                ids = self.tokenizer([texts[i] for i in idx], add_special_tokens=prompt and not chat).input_ids
+                out += list(zip(idx, ids))
+        return out
 
     def prompt(self, row: dict) -> list[int]:
         """Token ids of a row's prompt (checked against the limit)."""
         text = row.get("prompt")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"row {row!r:.80}: column 'prompt' must be a non-empty string")
-        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        ids = self.tokenizer(text, add_special_tokens=CHAT not in row).input_ids  # a chat template wrote its own
         if len(ids) > self.max_prompt_tokens:
             raise ValueError(f"row {text!r:.60}: column 'prompt' has {len(ids)} tokens, over max_prompt_tokens={self.max_prompt_tokens}")
         return ids

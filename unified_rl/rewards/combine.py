@@ -6,12 +6,23 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from ..data.chat import CHAT, as_messages
 from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
 
 
 def _name(fn: Any) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
+
+
+def trl_arguments(texts: Sequence[Sample]) -> tuple[list, list, dict[str, list]]:
+    """(prompts, completions, columns) as TRL passes them to a reward function: conversational
+    samples as messages (the prompt's turns; the completion as one assistant turn), others as text;
+    every other dataset column as a keyword list."""
+    prompts = [s.columns.get(CHAT, s.prompt) for s in texts]
+    completions = [as_messages(s.completion) if CHAT in s.columns else s.completion for s in texts]
+    names = list(dict.fromkeys(k for s in texts for k in s.columns if k not in ("prompt", "completion", CHAT)))
+    return prompts, completions, {k: [s.columns.get(k) for s in texts] for k in names}
 
 
 @dataclass
@@ -27,15 +38,8 @@ class FromCallable(RewardFunction):
     name: Optional[str] = None
 
     def _call(self, texts: Sequence[Sample]) -> Sequence[Any]:  # whatever the user returns; checked after
-        columns: dict[str, list] = {}
-        for s in texts:
-            for k, v in s.columns.items():
-                columns.setdefault(k, [])
-        for k in list(columns):
-            columns[k] = [s.columns.get(k) for s in texts]
-        columns.pop("prompt", None)
-        columns.pop("completion", None)
-        return self.fn([s.prompt for s in texts], [s.completion for s in texts], **columns)
+        prompts, completions, columns = trl_arguments(texts)
+        return self.fn(prompts, completions, **columns)
 
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
         name = self.name or _name(self.fn)

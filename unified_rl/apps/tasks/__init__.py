@@ -4,7 +4,7 @@ from ...methods import Method
 from ...protocols import RewardFunction
 from ...rewards import AfterMarker, OutcomeReward, ProcessReward
 from .arithmetic import ArithmeticTask, Problem, final_answer, parse_problem, step_checks
-from .tokenizer import ARITHMETIC_CHARS, char_tokenizer
+from .tokenizer import ARITHMETIC_CHARS, char_tokenizer, chat_tokenizer
 
 extract_answer = AfterMarker("#")  # the arithmetic task's answer follows the last '#'
 
@@ -16,4 +16,4 @@ def task_reward(method: Method, tokenizer) -> RewardFunction:
         return ProcessReward(tokenizer, step_checks)
     return OutcomeReward(extract_answer)
 
-__all__ = ["ArithmeticTask", "Problem", "final_answer", "parse_problem", "step_checks", "ARITHMETIC_CHARS", "char_tokenizer", "extract_answer", "task_reward"]
+__all__ = ["ArithmeticTask", "Problem", "final_answer", "parse_problem", "step_checks", "ARITHMETIC_CHARS", "char_tokenizer", "chat_tokenizer", "extract_answer", "task_reward"]

@@ -21,3 +21,20 @@ def char_tokenizer(chars: str = ARITHMETIC_CHARS) -> PreTrainedTokenizerFast:
                                    clean_up_tokenization_spaces=False)
     fast.padding_side = "left"
     return fast
+
+
+# ChatML, as Qwen2.5's template writes it (without tools): what an instruct model's tokenizer brings.
+CHATML_TEMPLATE = ("{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+                   "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+TEXT_CHARS = "".join(chr(c) for c in range(32, 127)) + "\n"
+
+
+def chat_tokenizer(chars: str = TEXT_CHARS) -> PreTrainedTokenizerFast:
+    """A character tokenizer for text (printable ASCII and newline) with ChatML's special tokens
+    ``<|im_start|>`` / ``<|im_end|>`` (its eos) and a ChatML chat template: a stand-in, built
+    locally, for an instruct model's tokenizer."""
+    fast = char_tokenizer(chars)
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    fast.eos_token = "<|im_end|>"
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
