@@ -48,6 +48,8 @@ class TrainConfig:
     lora_targets: str = "all-linear"  # comma-separated module names, or all-linear (every linear layer but the head)
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False  # recompute each layer's activations in the backward (less memory, same gradient)
+    report_to: str = "none"           # tensorboard, trackio, wandb (comma-separated) besides metrics.jsonl
+    log_completions_every: int = 0    # steps between tables of sample completions (completions.jsonl and report_to; 0: never)
     out_dir: Optional[str] = None
 
     def check(self) -> "TrainConfig":
@@ -103,7 +105,15 @@ class TrainConfig:
             raise bad("grad_clip", "must be > 0 or null")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise bad("max_tokens", "must be >= 1 or null")
-        for f in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+        if not isinstance(self.report_to, str):
+            raise bad("report_to", "must be a comma-separated list of backends, or none")
+        from .reporting import parse_report_to
+
+        try:
+            parse_report_to(self.report_to)
+        except ValueError as e:
+            raise bad("report_to", str(e).removeprefix("report_to: ")) from None
+        for f in ("warmup_steps", "eval_every", "checkpoint_every", "seed", "log_completions_every"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 raise bad(f, "must be an integer >= 0")
         return self

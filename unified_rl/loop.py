@@ -12,6 +12,7 @@
         reward model: continual training on new samples + 10% replay
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,9 +34,11 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import Reference, add_lora, check_tokenizer, load_policy_state, make_sampler, policy_state, trainable, unwrap
+from .hf import (Reference, add_lora, check_tokenizer, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
+                 trainable)
 from .methods import Method
 from .precision import autocast
+from .reporting import make_reporters
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 
 
@@ -91,7 +94,7 @@ class Trainer:
             targets = c.lora_targets if c.lora_targets == "all-linear" else [t.strip() for t in c.lora_targets.split(",") if t.strip()]
             policy = add_lora(policy, r=c.lora_r, alpha=c.lora_alpha, targets=targets, dropout=c.lora_dropout)
         if c.gradient_checkpointing:
-            unwrap(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(policy)
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
         self.coefficient = method.coefficient
         self.needs = self.coefficient.needs
@@ -127,6 +130,7 @@ class Trainer:
         self.history: list[dict] = []
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
         self.interrupted = False  # set by run() when Ctrl-C stopped it early
+        self.reporters: Optional[list] = None  # report_to's backends, started with the first metrics
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -165,6 +169,7 @@ class Trainer:
         self.step_count += 1
         t_end = time.perf_counter()
         m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **self.source.metrics(),
+             **(self.reward.metrics() if self.reward is not None else {}),
              "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
              "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
@@ -184,6 +189,8 @@ class Trainer:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)
         self.log_metrics(m)
+        if c.log_completions_every and self.step_count % c.log_completions_every == 0 and rollout.texts is not None:
+            self.log_completions(rollout)
         if c.checkpoint_every and c.out_dir and self.step_count % c.checkpoint_every == 0:
             self.save(os.path.join(c.out_dir, "checkpoint"))
         return m
@@ -227,6 +234,7 @@ class Trainer:
             bar.close()
             if self.interrupted and self.cfg.out_dir:
                 self.save(os.path.join(self.cfg.out_dir, "checkpoint"))
+        self.close_reporters()
         return self.history
 
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
@@ -239,11 +247,38 @@ class Trainer:
                                    max_new_tokens=self.cfg.max_new_tokens)
 
     def log_metrics(self, m: dict) -> None:
-        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set)."""
+        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set) and send the numbers to ``report_to``'s backends."""
         if self.cfg.out_dir:
             os.makedirs(self.cfg.out_dir, exist_ok=True)
             with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(m) + "\n")
+        for r in self._reporters():
+            r.log(m, int(m.get("step", self.step_count)))
+
+    def log_completions(self, rollout, n: int = 8) -> None:
+        """The step's first ``n`` samples (prompt, completion, reward; None if unscored) to
+        out_dir/completions.jsonl and ``report_to``'s backends."""
+        scored = rollout.scored.tolist() if rollout.scored is not None else [True] * rollout.batch_size
+        rewards = rollout.rewards.tolist() if rollout.rewards is not None else [None] * rollout.batch_size
+        rows = [{"step": self.step_count, "prompt": t.prompt, "completion": t.completion, "reward": rewards[i] if scored[i] else None}
+                for i, t in enumerate(rollout.texts[:n])]
+        if self.cfg.out_dir:
+            with open(os.path.join(self.cfg.out_dir, "completions.jsonl"), "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        for r in self._reporters():
+            r.table(rows, self.step_count)
+
+    def _reporters(self) -> list:
+        if self.reporters is None:
+            config = {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)}
+            self.reporters = make_reporters(self.cfg.report_to, self.cfg.out_dir, f"{self.phase}-{self.cfg.seed}", config)
+        return self.reporters
+
+    def close_reporters(self) -> None:
+        """Finish ``report_to``'s runs (``run`` does this at its end)."""
+        for r in self.reporters or []:
+            r.close()
+        self.reporters = None
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

@@ -90,6 +90,10 @@ class RewardFunction(Stateful, Protocol):
         """Re-train on what was observed, replaying ``replay`` x as much history. Default: nothing."""
         return {}
 
+    def metrics(self) -> dict[str, float]:
+        """Scalar metrics of the last call (e.g. calls that timed out). Default: none."""
+        return {}
+
 
 @runtime_checkable
 class GradientCoefficient(OwnsModels, Protocol):

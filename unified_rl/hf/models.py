@@ -85,3 +85,24 @@ def save_model(model: Any, tokenizer: Any, folder: str) -> str:
         if was:
             hf_logging.enable_progress_bar()
     return folder
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer's activations in the backward (non-reentrant checkpointing):
+    less memory, the same gradient. Works on a LoRA model too (its transformers model inside)."""
+    from .lora import unwrap
+
+    inner = unwrap(model)
+    if hasattr(type(inner), "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        inner.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def activation_checkpointing(model: Any) -> bool:
+    """Whether ``model`` (or the transformers model inside a LoRA model) checkpoints its layers."""
+    from .lora import unwrap
+
+    inner = unwrap(model)
+    flag = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(inner, flag, False))

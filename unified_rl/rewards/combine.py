@@ -41,10 +41,11 @@ class FromCallable(RewardFunction):
         prompts, completions, columns = trl_arguments(texts)
         return self.fn(prompts, completions, **columns)
 
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+    def _values(self, texts: Sequence[Sample]) -> list:
+        """The function's values for ``texts``, in order; an exception is located by re-running sample by sample."""
         name = self.name or _name(self.fn)
         try:
-            values = list(self._call(texts))
+            return list(self._call(texts))
         except Exception as batch_error:
             for i, s in enumerate(texts):
                 try:
@@ -52,6 +53,10 @@ class FromCallable(RewardFunction):
                 except Exception as e:
                     raise RuntimeError(f"reward function {name!r} raised on sample {i} (prompt {s.prompt!r:.60}): {e!r}") from e
             raise RuntimeError(f"reward function {name!r} raised on the batch: {batch_error!r}") from batch_error
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        name = self.name or _name(self.fn)
+        values = self._values(texts)
         if len(values) != len(texts):
             raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(texts)} samples")
         rewards, scored = [], []
@@ -87,3 +92,11 @@ class WeightedSum(RewardFunction):
             if out.scored is not None:
                 scored = scored & out.scored
         return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+
+    def metrics(self) -> dict[str, float]:
+        """The parts' metrics (summed where two parts report the same name)."""
+        out: dict[str, float] = {}
+        for _, fn in self.parts:
+            for k, v in (fn.metrics() if isinstance(fn, RewardFunction) else {}).items():
+                out[k] = out.get(k, 0.0) + v
+        return out

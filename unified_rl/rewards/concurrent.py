@@ -1,0 +1,170 @@
+"""Reward functions that take time (a verifier, a sandbox, a remote judge): called once per sample,
+``workers`` calls at a time, each with its own timeout, the values returned in order.
+
+``pool="thread"`` suits calls that wait (I/O, a remote service); ``pool="process"`` suits Python
+that computes (it is not held back by the GIL) and is the one whose timeouts can stop runaway code:
+each call runs on its worker's main thread under ``signal.setitimer``, and a worker that does not
+answer the alarm is replaced. A thread that times out cannot be stopped; it is abandoned, and its
+result ignored. A call that times out gives ``None``: the sample is unscored (left out of group
+baselines, counted as ``reward/timeouts``), never a silent 0. An exception names the function and
+the sample.
+"""
+
+import logging
+import multiprocessing
+import pickle
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from ..rollout import Sample
+from .combine import FromCallable, _name, trl_arguments
+
+POOLS = ("thread", "process")
+_GRACE = 5.0  # seconds a process worker gets past its alarm before it is replaced
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise _Alarm()
+
+
+def _timed_call(fn: Callable, args: tuple, kwargs: dict, timeout: Optional[float]) -> tuple[str, Any]:
+    """In a worker process: ``fn(*args, **kwargs)`` under an interval timer -> ("ok", value),
+    ("timeout", None) or ("error", repr of the exception)."""
+    if timeout:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return "ok", fn(*args, **kwargs)
+    except _Alarm:
+        return "timeout", None
+    except Exception as e:  # reported in the parent with the function's name and the sample
+        return "error", repr(e)
+    finally:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@dataclass
+class Concurrent(FromCallable):
+    """``fn(prompts, completions, **columns)`` (TRL's convention) called on one sample at a time,
+    ``workers`` at once in a thread or process pool, each call limited to ``timeout`` seconds (None:
+    no limit). Values come back in sample order; ``None`` (and a timeout) marks a sample unscored."""
+
+    workers: int = 4
+    timeout: Optional[float] = 30.0
+    pool: str = "thread"
+    _timeouts: int = field(default=0, init=False, repr=False)
+    _late: list = field(default_factory=list, init=False, repr=False)
+    _processes: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"Concurrent: pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"Concurrent: workers must be a positive integer, got {self.workers!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"Concurrent: timeout must be > 0 seconds or None, got {self.timeout!r}")
+        if self.pool == "process":
+            try:
+                pickle.dumps(self.fn)
+            except Exception as e:
+                raise ValueError(f"Concurrent: pool='process' sends {_name(self.fn)!r} to worker processes, so it must be a "
+                                 f"module-level function (picklable): {e}") from None
+
+    def _values(self, texts: Sequence[Sample]) -> list:
+        calls = []
+        for s in texts:
+            prompts, completions, columns = trl_arguments([s])
+            calls.append(((prompts, completions), columns))
+        outcomes = self._run_threads(calls) if self.pool == "thread" else self._run_processes(calls)
+        name, values, late = self.name or _name(self.fn), [], []
+        for i, (status, value) in enumerate(outcomes):
+            if status == "error":
+                raise RuntimeError(f"reward function {name!r} raised on sample {i} (prompt {texts[i].prompt!r:.60}): {value}")
+            if status == "timeout":
+                late.append(i)
+                values.append(None)
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != 1:
+                raise ValueError(f"reward function {name!r} returned {value!r:.60} for sample {i}; expected a list of one value")
+            values.append(value[0])
+        self._late, self._timeouts = late, len(late)
+        if late:
+            logging.getLogger("unified_rl").warning(f"reward function {name!r}: {len(late)} call(s) took over {self.timeout} s "
+                                                    f"(samples {late[:8]}); those samples are unscored")
+        return values
+
+    def _run_threads(self, calls: list) -> list[tuple[str, Any]]:
+        """Each call in its own daemon thread, at most ``workers`` running; a call past its timeout
+        is abandoned (its slot goes to the next call; its result, if it ever comes, is ignored)."""
+        results: dict[int, tuple[str, Any]] = {}
+        ready = threading.Condition()
+
+        def run(i: int) -> None:
+            args, kwargs = calls[i]
+            try:
+                result = ("ok", self.fn(*args, **kwargs))
+            except Exception as e:
+                result = ("error", repr(e))
+            with ready:
+                results[i] = result
+                ready.notify()
+
+        out: dict[int, tuple[str, Any]] = {}
+        running: dict[int, float] = {}  # call -> when it started
+        next_call = 0
+        with ready:
+            while len(out) < len(calls):
+                while next_call < len(calls) and len(running) < self.workers:
+                    running[next_call] = time.monotonic()
+                    threading.Thread(target=run, args=(next_call,), daemon=True, name=f"reward-{next_call}").start()
+                    next_call += 1
+                wait = None if not self.timeout else max(0.0, min(running.values()) + self.timeout - time.monotonic())
+                ready.wait_for(lambda: any(i in results for i in running), timeout=wait)
+                now = time.monotonic()
+                for i in list(running):
+                    if i in results:
+                        out[i] = results[i]
+                    elif self.timeout and now - running[i] >= self.timeout:
+                        out[i] = ("timeout", None)
+                    else:
+                        continue
+                    del running[i]
+        return [out[i] for i in range(len(calls))]
+
+    def _run_processes(self, calls: list) -> list[tuple[str, Any]]:
+        if self._processes is None:
+            self._processes = multiprocessing.get_context("spawn").Pool(self.workers)
+        jobs = [self._processes.apply_async(_timed_call, (self.fn, args, kwargs, self.timeout)) for args, kwargs in calls]
+        out = []
+        for job in jobs:
+            try:
+                out.append(job.get(None if self.timeout is None else self.timeout * len(calls) + _GRACE))
+            except multiprocessing.TimeoutError:  # a worker deaf to its alarm (stuck in C code): replace the pool
+                self.close()
+                return out + [("timeout", None)] * (len(calls) - len(out))
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """``reward/timeouts``: calls of the last batch that ran out of time."""
+        return {"reward/timeouts": float(self._timeouts)}
+
+    def close(self) -> None:
+        """Stop the worker processes (a new pool starts on the next call)."""
+        if self._processes is not None:
+            self._processes.terminate()
+            self._processes.join()
+            self._processes = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the pool may be half torn down already
+            pass
