@@ -89,3 +89,16 @@ def test_reward_functions_receive_messages_as_trl_does():
     assert seen["prompts"] == [[U]] * 4 and seen["answer"] == ["5"] * 4
     assert all(isinstance(c, list) and c[0]["role"] == "assistant" and isinstance(c[0]["content"], str) for c in seen["completions"])
     assert torch.isfinite(torch.tensor(m["loss"]))
+
+
+def test_conversational_sft_trains_on_the_rendered_answer_ending_in_one_eos():
+    from unified_rl.data.sources import SupervisedSource
+
+    rows = render_rows([{"messages": [U, A5]}, {"prompt": [U], "completion": [A6]}], TOK)
+    source = SupervisedSource(rows, Encoder(TOK, max_completion_tokens=64))
+    r = source.sample(None, 2)
+    for i, answer in enumerate(("It is 5.", "It is 6.")):
+        ids = r.input_ids[i][r.completion_mask[i]].tolist()
+        assert TOK.decode(ids) == answer + TOK.eos_token  # the template's end of turn is the one eos
+        prompt = r.input_ids[i][r.attention_mask[i] & ~r.completion_mask[i]].tolist()
+        assert TOK.decode(prompt) == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"

@@ -70,7 +70,7 @@ def test_help_and_usage_errors_load_no_torch():
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "--method" in out.stdout and "error: the following arguments are required: --method" in out.stderr
+    assert "--method" in out.stdout and "error: --method is required" in out.stderr
 
 
 def test_a_run_is_quiet_and_current(tmp_path):

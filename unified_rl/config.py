@@ -120,16 +120,8 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":
-        """Read a TOML or JSON file; unknown keys are errors. ``overrides`` (non-None) win."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file {path!r} not found")
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f) if path.endswith(".toml") else json.load(f)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"config file {path!r} cannot be read: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path!r}: expected a table of TrainConfig fields, got {type(data).__name__}")
+        """Read a TOML, YAML or JSON file; unknown keys are errors. ``overrides`` (non-None) win."""
+        data = read_table(path)
         try:
             return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
         except (TypeError, ValueError) as e:
@@ -142,3 +134,29 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config: unknown field(s) {unknown}; known fields are {sorted(known)}")
         return cls(**data).check()
+
+
+def read_table(path: str) -> dict[str, Any]:
+    """The key/value table of a TOML, YAML (.yaml, .yml) or JSON config file; a clear error naming
+    the file otherwise. YAML is read with ``safe_load`` (no Python objects are built)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    try:
+        with open(path, "rb") as f:
+            if path.endswith(".toml"):
+                data = tomllib.load(f)
+            elif path.endswith((".yaml", ".yml")):
+                import yaml
+
+                data = yaml.safe_load(f)
+            else:
+                data = json.load(f)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path!r} cannot be read: {e}") from None
+    except Exception as e:  # yaml.YAMLError, imported lazily
+        if type(e).__module__.startswith("yaml"):
+            raise ValueError(f"config file {path!r} cannot be read: {' '.join(str(e).split())}") from None
+        raise
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path!r}: expected a table of TrainConfig fields, got {type(data).__name__}")
+    return data

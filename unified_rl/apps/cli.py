@@ -170,6 +170,10 @@ def _reward(args, method, tok):
 
     if isinstance(method.data_source, Supervised):
         return None
+    if getattr(args, "reward", None) == "math":
+        from ..rewards import math_reward
+
+        return math_reward("answer")
     return task_reward(method, tok) if not args.data else OutcomeReward(_extract(args))
 
 
@@ -196,7 +200,8 @@ def _check_combination(args) -> None:
     """Flags that would have no effect in this combination are errors, not silently ignored."""
     if args.data is None:
         for flag, value in (("--eval-data", args.eval_data), ("--answer-marker", args.answer_marker), ("--format", args.format),
-                            ("--split", args.split), *((f"--{c}-column", getattr(args, f"{c}_column")) for c in COLUMN_FLAGS)):
+                            ("--split", args.split), ("--reward", args.reward),
+                            *((f"--{c}-column", getattr(args, f"{c}_column")) for c in COLUMN_FLAGS)):
             if value is not None:
                 raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
     if args.trust_remote_code and not args.model:
@@ -208,22 +213,57 @@ def _check_combination(args) -> None:
     args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
 
 
+# Options of ``train`` that a recipe file may set besides TrainConfig fields (flags win).
+RECIPE_OPTIONS = ("model", "data", "eval_data", "split", "format", "answer_marker", "reward", "merge", "pad_token", "out",
+                  *(f"{c}_column" for c in COLUMN_FLAGS))
+
+
+def _recipe(args) -> dict:
+    """The config file's TrainConfig fields; its ``train`` options (model, data, reward ...) fill
+    the flags the command line left unset. An unknown key is an error naming the file."""
+    from ..config import read_table
+
+    if not args.config:
+        return {}
+    table, fields = read_table(args.config), {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in table.items():
+        if key in fields:
+            continue
+        if key not in RECIPE_OPTIONS:
+            raise ValueError(f"config file {args.config!r}: unknown key {key!r}; it takes TrainConfig fields and the options "
+                             f"{', '.join(RECIPE_OPTIONS)}")
+        if key == "out" and args.out_given:
+            continue
+        if getattr(args, key) in (None, False) or key == "out":
+            setattr(args, key, value)
+    return {k: v for k, v in table.items() if k in fields}
+
+
 def cmd_train(args) -> int:
-    """``unified-rl train``: one method through the loop, from a config file and flags."""
+    """``unified-rl train``: one method through the loop, from a config file (TOML, YAML or JSON:
+    TrainConfig fields and the command's options) and flags."""
+    args.out_given = args.out is not None
+    file_fields = _recipe(args)
+    if not (args.method or file_fields.get("method")):  # before any heavy import: a usage error answers at once
+        raise ValueError("--method is required (or a method key in the --config file)")
     from .. import checkpoint, methods
     from ..data.recipes import Pairs, Preferences, Supervised
     from ..loop import Trainer
     from .demo import write_metrics
     from .plots import plot_training
 
+    args.out = args.out or "runs/train"
     _out_folder(args.out)
     _check_combination(args)
     if not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    overrides["method"] = args.method
+    overrides["method"] = args.method or file_fields.get("method")
     overrides["out_dir"] = args.out
-    cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    try:
+        cfg = TrainConfig.from_dict({**file_fields, **overrides})
+    except ValueError as e:
+        raise ValueError(f"config file {args.config!r}: {e}" if args.config else str(e)) from None
     method = methods.from_config(cfg)
     preference = args.format == "preference"
     if preference and not isinstance(method.data_source, Pairs):
@@ -339,8 +379,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
-    p.add_argument("--method", required=True, help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered)")
-    p.add_argument("--config", help="TOML or JSON file of TrainConfig fields; flags override it")
+    p.add_argument("--method", help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered); may come from --config")
+    p.add_argument("--config", help="TOML, YAML or JSON file of TrainConfig fields and train options (a recipe: recipes/); flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
@@ -352,7 +392,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns; "
                                     "docs/training.md#data-formats)")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
-    p.add_argument("--out", default="runs/train")
+    p.add_argument("--reward", choices=("answer", "math"), help="answer: the text after --answer-marker equals the answer column "
+                   "(default); math: math-verify's equivalence (boxed, fractions, LaTeX; needs unified_rl[math])")
+    p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
     p.add_argument("--no-progress", action="store_true")
