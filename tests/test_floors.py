@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "unified_rl")
-CORE = ["rollout.py", "protocols.py", "engine.py", "batching.py", "lm_head.py", "precision.py", "threads.py", "names.py", "coefficients"]
+CORE = ["rollout.py", "protocols.py", "engine.py", "batching.py", "lm_head.py", "precision.py", "threads.py", "names.py", "distributed.py", "coefficients"]
 CORE_DEPENDENCIES = {"torch", "numpy", "jaxtyping", "einops"}
 
 

@@ -41,7 +41,7 @@ def test_recipe_keys_are_checked(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: grpo\nmodle: x\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert "unknown key 'modle'" in capsys.readouterr().err
+    assert "unknown field(s) ['modle']" in capsys.readouterr().err
     broken = tmp_path / "broken.yaml"
     broken.write_text("method: [grpo\n")
     assert main(["train", "--config", str(broken), "--out", str(tmp_path / "o"), "--no-progress"]) == 2

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 
 _CORE = {"Rollout": "rollout", "Stats": "engine", "ExecutionPlan": "engine", "DataSource": "protocols", "RewardFunction": "protocols",
          "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols"}
-_CORE_MODULES = ("coefficients", "engine", "protocols", "threads")
+_CORE_MODULES = ("coefficients", "distributed", "engine", "protocols", "threads")
 _LIBRARY_MODULES = ("config", "data", "evaluate", "hf", "loop", "methods", "rewards")
 
 

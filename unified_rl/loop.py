@@ -25,6 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from . import engine, threads
+from . import distributed
+from .distributed import rank_folder, reduce_metrics
 from .interrupt import StopAfterStep
 from .checkpoint import CheckpointError, read_newest, save_state
 from .coefficients import groups_with_spread
@@ -34,7 +36,7 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import (Reference, add_lora, check_tokenizer, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
+from .hf import (Reference, add_lora, check_tokenizer, ddp, init_process_group, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
                  trainable)
 from .methods import Method
 from .precision import autocast
@@ -82,6 +84,13 @@ class Trainer:
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
                  phase: Optional[str] = None):
         self.cfg = c = config.check()
+        if c.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
+            init_process_group()
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if c.questions_per_step % self.world:
+            raise ValueError(f"questions_per_step = {c.questions_per_step} is the global batch and must divide among the "
+                             f"{self.world} ranks (each samples whole groups)")
+        self.local_questions = c.questions_per_step // self.world
         check_tokenizer(tokenizer)
         rows = render_rows(list(rows), tokenizer)  # a list, a datasets.Dataset or any iterable of dicts; chat rows as text
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
@@ -112,7 +121,7 @@ class Trainer:
         elif self.needs & {"rewards", "step_rewards", "scored"}:
             raise ValueError(f"Trainer: method {method.name!r} reads {', '.join(sorted(self.needs & {'rewards', 'step_rewards'}))} "
                              "but no reward function was given (reward=...)")
-        setup = Setup(rows, self.encoder, self.sampler, policy, self.reward, seed=c.seed, max_new_tokens=c.max_new_tokens,
+        setup = Setup(rows, self.encoder, self.sampler, policy, self.reward, seed=c.seed + 1_000_003 * self.rank, max_new_tokens=c.max_new_tokens,
                       temperature=c.temperature)
         self.source = data_source or method.data_source.build(setup)
         conforms(self.source, DataSource, "data source")
@@ -124,6 +133,12 @@ class Trainer:
         if not self.params:
             raise ValueError("Trainer: no parameter of the policy requires grad; nothing would be trained")
         self.coefficient.attach(policy)
+        self.train_model = policy
+        if self.world > 1:
+            if getattr(self.coefficient, "value_model", None) is not None:
+                raise ValueError(f"method {method.name!r} trains a value model, which is not synchronised across ranks yet; "
+                                 "run it in one process")
+            self.train_model = ddp(policy)  # gradients summed over ranks; the weights stay self.policy's
         self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
         self.step_count, self.iteration = 0, 0
@@ -141,7 +156,7 @@ class Trainer:
         if self.step_count % c.steps == 0:
             self._begin_iteration()
         with autocast(self.policy, c.precision):
-            rollout = self.source.sample(self.policy, c.questions_per_step)
+            rollout = self.source.sample(self.policy, self.local_questions)
         t_gen = time.perf_counter()
         if self.reward is not None and rollout.rewards is None:  # a source that judges its samples (pairs, dynamic sampling) scored them already
             rollout = self.reward(rollout, rollout.texts)
@@ -157,7 +172,7 @@ class Trainer:
         self.policy.train()
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = engine.backward(self.policy, rollout, self.coefficient, self.plan)
+            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan)
             norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip if c.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
@@ -185,6 +200,8 @@ class Trainer:
             if signal is not None:
                 m["reward/groups_with_signal"] = signal
                 self._warn_if_no_signal(signal == 0.0, rollout.rewards[scored])
+        if self.world > 1:
+            m = reduce_metrics(m)
         if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)
@@ -221,7 +238,8 @@ class Trainer:
         and returns; a second Ctrl-C stops at once (``KeyboardInterrupt``)."""
         total = self.cfg.steps * self.cfg.iterations
         self.interrupted = False
-        bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress or self.rank > 0,
+                   dynamic_ncols=True)
         with StopAfterStep(f"{self.phase} step {self.step_count + 1}") as stop:
             while self.step_count < total:
                 stop.what = f"{self.phase} step {self.step_count + 1}"
@@ -247,7 +265,10 @@ class Trainer:
                                    max_new_tokens=self.cfg.max_new_tokens)
 
     def log_metrics(self, m: dict) -> None:
-        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set) and send the numbers to ``report_to``'s backends."""
+        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set) and send the numbers to
+        ``report_to``'s backends; rank 0 only."""
+        if self.rank > 0:
+            return
         if self.cfg.out_dir:
             os.makedirs(self.cfg.out_dir, exist_ok=True)
             with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as f:
@@ -260,6 +281,8 @@ class Trainer:
         out_dir/completions.jsonl and ``report_to``'s backends."""
         scored = rollout.scored.tolist() if rollout.scored is not None else [True] * rollout.batch_size
         rewards = rollout.rewards.tolist() if rollout.rewards is not None else [None] * rollout.batch_size
+        if self.rank > 0:
+            return
         rows = [{"step": self.step_count, "prompt": t.prompt, "completion": t.completion, "reward": rewards[i] if scored[i] else None}
                 for i, t in enumerate(rollout.texts[:n])]
         if self.cfg.out_dir:
@@ -311,17 +334,17 @@ class Trainer:
 
     def _meta(self) -> dict:
         """What a checkpoint must agree on with the run that resumes it."""
-        return {"method": self.method.name, "world_size": 1, "shapes": {k: list(v.shape) for k, v in policy_state(self.policy).items()}}
+        return {"method": self.method.name, "world_size": self.world, "shapes": {k: list(v.shape) for k, v in policy_state(self.policy).items()}}
 
     def save(self, folder: str) -> None:
         """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``)."""
-        save_state(self.state_dict(), folder, meta={**self._meta(), "step": self.step_count})
+        save_state(self.state_dict(), rank_folder(folder), meta={**self._meta(), "step": self.step_count})
 
     def _read_checkpoint(self, folder: str) -> dict:
         """The verified state in ``folder``; if it is corrupted and the previous checkpoint is sound,
         that one, said in a warning. A checkpoint of another method or model shape is an error."""
         folder = folder.rstrip("/")
-        state, meta = read_newest(folder)
+        state, meta = read_newest(rank_folder(folder))
         mine = self._meta()
         if meta.get("method", mine["method"]) != mine["method"]:
             raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")

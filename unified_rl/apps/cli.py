@@ -226,12 +226,13 @@ def _recipe(args) -> dict:
     if not args.config:
         return {}
     table, fields = read_table(args.config), {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(k for k in table if k not in fields and k not in RECIPE_OPTIONS)
+    if unknown:
+        raise ValueError(f"config file {args.config!r}: unknown field(s) {unknown}; it takes TrainConfig fields "
+                         f"({', '.join(sorted(fields))}) and the train options {', '.join(RECIPE_OPTIONS)}")
     for key, value in table.items():
         if key in fields:
             continue
-        if key not in RECIPE_OPTIONS:
-            raise ValueError(f"config file {args.config!r}: unknown key {key!r}; it takes TrainConfig fields and the options "
-                             f"{', '.join(RECIPE_OPTIONS)}")
         if key == "out" and args.out_given:
             continue
         if getattr(args, key) in (None, False) or key == "out":
@@ -281,8 +282,11 @@ def cmd_train(args) -> int:
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {args.out!r}")
         trainer.resume(found)
-        print(f"resumed from {found} at step {trainer.step_count}")
+        if trainer.rank == 0:
+            print(f"resumed from {found} at step {trainer.step_count}")
     trainer.run(progress=not args.no_progress)
+    if trainer.rank > 0:  # under torchrun, rank 0 writes the outputs
+        return 130 if trainer.interrupted else 0
     if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
         write_metrics(trainer.history, args.out)
         plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")

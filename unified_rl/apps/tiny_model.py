@@ -24,6 +24,7 @@ def write_tiny_qwen2(folder: str, *, hidden: int = 64, layers: int = 2, seed: in
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m unified_rl.apps.tiny_model FOLDER [--hidden 64] [--layers 2]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
     ap.add_argument("--hidden", type=int, default=64)

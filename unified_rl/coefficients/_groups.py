@@ -4,6 +4,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..distributed import global_mean_std
+
 
 def group_index(group_ids: Int[Tensor, "n"]) -> tuple[Int[Tensor, "n"], int]:
     """Dense 0..K-1 index of each element's group, and K."""
@@ -66,9 +68,8 @@ def center_in_groups(
     v = torch.where(valid, values, torch.zeros_like(values))
     mean = torch.zeros(k, dtype=values.dtype, device=values.device).index_add_(0, idx, v) / count.clamp(min=1)
     out = torch.where(valid & signal[idx], values - mean[idx], torch.zeros_like(values))
-    if scale == "batch":
-        n = int(valid.sum())
-        std = float(values[valid].std()) if n >= 2 else 0.0
+    if scale == "batch":  # the std of every rank's valid rewards (a collective: every rank calls it)
+        _, std, _ = global_mean_std(values[valid])
         out = out / std if std > 0 else torch.zeros_like(out)
     return out.to(dtype)
 

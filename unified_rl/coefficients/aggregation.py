@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..distributed import global_sum
 from ..rollout import Rollout, RolloutField
 from ._groups import group_index
 
@@ -38,7 +39,7 @@ class SequenceMean(Aggregation):
 
     def __call__(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         lengths = rollout.completion_lengths.to(torch.float64)
-        per_seq = _zero_safe_inverse(lengths) / rollout.batch_size
+        per_seq = _zero_safe_inverse(lengths) / global_sum(rollout.batch_size)  # B of the whole batch, over all ranks
         return rollout.completion_mask * per_seq[:, None]
 
 
@@ -49,7 +50,7 @@ class TokenMean(Aggregation):
     formula = r"\frac{1}{\sum_j \lvert o_j\rvert}"
 
     def __call__(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
-        total = float(rollout.num_completion_tokens)
+        total = float(global_sum(rollout.num_completion_tokens))
         return rollout.completion_mask.to(torch.float64) * (1.0 / total if total else 0.0)
 
 
@@ -84,6 +85,7 @@ class GroupMean(Aggregation):
         if rollout.group_ids is None:
             raise ValueError("group_mean() needs Rollout.group_ids, which is None")
         _, n_groups = group_index(rollout.group_ids)
+        n_groups = global_sum(n_groups)  # groups never span ranks: the counts add up
         per_seq = torch.full((rollout.batch_size,), 1.0 / n_groups, dtype=torch.float64, device=rollout.input_ids.device)
         if self.length_normalized:
             per_seq = per_seq * _zero_safe_inverse(rollout.completion_lengths.to(torch.float64))
@@ -97,7 +99,7 @@ class SequenceSum(Aggregation):
     formula = r"\frac{1}{B}"
 
     def __call__(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
-        return rollout.completion_mask.to(torch.float64) / rollout.batch_size
+        return rollout.completion_mask.to(torch.float64) / global_sum(rollout.batch_size)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class MaxLengthMean(Aggregation):
             row = int(rollout.completion_lengths.argmax())
             raise ValueError(f"max_length_mean({self.max_completion_length}): sample {row} has {longest} output tokens, "
                              "over max_completion_length (it must be the sampler's max_new_tokens or more)")
-        return rollout.completion_mask.to(torch.float64) / (rollout.batch_size * self.max_completion_length)
+        return rollout.completion_mask.to(torch.float64) / (global_sum(rollout.batch_size) * self.max_completion_length)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
+from ..distributed import global_mean_std
 from ..rollout import Rollout
 from .pieces import AdvantageEstimator
 from .terms import masked
@@ -117,9 +118,10 @@ class GAE(AdvantageEstimator):
         values = torch.where(m, values, torch.zeros((), dtype=values.dtype))
         adv = gae_advantages(self.token_rewards(rollout, values.dtype), values, m, self.gamma, self.lam)
         returns = torch.where(m, adv + values, torch.zeros((), dtype=values.dtype))
-        if self.whiten and bool(m.any()):
-            mean = adv[m].mean()
-            adv = torch.where(m, (adv - mean) / adv[m].std().clamp(min=1e-8), torch.zeros((), dtype=adv.dtype))
+        if self.whiten:  # over every rank's scored tokens (a collective: every rank calls it)
+            mean, std, n = global_mean_std(adv[m])
+            if n:
+                adv = torch.where(m, (adv - mean) / max(std, 1e-8), torch.zeros((), dtype=adv.dtype))
         return rollout.replace(advantages=adv, returns=returns)
 
     def state_dict(self) -> dict:

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from ..distributed import global_values
 from ..rollout import Rollout, RolloutField
 from .pieces import Term
 from .terms import masked, token_mean_of
@@ -67,7 +68,7 @@ class TopEntropyMask(TokenMask):
         return f"top_entropy_mask({self.quantile})"
 
     def prepare(self, rollout: Rollout) -> Rollout:
-        values = rollout.entropies[rollout.completion_mask]
+        values = global_values(rollout.entropies[rollout.completion_mask].to(torch.float64))  # every rank's tokens
         if values.numel() == 0:
             return rollout.replace(keep=torch.zeros_like(rollout.completion_mask))
         threshold = torch.quantile(values.to(torch.float64), 1 - self.quantile)

@@ -12,6 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..distributed import global_mean_std
 from ..rollout import Rollout
 from .gae import _last_token, _scored_tokens, gae_advantages
 from .pieces import AdvantageEstimator
@@ -59,9 +60,10 @@ class DiscountedReturns(AdvantageEstimator):
         m = _scored_tokens(rollout)  # unscored samples: 0, and left out of the whitening
         zeros = torch.zeros(m.shape, dtype=torch.float64, device=m.device)
         g = gae_advantages(self.token_rewards(rollout), zeros, m, self.gamma, 1.0)  # V = 0, lambda = 1: the return
-        if self.whiten and bool(m.any()):
-            mean, std = g[m].mean(), g[m].std(correction=0)
-            g = (g - mean) / std if float(std) > 0 else torch.zeros_like(g)
+        if self.whiten:  # over every rank's scored tokens (a collective: every rank calls it)
+            mean, std, n = global_mean_std(g[m], unbiased=False)
+            if n:
+                g = (g - mean) / std if std > 0 else torch.zeros_like(g)
         return torch.where(m, g, zeros).to(rollout.rewards.dtype)
 
 

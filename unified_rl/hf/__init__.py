@@ -6,6 +6,7 @@ wrapper, PEFT or a vLLM sampler plugs in here, never into the core.
 """
 
 from .. import engine
+from .distributed import DistributedAdapter, LogprobModule, ddp, init_process_group, launched_by_torchrun
 from .lora import adapters_off, add_lora, is_peft, load_policy_state, merged, policy_state, trainable, unwrap
 from .logprobs import TransformersAdapter, completion_logprobs, prompt_pass
 from .models import activation_checkpointing, enable_activation_checkpointing, build_qwen2, check_tokenizer, load_model, load_tokenizer, qwen2_config, save_model, tiny_llama
@@ -15,8 +16,10 @@ from .sampling import SAMPLERS, HFSampler, StaticCacheSampler, generate, make_sa
 from .value import ValueModel, value_model_from_policy
 
 engine.register_adapter(TransformersAdapter())
+engine.register_adapter(DistributedAdapter())
 
 __all__ = ["TransformersAdapter", "completion_logprobs", "prompt_pass", "build_qwen2", "check_tokenizer", "load_model", "load_tokenizer", "save_model",
            "qwen2_config", "tiny_llama", "reward_model_from_policy", "tiny_reward_model", "SAMPLERS", "HFSampler", "StaticCacheSampler",
            "generate", "make_sampler", "ValueModel", "value_model_from_policy", "adapters_off", "add_lora", "is_peft", "load_policy_state",
-           "merged", "policy_state", "trainable", "unwrap", "Reference", "activation_checkpointing", "enable_activation_checkpointing"]
+           "merged", "policy_state", "trainable", "unwrap", "Reference", "activation_checkpointing", "enable_activation_checkpointing",
+           "DistributedAdapter", "LogprobModule", "ddp", "init_process_group", "launched_by_torchrun"]

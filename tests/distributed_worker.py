@@ -1,0 +1,91 @@
+"""One rank of the 2-process gradient test (started by torchrun from test_distributed.py): its half of the union
+batch (whole groups), prepared with union-batch normalisers, backward through the DDP wrapper with
+its own micro-batch budget; writes its gradients."""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import random_rollout, tiny_model, with_policy_logprobs  # noqa: E402
+
+import unified_rl as url  # noqa: E402
+from unified_rl import methods  # noqa: E402
+
+BUDGETS = (9, 1000)  # rank 0 cuts its half into many micro-batches, rank 1 runs it whole
+
+
+def with_steps(r, seed):
+    g = torch.Generator().manual_seed(seed + 7)
+    m = r.completion_mask
+    last = torch.zeros_like(m)
+    for i, row in enumerate(m):
+        idx = row.nonzero().squeeze(1)
+        if len(idx):
+            last[i, idx[-1]] = True
+    steps = (m & (torch.rand(m.shape, generator=g) < 0.4)) | last
+    return r.replace(step_mask=steps, step_rewards=torch.where(steps, torch.randint(0, 2, m.shape, generator=g).double(), 0.0))
+
+
+CASES = {  # name -> method builder
+    "sft": lambda: methods.sft(),
+    "rft": lambda: methods.rft(),
+    "grpo": lambda: methods.grpo(beta=0.04),
+    "grpo_process": lambda: methods.grpo(beta=0.04, supervision="process"),
+    "dpo": lambda: methods.dpo(),
+    "ppo": lambda: methods.ppo(),
+    "dapo": lambda: methods.dapo(),
+    "dapo_batch_std": lambda: methods.dapo(scale_rewards="batch"),
+    "dr_grpo": lambda: methods.dr_grpo(max_completion_length=8),
+    "reinforce_pp": lambda: methods.reinforce_pp(),
+}
+
+
+def union_batch(name: str):
+    """The same 8-group batch on every rank (and in the single process)."""
+    model = tiny_model(0)
+    r = with_steps(with_policy_logprobs(model, random_rollout(21, n_groups=4, group_size=2, completion_max=8), 21), 21)
+    return r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0)
+
+
+def method_for(name: str):
+    method = CASES[name]()
+    method.coefficient.attach(tiny_model(0))  # PPO's value model: the same on every rank
+    return method
+
+
+def rank_rows(union, rank: int, world: int) -> list[int]:
+    """Whole groups: rank r takes groups r, r + world, ..."""
+    groups = union.group_ids.unique().tolist()
+    mine = set(groups[rank::world])
+    return [i for i in range(union.batch_size) if int(union.group_ids[i]) in mine]
+
+
+def main(names: list, out: str) -> None:
+    """Run under torchrun: join the job, then for each method write this rank's gradient."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(150, exit=True)  # a hung collective fails the job with its stack
+    url.hf.init_process_group(timeout_s=120)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    try:
+        for name in names:
+            union = union_batch(name)
+            local = union.select(rank_rows(union, rank, world))
+            method = method_for(name)
+            prepared = method.coefficient.prepare(local)
+            model = tiny_model(0)
+            wrapped = url.hf.ddp(model)
+            url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]))
+            save_file({n: p.grad.contiguous() for n, p in model.named_parameters()}, os.path.join(out, f"{name}-rank{rank}.safetensors"))
+            del wrapped  # DDP's reducer holds the process group
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[2:], sys.argv[1])
