@@ -10,25 +10,12 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import random_rollout, tiny_model, with_policy_logprobs  # noqa: E402
+from helpers import random_rollout, tiny_model, with_policy_logprobs, with_steps  # noqa: E402
 
 import unified_rl as url  # noqa: E402
 from unified_rl import methods  # noqa: E402
 
 BUDGETS = (9, 1000)  # rank 0 cuts its half into many micro-batches, rank 1 runs it whole
-
-
-def with_steps(r, seed):
-    g = torch.Generator().manual_seed(seed + 7)
-    m = r.completion_mask
-    last = torch.zeros_like(m)
-    for i, row in enumerate(m):
-        idx = row.nonzero().squeeze(1)
-        if len(idx):
-            last[i, idx[-1]] = True
-    steps = (m & (torch.rand(m.shape, generator=g) < 0.4)) | last
-    return r.replace(step_mask=steps, step_rewards=torch.where(steps, torch.randint(0, 2, m.shape, generator=g).double(), 0.0))
-
 
 CASES = {  # name -> method builder
     "sft": lambda: methods.sft(),

@@ -82,6 +82,20 @@ def with_policy_logprobs(model, rollout: url.Rollout, seed: int, noise: float = 
     return rollout.replace(old_logprobs=torch.where(m, old, 0.0), ref_logprobs=torch.where(m, ref, 0.0))
 
 
+def with_steps(r, seed):
+    """Process rewards on random steps of each completion (its last token always a step)."""
+    g = torch.Generator().manual_seed(seed + 7)
+    m = r.completion_mask
+    last = torch.zeros_like(m)
+    for i, row in enumerate(m):
+        idx = row.nonzero().squeeze(1)
+        if len(idx):
+            last[i, idx[-1]] = True
+    steps = (m & (torch.rand(m.shape, generator=g) < 0.4)) | last
+    rewards = torch.where(steps, torch.randint(0, 2, m.shape, generator=g).double(), 0.0)
+    return r.replace(step_mask=steps, step_rewards=rewards)
+
+
 def grads(model) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import unified_rl as url
-from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_policy_logprobs
+from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_policy_logprobs, with_steps
 
 MODEL = tiny_model()
 
@@ -84,19 +84,6 @@ def process_tokens(r):
                     later = r.step_rewards[i, t:][r.step_mask[i, t:]]
                     out[i, t] = ((later - mean) / std).sum() if all_steps.max() > all_steps.min() else 0.0
     return out
-
-
-def with_steps(r, seed):
-    g = torch.Generator().manual_seed(seed + 7)
-    m = r.completion_mask
-    last = torch.zeros_like(m)
-    for i, row in enumerate(m):
-        idx = row.nonzero().squeeze(1)
-        if len(idx):
-            last[i, idx[-1]] = True
-    steps = (m & (torch.rand(m.shape, generator=g) < 0.4)) | last
-    rewards = torch.where(steps, torch.randint(0, 2, m.shape, generator=g).double(), 0.0)
-    return r.replace(step_mask=steps, step_rewards=rewards)
 
 
 @given(seed=st.integers(0, 100_000))

@@ -52,14 +52,6 @@ def global_sum(x: Union[Tensor, Number]) -> Union[Tensor, Number]:
     return int(round(total)) if isinstance(x, int) else total
 
 
-def global_max(x: Number) -> Number:
-    """Maximum of a number over all ranks."""
-    if world_size() == 1:
-        return x
-    top = float(_reduce(torch.tensor([x], dtype=torch.float64), dist.ReduceOp.MAX)[0])
-    return int(round(top)) if isinstance(x, int) else top
-
-
 def global_values(values: Tensor) -> Tensor:
     """The 1-d ``values`` of every rank, concatenated in rank order (e.g. for a batch-wide quantile)."""
     if world_size() == 1:

@@ -200,8 +200,7 @@ class Trainer:
             if signal is not None:
                 m["reward/groups_with_signal"] = signal
                 self._warn_if_no_signal(signal == 0.0, rollout.rewards[scored])
-        if self.world > 1:
-            m = reduce_metrics(m)
+        m = reduce_metrics(m)  # over every rank (as it is in one process)
         if c.eval_every and self.eval_rows and self.step_count % c.eval_every == 0:
             m["eval/accuracy"] = self.evaluate()
         self.history.append(m)

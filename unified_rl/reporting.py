@@ -12,7 +12,6 @@ import os
 from typing import Any, Optional, Protocol, Sequence
 
 REPORTERS = ("tensorboard", "trackio", "wandb")
-_MODULE = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 _INSTALL = {"tensorboard": "pip install tensorboard", "trackio": "pip install trackio", "wandb": "pip install wandb"}
 
 
@@ -35,7 +34,7 @@ def parse_report_to(value: str) -> list[str]:
     for n in names:
         if n not in REPORTERS:
             raise ValueError(f"report_to: unknown backend {n!r}; choose from {', '.join(REPORTERS)} (or none)")
-        if importlib.util.find_spec(_MODULE[n]) is None:
+        if importlib.util.find_spec(n) is None:  # each backend is the module of its name
             raise ValueError(f"report_to: {n} is not installed ({_INSTALL[n]})")
     return names
 

@@ -233,9 +233,7 @@ def _recipe(args) -> dict:
     for key, value in table.items():
         if key in fields:
             continue
-        if key == "out" and args.out_given:
-            continue
-        if getattr(args, key) in (None, False) or key == "out":
+        if getattr(args, key) in (None, False):  # a flag on the command line wins
             setattr(args, key, value)
     return {k: v for k, v in table.items() if k in fields}
 
@@ -243,7 +241,6 @@ def _recipe(args) -> dict:
 def cmd_train(args) -> int:
     """``unified-rl train``: one method through the loop, from a config file (TOML, YAML or JSON:
     TrainConfig fields and the command's options) and flags."""
-    args.out_given = args.out is not None
     file_fields = _recipe(args)
     if not (args.method or file_fields.get("method")):  # before any heavy import: a usage error answers at once
         raise ValueError("--method is required (or a method key in the --config file)")

@@ -66,9 +66,12 @@ class MathVerify(Concurrent):
             if s.columns.get(self.column) is None or not str(s.columns[self.column]).strip():
                 raise ValueError(f"math reward: sample {i} (prompt {s.prompt!r:.60}) has no {self.column!r}; it cannot be scored")
         keys = [(str(s.columns[self.column]), s.completion) for s in texts]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        first = {k: next(s for s, key in zip(texts, keys) if key == k) for k in todo}
-        fresh = super()._values([first[k] for k in todo]) if todo else []
+        first: dict = {}  # each uncached (answer, completion) once, with the first sample that has it
+        for s, k in zip(texts, keys):
+            if k not in self._cache:
+                first.setdefault(k, s)
+        todo = list(first)
+        fresh = super()._values(list(first.values())) if todo else []
         late = {todo[i] for i in self._late}
         if len(self._cache) + len(todo) > CACHE_LIMIT:
             self._cache.clear()
