@@ -1,6 +1,6 @@
 """One rank of the 2-process gradient test (started by torchrun from test_distributed.py): its half of the union
-batch (whole groups), prepared with union-batch normalisers, backward through the DDP wrapper with
-its own micro-batch budget; writes its gradients."""
+batch (whole groups), prepared with union-batch normalisers, backward through each wrapper (FSDP2,
+DDP) with its own micro-batch budget; writes its (full) gradients."""
 
 import os
 import sys
@@ -15,6 +15,7 @@ from helpers import random_rollout, tiny_model, with_policy_logprobs, with_steps
 import unified_rl as url  # noqa: E402
 from unified_rl import methods  # noqa: E402
 
+WRAPPERS = ("fsdp", "ddp")
 BUDGETS = (9, 1000)  # rank 0 cuts its half into many micro-batches, rank 1 runs it whole
 
 CASES = {  # name -> method builder
@@ -64,11 +65,14 @@ def main(names: list, out: str) -> None:
             local = union.select(rank_rows(union, rank, world))
             method = method_for(name)
             prepared = method.coefficient.prepare(local)
-            model = tiny_model(0)
-            wrapped = url.hf.ddp(model)
-            url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]))
-            save_file({n: p.grad.contiguous() for n, p in model.named_parameters()}, os.path.join(out, f"{name}-rank{rank}.safetensors"))
-            del wrapped  # DDP's reducer holds the process group
+            for wrapper in WRAPPERS:
+                model = tiny_model(0)
+                wrapped = getattr(url.hf, wrapper)(model)
+                url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]))
+                grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).contiguous()
+                         for n, p in model.named_parameters()}
+                save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))
+                del wrapped  # DDP's reducer holds the process group
         dist.barrier()
     finally:
         dist.destroy_process_group()

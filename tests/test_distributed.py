@@ -1,8 +1,10 @@
 """torch.distributed on CPU with gloo, world size 2, real spawned processes: for each method, the
 gradient of 2 ranks (each with whole groups of the batch and its own micro-batch budget, through
-the DDP wrapper) equals the one-process gradient of the union batch (fp64)."""
+FSDP2 and through DDP) equals the one-process gradient of the union batch (fp64)."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,11 +13,12 @@ import torch
 from safetensors.torch import load_file
 
 import unified_rl as url
-from distributed_worker import CASES, method_for, union_batch
+from distributed_worker import CASES, WRAPPERS, method_for, union_batch
 from helpers import tiny_model
 
 WORLD = 2
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
+KILL_WORKER = os.path.join(os.path.dirname(__file__), "kill_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +31,17 @@ def rank_grads(tmp_path_factory):
     return out
 
 
+@pytest.mark.parametrize("wrapper", WRAPPERS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_ranks_give_the_union_batch_gradient(name, rank_grads):
+def test_two_ranks_give_the_union_batch_gradient(name, wrapper, rank_grads):
     union = union_batch(name)
     method = method_for(name)
     model = tiny_model(0)
     url.engine.backward(model, method.coefficient.prepare(union), method.coefficient, url.ExecutionPlan())
-    ranks = [load_file(rank_grads / f"{name}-rank{r}.safetensors") for r in range(WORLD)]
+    ranks = [load_file(rank_grads / f"{name}-{wrapper}-rank{r}.safetensors") for r in range(WORLD)]
     for n, p in model.named_parameters():
         assert torch.equal(ranks[0][n], ranks[1][n]), n  # every rank holds the same summed gradient
-        torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"{name}, {n}: {m}")
+        torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"{name}, {wrapper}, {n}: {m}")
     assert any(float(p.grad.abs().max()) > 0 for p in model.parameters())
 
 
@@ -52,26 +56,88 @@ def test_normalisers_are_union_batch_ones():
     assert os.environ.get("WORLD_SIZE", "1") == "1"
 
 
-def _torchrun(args, tmp_path, nproc=WORLD):
+def _torchrun(args, cwd, nproc=WORLD, script=("-m", "unified_rl.apps.cli")):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "unified_rl.apps.cli",
-           "train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *script, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
 
 
-def test_torchrun_trains_resumes_and_writes_once(tmp_path):
-    import json
+COMMON = ["train", "--method", "grpo", "--questions-per-step", "4", "--group-size", "4", "--max-new-tokens", "8", "--eval-size", "8",
+          "--checkpoint-every", "1", "--out", "run", "--no-progress"]
 
-    common = ["--method", "grpo", "--questions-per-step", "4", "--group-size", "4", "--max-new-tokens", "8", "--eval-size", "8",
-              "--checkpoint-every", "1", "--out", "run", "--no-progress"]
-    out = _torchrun([*common, "--steps", "2"], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+def _ok(done):
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _weights(folder):
+    return load_file(os.path.join(folder, "model", "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+    """A 2-step GRPO run of 2 ranks (FSDP2, the default under torchrun), checkpointed each step."""
+    where = tmp_path_factory.mktemp("two_steps")
+    _ok(_torchrun([*COMMON, "--steps", "2"], where))
+    return where / "run"
+
+
+def _copy(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_torchrun_trains_writes_once_and_resumes_bitwise(two_steps, tmp_path):
+    lines = [json.loads(x) for x in (two_steps / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "reward/mean" in m] == [1, 2]  # rank 0 writes; metrics reduced over ranks
-    assert (tmp_path / "run" / "checkpoint").is_dir() and (tmp_path / "run" / "checkpoint-rank1").is_dir()
-    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
-    out = _torchrun([*common, "--steps", "3", "--resume"], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in (two_steps / "checkpoint").iterdir()) == ["manifest.json", "rank0", "rank1", "weights"]
+    assert any(p.suffix == ".distcp" for p in (two_steps / "checkpoint" / "weights").iterdir())  # DCP shards
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    _ok(_torchrun([*COMMON, "--steps", "3"], straight))
+    run = _copy(two_steps, tmp_path)
+    out = _ok(_torchrun([*COMMON, "--steps", "3", "--resume"], tmp_path))
     assert "resumed from" in out.stdout and "at step 2" in out.stdout
-    bad = _torchrun(["--method", "grpo", "--questions-per-step", "3", "--out", "bad", "--no-progress"], tmp_path)
+    a, b = _weights(run), _weights(straight / "run")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the continuation is bitwise
+    assert not all(torch.equal(a[k], _weights(two_steps)[k]) for k in a)  # and step 3 moved the weights
+    bad = _torchrun(["train", "--method", "grpo", "--questions-per-step", "3", "--out", "bad", "--no-progress"], tmp_path)
     assert bad.returncode != 0 and "must divide among the 2 ranks" in bad.stderr
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(two_steps, tmp_path):
+    """DCP reshards: one plain process loads the 2 ranks' shards; exported again, the weights are
+    exactly the ones the 2 ranks exported at that step."""
+    run = _copy(two_steps, tmp_path)
+    saved = _weights(run)
+    one = subprocess.run([sys.executable, "-m", "unified_rl.apps.cli", *COMMON, "--steps", "2", "--resume"], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "at step 2" in one.stdout and "written by 2 rank(s), resumed by 1" in one.stderr
+    again = _weights(run)
+    assert all(torch.equal(saved[k], again[k]) for k in saved)
+    more = subprocess.run([sys.executable, "-m", "unified_rl.apps.cli", *COMMON, "--steps", "3", "--resume"], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert more.returncode == 0 and "at step 2" in more.stdout, more.stderr[-3000:]  # and trains on (optimizer state included)
+
+
+@pytest.mark.parametrize("victim,where", [(1, "shards"), (0, "rename")])
+def test_a_rank_killed_mid_save_leaves_the_last_checkpoint(two_steps, tmp_path, victim, where):
+    from unified_rl.sharded_checkpoint import read_manifest
+
+    run = _copy(two_steps, tmp_path)
+    killed = _torchrun([*COMMON, "--steps", "4", "--resume"], tmp_path, script=(KILL_WORKER, str(victim), "1", where, "--"))
+    assert killed.returncode != 0 and "SIGKILL" in killed.stderr + killed.stdout
+    found, manifest = read_manifest(str(run / "checkpoint"))
+    assert manifest["meta"]["step"] == 2 and found.endswith("checkpoint" if where == "shards" else "checkpoint.prev")
+    out = _ok(_torchrun([*COMMON, "--steps", "3", "--resume"], tmp_path))
+    assert "at step 2" in out.stdout
+
+
+def test_torchrun_with_ddp(tmp_path):
+    args = [*COMMON, "--parallel", "ddp", "--steps", "1"]
+    _ok(_torchrun(args, tmp_path))
+    assert (tmp_path / "run" / "checkpoint" / "manifest.json").exists()
+    out = _ok(_torchrun([*args[:-1], "2", "--resume"], tmp_path))
+    assert "at step 1" in out.stdout

@@ -153,4 +153,5 @@ def load_state(folder: str) -> dict:
 def latest(folder: str) -> Optional[str]:
     """The checkpoint folder to resume from inside a run folder, if any."""
     path = os.path.join(folder, "checkpoint")
-    return path if os.path.exists(os.path.join(path, "state.json")) or os.path.exists(os.path.join(path + ".prev", "state.json")) else None
+    marks = ("state.json", "manifest.json")  # one process; torchrun ranks (sharded_checkpoint)
+    return path if any(os.path.exists(os.path.join(f, m)) for f in (path, path + ".prev") for m in marks) else None

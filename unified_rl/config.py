@@ -48,7 +48,7 @@ class TrainConfig:
     lora_targets: str = "all-linear"  # comma-separated module names, or all-linear (every linear layer but the head)
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False  # recompute each layer's activations in the backward (less memory, same gradient)
-    parallel: str = "auto"            # auto: DDP under torchrun (gradients summed over ranks), none in one process; ddp; none
+    parallel: str = "auto"            # auto: FSDP2 under torchrun (sharded, gradients summed over ranks), none in one process; fsdp; ddp; none
     report_to: str = "none"           # tensorboard, trackio, wandb (comma-separated) besides metrics.jsonl
     log_completions_every: int = 0    # steps between tables of sample completions (completions.jsonl and report_to; 0: never)
     out_dir: Optional[str] = None
@@ -106,8 +106,8 @@ class TrainConfig:
             raise bad("grad_clip", "must be > 0 or null")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise bad("max_tokens", "must be >= 1 or null")
-        if self.parallel not in ("auto", "ddp", "none"):
-            raise bad("parallel", "choose auto, ddp or none")
+        if self.parallel not in ("auto", "fsdp", "ddp", "none"):
+            raise bad("parallel", "choose auto, fsdp, ddp or none")
         if not isinstance(self.report_to, str):
             raise bad("report_to", "must be a comma-separated list of backends, or none")
         from .reporting import parse_report_to

@@ -105,8 +105,3 @@ def reduce_metrics(metrics: dict) -> dict:
         elif key not in out:
             out[key] = values[0]
     return out
-
-
-def rank_folder(folder: str) -> str:
-    """Where this rank keeps its part of a checkpoint: ``folder`` on rank 0, ``folder-rankN`` on rank N."""
-    return folder if rank() == 0 else f"{folder}-rank{rank()}"

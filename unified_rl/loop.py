@@ -12,6 +12,7 @@
         reward model: continual training on new samples + 10% replay
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,8 @@ from tqdm import tqdm
 
 from . import engine, threads
 from . import distributed
-from .distributed import rank_folder, reduce_metrics
+from .distributed import reduce_metrics
+from .sharded_checkpoint import is_sharded, load_sharded, read_manifest, read_rank_state, save_sharded
 from .interrupt import StopAfterStep
 from .checkpoint import CheckpointError, read_newest, save_state
 from .coefficients import groups_with_spread
@@ -36,7 +38,7 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import (Reference, add_lora, check_tokenizer, ddp, init_process_group, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
+from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
                  trainable)
 from .methods import Method
 from .precision import autocast
@@ -129,8 +131,7 @@ class Trainer:
         if self.reference is not None and self.reference.shares_policy and c.iterations > 1 and c.reset_reference:
             raise ValueError("a LoRA policy's reference is its base model (adapters off), which cannot be reset each iteration: "
                              "set reset_reference = false, or iterations = 1")
-        self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only
-        if not self.params:
+        if not any(True for _ in trainable(policy)):
             raise ValueError("Trainer: no parameter of the policy requires grad; nothing would be trained")
         self.coefficient.attach(policy)
         self.train_model = policy
@@ -138,7 +139,13 @@ class Trainer:
             if getattr(self.coefficient, "value_model", None) is not None:
                 raise ValueError(f"method {method.name!r} trains a value model, which is not synchronised across ranks yet; "
                                  "run it in one process")
-            self.train_model = ddp(policy)  # gradients summed over ranks; the weights stay self.policy's
+            if c.parallel == "ddp":
+                self.train_model = ddp(policy)  # gradients summed over ranks; the weights stay self.policy's
+            else:  # FSDP2: each decoder layer sharded, then the log-prob root; the reference sharded the same way
+                self.train_model = fsdp(policy)
+                if self.reference is not None and self.reference.copy is not None:
+                    shard(self.reference.copy)
+        self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
         self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
         self.step_count, self.iteration = 0, 0
@@ -155,18 +162,21 @@ class Trainer:
         n_threads = threads.adapt_threads()  # the cores other processes leave free (threads.py)
         if self.step_count % c.steps == 0:
             self._begin_iteration()
-        with autocast(self.policy, c.precision):
-            rollout = self.source.sample(self.policy, self.local_questions)
-        t_gen = time.perf_counter()
+        with self.full_weights():  # FSDP2: the policy's weights gathered for the no-grad passes
+            with autocast(self.policy, c.precision):
+                rollout = self.source.sample(self.policy, self.local_questions)
+            t_gen = time.perf_counter()
+            if "old_logprobs" in self.needs and rollout.old_logprobs is None:
+                rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
+            if "entropies" in self.needs and rollout.entropies is None:  # the sampling policy's (pi_old's)
+                rollout = rollout.replace(entropies=engine.entropies(self.policy, rollout, self.plan))
+        t_lp = time.perf_counter()
         if self.reward is not None and rollout.rewards is None:  # a source that judges its samples (pairs, dynamic sampling) scored them already
             rollout = self.reward(rollout, rollout.texts)
         t_rew = time.perf_counter()
-        if "old_logprobs" in self.needs and rollout.old_logprobs is None:
-            rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
         if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-            rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
-        if "entropies" in self.needs and rollout.entropies is None:  # the sampling policy's (pi_old's)
-            rollout = rollout.replace(entropies=engine.entropies(self.policy, rollout, self.plan))
+            with self.full_weights() if self.reference.shares_policy else contextlib.nullcontext():  # LoRA: the base is the policy's
+                rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
         t_ref = time.perf_counter()
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
@@ -186,7 +196,8 @@ class Trainer:
         m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **self.source.metrics(),
              **(self.reward.metrics() if self.reward is not None else {}),
              "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
-             "time/generate": t_gen - t0, "time/reward": t_rew - t_gen, "time/logprobs": t_ref - t_rew, "time/update": t_end - t_ref,
+             "time/generate": t_gen - t0, "time/reward": t_rew - t_lp, "time/logprobs": (t_lp - t_gen) + (t_ref - t_rew),
+             "time/update": t_end - t_ref,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
              "completion_length": rollout.num_completion_tokens / rollout.batch_size, "threads": n_threads}
         if rollout.entropies is not None and rollout.num_completion_tokens:
@@ -259,9 +270,15 @@ class Trainer:
         if self.extract is None:
             raise ValueError("Trainer.evaluate: no extract= was given to read a completion's answer")
         rows = rows if rows is not None else (self.eval_rows or [])
-        with autocast(self.policy, self.cfg.precision):
+        with self.full_weights(), autocast(self.policy, self.cfg.precision):
             return greedy_accuracy(self.policy, self.encoder, rows[: self.cfg.eval_size], sampler=self.sampler, extract=self.extract,
                                    max_new_tokens=self.cfg.max_new_tokens)
+
+    def full_weights(self):
+        """A block in which the policy holds its full weights: under FSDP2 every rank gathers them
+        (a collective: call it on every rank), elsewhere nothing to do. Sampling, evaluation and
+        export run inside it."""
+        return gathered(self.train_model)
 
     def log_metrics(self, m: dict) -> None:
         """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set) and send the numbers to
@@ -303,12 +320,30 @@ class Trainer:
         self.reporters = None
 
     # ------------------------------------------------------------------ checkpoints
+    def _rank_state(self) -> dict:
+        """What each rank keeps of its own: scheduler, counters, RNG, data position, auxiliary state."""
+        return {"scheduler": self.scheduler.state_dict(), "step": self.step_count, "iteration": self.iteration,
+                "torch_rng": torch.get_rng_state(), "source": self.source.state_dict(), "coefficient": self.coefficient.state_dict(),
+                "reward": self.reward.state_dict() if self.reward is not None else {}}
+
+    def _load_rank_state(self, state: dict, data: bool = True) -> None:
+        """Restore :meth:`_rank_state`; ``data=False`` keeps this rank's RNG and data stream as they are."""
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
+        if data:
+            torch.set_rng_state(state["torch_rng"])
+            self.source.load_state_dict(state["source"])
+        self.coefficient.load_state_dict(state["coefficient"])
+        if self.reward is not None:
+            self.reward.load_state_dict(state["reward"])
+
+    def _sharded_parts(self) -> dict:
+        """Modules besides the policy that a sharded checkpoint stores through DCP."""
+        return {"reference": self.reference.copy} if self.reference is not None and self.reference.copy is not None else {}
+
     def state_dict(self) -> dict:
         """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""
-        parts = {"policy": policy_state(self.policy), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "step": self.step_count, "iteration": self.iteration, "torch_rng": torch.get_rng_state(),
-                 "source": self.source.state_dict(), "coefficient": self.coefficient.state_dict(),
-                 "reward": self.reward.state_dict() if self.reward is not None else {}}
+        parts = {"policy": policy_state(self.policy), "optimizer": self.optimizer.state_dict(), **self._rank_state()}
         if self.reference is not None:
             parts["reference"] = self.reference.state_dict()
         return parts
@@ -321,53 +356,75 @@ class Trainer:
             raise CheckpointError(f"checkpoint state has no {', '.join(missing)}: it is not a checkpoint of this kind of run")
         load_policy_state(self.policy, state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
-        torch.set_rng_state(state["torch_rng"])
-        self.source.load_state_dict(state["source"])
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
-        self.coefficient.load_state_dict(state["coefficient"])
-        if self.reward is not None:
-            self.reward.load_state_dict(state["reward"])
+        self._load_rank_state(state)
 
     def _meta(self) -> dict:
         """What a checkpoint must agree on with the run that resumes it."""
         return {"method": self.method.name, "world_size": self.world, "shapes": {k: list(v.shape) for k, v in policy_state(self.policy).items()}}
 
     def save(self, folder: str) -> None:
-        """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``)."""
-        save_state(self.state_dict(), rank_folder(folder), meta={**self._meta(), "step": self.step_count})
+        """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``).
+        Under torchrun every rank calls it: model and optimizer through DCP, each rank's own state
+        beside them (``unified_rl.sharded_checkpoint``)."""
+        meta = {**self._meta(), "step": self.step_count}
+        if self.world > 1:
+            save_sharded(folder, self.policy, self.optimizer, self._rank_state(), meta, others=self._sharded_parts())
+        else:
+            save_state(self.state_dict(), folder, meta=meta)
+
+    def _check_meta(self, folder: str, meta: dict, reshard: bool) -> None:
+        """A checkpoint of another method or model shape (or, unless ``reshard``, world size) is an error."""
+        mine = self._meta()
+        if meta.get("method", mine["method"]) != mine["method"]:
+            raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")
+        if not reshard and meta.get("world_size", 1) != mine["world_size"]:
+            raise CheckpointError(f"{folder}: saved by {meta['world_size']} process(es) in the one-process format, resumed by "
+                                  f"{mine['world_size']}; resume it with one process")
+        for name, shape in (meta.get("shapes") or mine["shapes"]).items():
+            if mine["shapes"].get(name) != shape:
+                raise CheckpointError(f"{folder}: parameter {name!r} has shape {shape} in the checkpoint but "
+                                      f"{mine['shapes'].get(name)} in this model (another model?)")
 
     def _read_checkpoint(self, folder: str) -> dict:
         """The verified state in ``folder``; if it is corrupted and the previous checkpoint is sound,
         that one, said in a warning. A checkpoint of another method or model shape is an error."""
         folder = folder.rstrip("/")
-        state, meta = read_newest(rank_folder(folder))
-        mine = self._meta()
-        if meta.get("method", mine["method"]) != mine["method"]:
-            raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")
-        if meta.get("world_size", 1) != mine["world_size"]:
-            raise CheckpointError(f"{folder}: saved by {meta['world_size']} processes, resumed by {mine['world_size']}")
-        for name, shape in (meta.get("shapes") or mine["shapes"]).items():
-            if mine["shapes"].get(name) != shape:
-                raise CheckpointError(f"{folder}: parameter {name!r} has shape {shape} in the checkpoint but "
-                                      f"{mine['shapes'].get(name)} in this model (another model?)")
+        state, meta = read_newest(folder)
+        self._check_meta(folder, meta, reshard=False)
         return state
+
+    def _resume_sharded(self, folder: str) -> None:
+        """Load a checkpoint that ``torchrun`` ranks wrote, into this job whatever its world size."""
+        where, manifest = read_manifest(folder)
+        self._check_meta(where, manifest["meta"], reshard=True)
+        load_sharded(where, self.policy, self.optimizer, others=self._sharded_parts())
+        state, own = read_rank_state(where, self.rank)
+        same = own and manifest["world_size"] == self.world
+        self._load_rank_state(state, data=same)
+        if not same and self.rank == 0:
+            logging.getLogger("unified_rl").warning(
+                f"{where}: written by {manifest['world_size']} rank(s), resumed by {self.world}: the model, optimizer, schedule "
+                "and step are restored (resharded); each rank's data stream starts afresh from its seed")
 
     def resume(self, folder: str) -> None:
         """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) and continue from it.
         The run's ``metrics.jsonl`` keeps this phase's steps up to the checkpoint (steps done after
         it will be done again, so their lines go) and ``history`` starts from them."""
-        self.load_state_dict(self._read_checkpoint(folder))
+        if is_sharded(folder):
+            self._resume_sharded(folder)
+        else:
+            self.load_state_dict(self._read_checkpoint(folder))
         path = os.path.join(self.cfg.out_dir, "metrics.jsonl") if self.cfg.out_dir else None
         if path is None or not os.path.exists(path):
             return
         with open(path) as f:
             lines = [json.loads(line) for line in f if line.strip()]
         kept = [m for m in lines if m.get("phase") != self.phase or m.get("step", 0) <= self.step_count]
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in kept)
-        os.replace(tmp, path)
+        if self.rank == 0:  # rank 0 owns the run's files
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(m) + "\n" for m in kept)
+            os.replace(tmp, path)
         self.history = [m for m in kept if m.get("phase") == self.phase]

@@ -246,14 +246,13 @@ def cmd_train(args) -> int:
         raise ValueError("--method is required (or a method key in the --config file)")
     from .. import checkpoint, methods
     from ..data.recipes import Pairs, Preferences, Supervised
+    from ..hf import full_state, sharded
     from ..loop import Trainer
-    from .demo import write_metrics
-    from .plots import plot_training
-
     args.out = args.out or "runs/train"
     _out_folder(args.out)
     _check_combination(args)
-    if not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone looks: the others may start after it wrote
+    if first and not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
     overrides["method"] = args.method or file_fields.get("method")
@@ -274,6 +273,9 @@ def cmd_train(args) -> int:
         method = dataclasses.replace(method, data_source=Preferences())
     reward = None if preference else _reward(args, method, tok)
     trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args))
+    if args.merge and sharded(trainer.train_model):
+        raise ValueError("--merge: the adapters of an FSDP2-sharded policy are merged in one process; train with "
+                         "--parallel ddp, or load --out/adapter with peft and merge_and_unload() after the run")
     if args.resume:
         found = checkpoint.latest(args.out)
         if found is None:
@@ -282,37 +284,50 @@ def cmd_train(args) -> int:
         if trainer.rank == 0:
             print(f"resumed from {found} at step {trainer.step_count}")
     trainer.run(progress=not args.no_progress)
+    acc = None
+    if eval_rows and not trainer.interrupted:
+        with trainer.full_weights():  # FSDP2: every rank gathers the weights (a collective); rank 0 evaluates
+            acc = trainer.evaluate() if trainer.rank == 0 else None
+    weights = full_state(trainer.policy)  # whole tensors on rank 0 (under FSDP2 every rank takes part)
     if trainer.rank > 0:  # under torchrun, rank 0 writes the outputs
         return 130 if trainer.interrupted else 0
+    return _finish(trainer, tok, args, cfg, acc, weights)
+
+
+def _finish(trainer, tok, args, cfg, acc: Optional[float], weights: dict) -> int:
+    """After training, on rank 0: the held-out accuracy, metrics, plot and model; the exit status."""
+    from .demo import write_metrics
+    from .plots import plot_training
+
     if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
         write_metrics(trainer.history, args.out)
         plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")
-        _save_policy(trainer, tok, args, merge=False)
+        _save_policy(trainer, tok, args, weights, merge=False)
         total = cfg.steps * cfg.iterations
         print(f"interrupted after step {trainer.step_count} of {total}: checkpoint {os.path.join(args.out, 'checkpoint')}, "
               f"metrics, plot and model in {args.out}")
         print(f"continue with: unified-rl train {' '.join(_resume_argv(args))}")
         return 130
-    if eval_rows:
-        acc = trainer.evaluate()
+    if acc is not None:
         final = {"phase": cfg.method, "step": trainer.step_count, "eval/accuracy": acc}
         trainer.history.append(final)
         trainer.log_metrics(final)
         print(f"held-out greedy accuracy: {acc:.1%}")
     write_metrics(trainer.history, args.out)
     plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=cfg.method)
-    print(f"saved {_save_policy(trainer, tok, args, merge=args.merge)}")
+    print(f"saved {_save_policy(trainer, tok, args, weights, merge=args.merge)}")
     return 0
 
 
-def _save_policy(trainer, tok, args, merge: bool) -> str:
+def _save_policy(trainer, tok, args, weights: dict, merge: bool) -> str:
     """The trained policy as safetensors: ``--out/model`` (a transformers folder), or for LoRA
-    ``--out/adapter`` (PEFT's adapter folder) and, with ``--merge``, the merged ``--out/model``."""
+    ``--out/adapter`` (PEFT's adapter folder) and, with ``--merge``, the merged ``--out/model``.
+    ``weights``: its whole state dict (:func:`~unified_rl.hf.full_state`)."""
     from ..hf import is_peft, merged, save_model
 
     if not is_peft(trainer.policy):
-        return save_model(trainer.policy, tok, os.path.join(args.out, "model"))
-    where = save_model(trainer.policy, tok, os.path.join(args.out, "adapter"))
+        return save_model(trainer.policy, tok, os.path.join(args.out, "model"), state_dict=weights)
+    where = save_model(trainer.policy, tok, os.path.join(args.out, "adapter"), state_dict=weights)
     if merge:
         where += " and " + save_model(merged(trainer.policy), tok, os.path.join(args.out, "model"))
     return where

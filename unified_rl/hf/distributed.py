@@ -1,11 +1,18 @@
-"""torch.distributed for transformers policies: DDP through a module forward, gradients summed.
+"""torch.distributed for transformers policies: FSDP2 (``fully_shard``) or DDP through a module
+forward, gradients summed.
 
 Each rank holds whole groups of the batch; the coefficient's ``prepare`` makes every weight a
 union-batch weight (``unified_rl.distributed``). The gradient of the union batch is then the *sum*
-of the ranks' gradients, so the wrapper all-reduces with a sum (DDP's own hook averages). Log-probs
-run inside :class:`LogprobModule`'s ``forward`` -- the trunk and the chunked head -- so DDP's hooks
-see every forward; micro-batches before a rank's last run under ``no_sync``, so each rank
-all-reduces once per backward whatever its micro-batch count.
+of the ranks' gradients, so both wrappers reduce with a sum (their own default averages). Log-probs
+run inside :class:`LogprobModule`'s ``forward`` -- the trunk and the chunked head -- so the
+wrapper's hooks see every forward; micro-batches before a rank's last run without gradient sync,
+so each rank reduces once per backward whatever its micro-batch count. FSDP2 all-gathers each
+layer's weights in every forward, so every rank runs the same number of forwards: a rank with fewer
+micro-batches adds passes whose loss is 0 (they contribute nothing to the gradient).
+
+Outside the backward -- sampling, pi_old and pi_ref log-probs, evaluation, export -- a sharded
+model runs inside :func:`gathered`: every layer's full weights are gathered once, the model is an
+ordinary module until the block ends, then it is sharded again.
 """
 
 import contextlib
@@ -17,6 +24,7 @@ import torch
 import torch.distributed as dist
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from ..batching import micro_batch_views
@@ -24,6 +32,7 @@ from ..lm_head import DEFAULT_CHUNK_BYTES
 from ..protocols import ModelAdapter
 from ..rollout import Rollout
 from .logprobs import completion_logprobs
+from .lora import unwrap
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -77,29 +86,132 @@ def ddp(model: nn.Module) -> DistributedDataParallel:
     if not dist.is_initialized():
         raise RuntimeError("ddp: torch.distributed is not initialised (init_process_group first)")
     device = next(model.parameters()).device
-    wrapped = DistributedDataParallel(LogprobModule(model), device_ids=[device] if device.type == "cuda" else None)
+    # buffers (rotary frequencies) are the same on every rank: no broadcast per forward, which
+    # would pair ranks' forwards one to one although their micro-batch counts differ
+    wrapped = DistributedDataParallel(LogprobModule(model), device_ids=[device] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)
     wrapped.register_comm_hook(None, _sum_hook)
     return wrapped
 
 
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a transformers model (the classes its ``_no_split_modules`` names):
+    the units FSDP2 shards and gathers one at a time."""
+    names = set(getattr(unwrap(model), "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"fsdp: {type(unwrap(model)).__name__} names no decoder layer class (_no_split_modules), so it "
+                         "cannot be sharded layer by layer; use parallel = \"ddp\"")
+    return layers
+
+
+def shard(model: nn.Module, root: Optional[nn.Module] = None) -> nn.Module:
+    """FSDP2 over ``model``: ``fully_shard`` each decoder layer, then ``root`` (default: the model
+    itself), gradients summed over ranks. Returns ``root``."""
+    if not dist.is_initialized():
+        raise RuntimeError("fsdp: torch.distributed is not initialised (init_process_group first)")
+    root = model if root is None else root
+    for layer in decoder_layers(model):
+        fully_shard(layer, reshard_after_forward=True)
+    fully_shard(root, reshard_after_forward=False)
+    for m in root.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)  # a sum: each rank's loss carries union-batch weights
+            m.set_force_sum_reduction_for_comms(True)  # as a plain SUM (gloo has no pre-multiplied sum)
+    # Decide the root now (FSDP2 would on the first forward): sampling runs the layers without it.
+    root._get_fsdp_state()._lazy_init()
+    return root
+
+
+def fsdp(model: nn.Module) -> nn.Module:
+    """``model`` (a transformers model, LoRA or not) sharded over the ranks of the job with FSDP2:
+    each decoder layer, then a :class:`LogprobModule` root, gradients summed across ranks. The
+    model's own parameters become shards (DTensors); use it whole inside :func:`gathered`."""
+    return shard(model, LogprobModule(model))
+
+
+def sharded(model: nn.Module) -> bool:
+    """True when ``model`` holds FSDP2 modules."""
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def full_state(model: nn.Module) -> dict[str, Tensor]:
+    """``model``'s state dict with whole tensors on the CPU: under FSDP2 all-gathered (a collective:
+    call it on every rank; rank 0 receives it, the others an empty dict), else its own."""
+    if not sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module) -> Iterator[None]:
+    """Inside the block, an FSDP2-sharded ``model`` holds every layer's full weights (all-gathered
+    once, on every rank: it is a collective) and runs as an ordinary module -- for sampling,
+    log-probs without grad, evaluation and export. Re-sharded at the end. Nested blocks and
+    unsharded models: nothing to do."""
+    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    if not mods or getattr(model, "_gathered", False):
+        yield
+        return
+    for m in mods:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    model._gathered = True
+    try:
+        yield
+    finally:
+        model._gathered = False
+        for m in mods:
+            m.reshard()
+            m.set_reshard_after_forward(m is not mods[0], recurse=False)
+
+
+def _max_over_ranks(n: int) -> int:
+    t = torch.tensor([n], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
 class DistributedAdapter(ModelAdapter):
-    """Runs a :func:`ddp`-wrapped policy: each micro-batch through the wrapper's forward, all but
-    the rank's last under ``no_sync`` (gradients are all-reduced once per backward)."""
+    """Runs a :func:`fsdp`- or :func:`ddp`-wrapped policy: each micro-batch through the wrapper's
+    forward, all but the rank's last without gradient sync (one reduction per backward). Under
+    FSDP2 every rank runs as many forwards as the busiest one (extra passes have loss 0); under DDP a
+    rank with no completion tokens runs one such pass, so it still joins the reduction."""
 
     def accepts(self, model: nn.Module) -> bool:
-        """True for :func:`ddp`'s wrapper."""
-        return isinstance(model, DistributedDataParallel) and isinstance(model.module, LogprobModule)
+        """True for :func:`fsdp`'s and :func:`ddp`'s wrappers."""
+        inner = model.module if isinstance(model, DistributedDataParallel) else model
+        return isinstance(inner, LogprobModule) and (inner is not model or isinstance(model, FSDPModule))
 
     def passes(self, model: nn.Module, rollout: Rollout, plan, keep_groups: bool
                ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:
         """See :class:`~unified_rl.protocols.ModelAdapter`."""
         views = [v for v in micro_batch_views(rollout, plan.max_tokens, keep_groups) if v[3].num_completion_tokens]
-        if not views and torch.is_grad_enabled():
-            raise RuntimeError(f"rank {dist.get_rank()}: no completion tokens in this rank's batch, so it has no backward to join "
-                               "the others' gradient all-reduce")
-        for k, (idx, lo, hi, mb) in enumerate(views):
-            last = k == len(views) - 1
-            with contextlib.nullcontext() if last or not torch.is_grad_enabled() else model.no_sync():
-                logp = model(mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
+        grad = torch.is_grad_enabled()
+        is_fsdp = isinstance(model, FSDPModule)
+        if is_fsdp:
+            padding = _max_over_ranks(len(views)) - len(views)
+        else:
+            padding = 1 if grad and not views else 0
+        blank = views[0][3] if views else rollout.select([0])
+        total = padding + len(views)
+
+        def forward(mb: Rollout, k: int) -> Tensor:
+            last = k == total - 1
+            if is_fsdp:
+                model.set_requires_gradient_sync(last or not grad)
+                sync = contextlib.nullcontext()
+            else:
+                sync = contextlib.nullcontext() if last or not grad else model.no_sync()
+            with sync:
+                return model(mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
                              chunk_bytes=plan.chunk_bytes)
-            yield idx, lo, hi, mb, logp
+
+        for k in range(padding):  # the same collectives as the other ranks, nothing added to the gradient
+            logp = forward(blank, k)
+            if grad:
+                (logp.sum() * 0.0).backward()
+        for k, (idx, lo, hi, mb) in enumerate(views, start=padding):
+            yield idx, lo, hi, mb, forward(mb, k)

@@ -71,15 +71,16 @@ def check_tokenizer(tok) -> None:
         raise ValueError(f"tokenizer {type(tok).__name__} has no eos token; completions could never end")
 
 
-def save_model(model: Any, tokenizer: Any, folder: str) -> str:
+def save_model(model: Any, tokenizer: Any, folder: str, state_dict: Optional[dict] = None) -> str:
     """``model`` and ``tokenizer`` as a transformers folder (safetensors), without transformers'
-    "Writing model shards" progress bar; returns the folder."""
+    "Writing model shards" progress bar; returns the folder. ``state_dict``: the weights to write
+    instead of the model's own (e.g. an FSDP2 model's gathered ones, ``full_state``)."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({} if state_dict is None else {"state_dict": state_dict}))
         tokenizer.save_pretrained(folder)
     finally:
         if was:

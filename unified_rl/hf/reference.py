@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .. import engine
 from ..rollout import Rollout
+from .distributed import gathered
 from .lora import adapters_off, is_peft
 
 
@@ -28,7 +29,8 @@ class Reference:
     def logprobs(self, rollout: Rollout, plan: engine.ExecutionPlan) -> Float[Tensor, "batch seq"]:
         """log pi_ref of every output token of ``rollout`` (no grad)."""
         if self.copy is not None:
-            return engine.logprobs(self.copy, rollout, plan)
+            with gathered(self.copy):  # FSDP2-sharded (under torchrun): its full weights for the pass
+                return engine.logprobs(self.copy, rollout, plan)
         with adapters_off(self.policy):
             return engine.logprobs(self.policy, rollout, plan)
 
