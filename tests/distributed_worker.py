@@ -45,6 +45,11 @@ def method_for(name: str):
     return method
 
 
+def value_piece(method):
+    """The coefficient's piece that trains a value model (PPO's GAE), if any."""
+    return next((p for p in method.coefficient.pieces if hasattr(p, "value_backward")), None)
+
+
 def rank_rows(union, rank: int, world: int) -> list[int]:
     """Whole groups: rank r takes groups r, r + world, ..."""
     groups = union.group_ids.unique().tolist()
@@ -73,6 +78,13 @@ def main(names: list, out: str) -> None:
                          for n, p in model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))
                 del wrapped  # DDP's reducer holds the process group
+            gae = value_piece(method)
+            if gae is not None:  # PPO's value model: whole on every rank, gradients summed
+                gae.value_backward(prepared)
+                grads = {n: p.grad.contiguous() for n, p in gae.value_model.named_parameters()}
+                save_file(grads, os.path.join(out, f"{name}-value-rank{rank}.safetensors"))
+        objects = url.distributed.global_objects([("rank", rank)] * (rank + 1))
+        assert objects == [("rank", 0), ("rank", 1), ("rank", 1)], objects
         dist.barrier()
     finally:
         dist.destroy_process_group()

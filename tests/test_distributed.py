@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import unified_rl as url
-from distributed_worker import CASES, WRAPPERS, method_for, union_batch
+from distributed_worker import CASES, WRAPPERS, method_for, union_batch, value_piece
 from helpers import tiny_model
 
 WORLD = 2
@@ -43,6 +43,19 @@ def test_two_ranks_give_the_union_batch_gradient(name, wrapper, rank_grads):
         assert torch.equal(ranks[0][n], ranks[1][n]), n  # every rank holds the same summed gradient
         torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"{name}, {wrapper}, {n}: {m}")
     assert any(float(p.grad.abs().max()) > 0 for p in model.parameters())
+
+
+def test_ppo_value_model_gradient_is_the_union_batch_one(rank_grads):
+    """PPO's value model is whole on every rank; its loss has the union normaliser and the ranks'
+    gradients are summed, so every replica takes the one-process step."""
+    method = method_for("ppo")
+    gae = value_piece(method)
+    gae.value_backward(method.coefficient.prepare(union_batch("ppo")))
+    ranks = [load_file(rank_grads / f"ppo-value-rank{r}.safetensors") for r in range(WORLD)]
+    for n, p in gae.value_model.named_parameters():
+        assert torch.equal(ranks[0][n], ranks[1][n]), n
+        torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"value model, {n}: {m}")
+    assert float(gae.value_model.head.weight.grad.abs().max()) > 0
 
 
 def test_normalisers_are_union_batch_ones():
@@ -141,3 +154,13 @@ def test_torchrun_with_ddp(tmp_path):
     assert (tmp_path / "run" / "checkpoint" / "manifest.json").exists()
     out = _ok(_torchrun([*args[:-1], "2", "--resume"], tmp_path))
     assert "at step 1" in out.stdout
+
+
+def test_torchrun_trains_ppo(tmp_path):
+    """PPO under FSDP2: the value model trains on every rank alike and is checkpointed with each rank's state."""
+    args = [*COMMON[:2], "ppo", *COMMON[3:], "--steps", "1"]
+    _ok(_torchrun(args, tmp_path))
+    out = _ok(_torchrun([*args[:-1], "2", "--resume"], tmp_path))
+    assert "at step 1" in out.stdout
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines if "value/loss" in m] == [1, 2]

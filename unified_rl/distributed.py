@@ -68,6 +68,27 @@ def global_values(values: Tensor) -> Tensor:
     return torch.cat([p[: int(s)] for p, s in zip(parts, sizes)]).to(values.device)
 
 
+def global_objects(items: list) -> list:
+    """The lists ``items`` of every rank, concatenated in rank order (plain Python objects, sent
+    between this job's own processes; one process: ``items``)."""
+    if world_size() == 1:
+        return items
+    every: list = [None] * world_size()
+    dist.all_gather_object(every, list(items))
+    return [x for part in every for x in part]
+
+
+def sum_gradients(params) -> None:
+    """Each parameter's ``.grad`` summed over the ranks, in place: for a small model that every rank
+    holds whole and trains with union-batch weights (PPO's value model). One process: nothing."""
+    if world_size() == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(_reduce(p.grad, dist.ReduceOp.SUM))
+
+
 def global_mean_std(values: Tensor, unbiased: bool = True) -> tuple[float, float, int]:
     """(mean, std, count) of the 1-d ``values`` of all ranks, in fp64 (std with ``ddof = 1`` when
     ``unbiased``; 0 for fewer than two values). One process: torch's own ``mean`` / ``std``."""

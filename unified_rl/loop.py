@@ -93,6 +93,8 @@ class Trainer:
             raise ValueError(f"questions_per_step = {c.questions_per_step} is the global batch and must divide among the "
                              f"{self.world} ranks (each samples whole groups)")
         self.local_questions = c.questions_per_step // self.world
+        if self.world > 1 and torch.distributed.get_backend() == "nccl":  # each rank on its own GPU (init_process_group set it)
+            policy = policy.to(torch.device("cuda", torch.cuda.current_device()))
         check_tokenizer(tokenizer)
         rows = render_rows(list(rows), tokenizer)  # a list, a datasets.Dataset or any iterable of dicts; chat rows as text
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
@@ -136,9 +138,6 @@ class Trainer:
         self.coefficient.attach(policy)
         self.train_model = policy
         if self.world > 1:
-            if getattr(self.coefficient, "value_model", None) is not None:
-                raise ValueError(f"method {method.name!r} trains a value model, which is not synchronised across ranks yet; "
-                                 "run it in one process")
             if c.parallel == "ddp":
                 self.train_model = ddp(policy)  # gradients summed over ranks; the weights stay self.policy's
             else:  # FSDP2: each decoder layer sharded, then the log-prob root; the reference sharded the same way

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ..distributed import global_mean_std
+from ..distributed import global_mean_std, global_sum, sum_gradients
 from ..rollout import Rollout
 from .pieces import AdvantageEstimator
 from .terms import masked
@@ -140,18 +140,26 @@ class GAE(AdvantageEstimator):
             old = (rollout.returns - rollout.advantages).to(values.dtype) if not self.whiten else values.detach()
             clipped = old + (values - old).clamp(-self.value_clip, self.value_clip)
             err = torch.maximum(err, (clipped - target) ** 2)
-        m = _scored_tokens(rollout)
-        return 0.5 * torch.where(m, err, torch.zeros((), dtype=err.dtype)).sum() / max(int(m.sum()), 1)
+        m = _scored_tokens(rollout)  # the mean over every rank's scored tokens (a collective)
+        return 0.5 * torch.where(m, err, torch.zeros((), dtype=err.dtype)).sum() / max(int(global_sum(int(m.sum()))), 1)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One AdamW step of the value model on this batch."""
         if rollout.returns is None:
             raise ValueError("gae().update needs Rollout.returns, which is None; run coefficient.prepare first")
         self.optimizer.zero_grad(set_to_none=True)
+        loss = self.value_backward(rollout)
+        self.optimizer.step()
+        return {"value/loss": loss}
+
+    def value_backward(self, rollout: Rollout) -> float:
+        """The value loss's gradient in ``.grad``; under torchrun every rank holds the value model
+        whole and the gradients are summed over ranks (each rank's loss has the union batch's
+        normaliser), so the replicas take the same step. Returns the (global) loss."""
         loss = self.value_loss(rollout)
         loss.backward()
-        self.optimizer.step()
-        return {"value/loss": float(loss.detach())}
+        sum_gradients(self.value_model.parameters())
+        return float(global_sum(float(loss.detach())))
 
 
 def gae(value_model: Optional[nn.Module] = None, *, gamma: float = 1.0, lam: float = 0.95, kl_beta: float = 0.04,

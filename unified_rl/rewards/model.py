@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import global_objects
 from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
 
@@ -89,8 +90,8 @@ class ModelReward(RewardFunction):
     def observe(self, rollout: Rollout) -> None:
         """Keep the batch's samples, labelled by ``labeler``, for the next :meth:`end_iteration`
         (a reward model without a labeler stays fixed)."""
-        if self.labeler is not None:
-            self.pending.extend(self.label(rollout))
+        if self.labeler is not None:  # under torchrun every rank keeps every rank's samples: the replicas train alike
+            self.pending.extend(global_objects(self.label(rollout)))
 
     def end_iteration(self, replay: float) -> dict[str, float]:
         """Algorithm 1's continual training on the samples observed since the last call."""
