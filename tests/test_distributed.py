@@ -164,3 +164,31 @@ def test_torchrun_trains_ppo(tmp_path):
     assert "at step 1" in out.stdout
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "value/loss" in m] == [1, 2]
+
+
+def test_clear_errors_before_anything_starts(monkeypatch, tmp_path, capsys):
+    from unified_rl.apps import cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's world size, without the rest of its environment
+    assert cli.main(COMMON) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment" in err and "torchrun" in err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    if not torch.cuda.is_available():
+        for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "localhost"), ("MASTER_PORT", "1")):
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match="nccl needs CUDA"):
+            url.hf.init_process_group("nccl")
+    with pytest.raises(RuntimeError, match="not initialised"):
+        url.hf.fsdp(tiny_model(0))
+
+
+def test_a_model_without_layer_classes_cannot_be_sharded():
+    model = tiny_model(0)
+    model._no_split_modules = None
+    with pytest.raises(ValueError, match="names no decoder layer class"):
+        url.hf.decoder_layers(model)
+    assert len(url.hf.decoder_layers(tiny_model(0))) == 2

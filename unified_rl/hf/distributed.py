@@ -49,11 +49,11 @@ def init_process_group(backend: Optional[str] = None, timeout_s: float = 600.0) 
         return
     missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
     if missing:
-        raise RuntimeError(f"torch.distributed: no {', '.join(missing)} in the environment; start the job with "
+        raise ValueError(f"torch.distributed: no {', '.join(missing)} in the environment; start the job with "
                            "torchrun --nproc_per_node=N (or set them as torchrun does)")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl" and not torch.cuda.is_available():
-        raise RuntimeError("torch.distributed: backend nccl needs CUDA devices; on CPU use gloo")
+        raise ValueError("torch.distributed: backend nccl needs CUDA devices; on CPU use gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
