@@ -1,10 +1,10 @@
-"""Evaluation: greedy accuracy, Pass@K (any of K samples correct) and Maj@K (majority vote).
+"""Evaluation: greedy accuracy, Pass@K (any of K samples correct) and Maj@K (majority vote),
+estimated from n >= K samples per problem (``unified_rl.statistics``).
 
 Completions come from any ``Sampler``; ``extract`` reads a completion's final answer (e.g.
 ``rewards.AfterMarker("####")``), compared with the row's ``answer`` column, number-normalised.
 """
 
-from collections import Counter
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from .data.sources import Encoder
 from .protocols import Sampler
 from .rewards.answers import normalize_number
+from .statistics import maj_at_k, pass_at_k
 
 Extractor = Callable[[str], Optional[str]]
 
@@ -37,21 +38,23 @@ def greedy_accuracy(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *,
 
 def pass_and_majority(model: nn.Module, encoder: Encoder, rows: Sequence[dict], ks: Sequence[int], *, sampler: Sampler, extract: Extractor,
                       temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0, batch_size: int = 64) -> dict[int, dict[str, float]]:
-    """Pass@K and Maj@K for each K in ``ks`` from max(ks) samples per question (the first K used)."""
+    """Pass@K and Maj@K for each K in ``ks`` from n = max(ks) samples per question: Pass@K by the
+    unbiased estimator, Maj@K averaged over K-subsets of the n (``unified_rl.statistics``)."""
+    per_problem = pass_and_majority_per_problem(model, encoder, rows, ks, sampler=sampler, extract=extract, temperature=temperature,
+                                                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    return {k: {"pass": sum(v["pass"]) / len(rows), "maj": sum(v["maj"]) / len(rows)} for k, v in per_problem.items()}
+
+
+def pass_and_majority_per_problem(model: nn.Module, encoder: Encoder, rows: Sequence[dict], ks: Sequence[int], *, sampler: Sampler,
+                                  extract: Extractor, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
+                                  batch_size: int = 64) -> dict[int, dict[str, list[float]]]:
+    """As :func:`pass_and_majority`, each problem's own estimate (for paired statistics)."""
     kmax = max(ks)
     g = torch.Generator().manual_seed(seed)
     answers = _answers(model, encoder, sampler, extract, rows, kmax, max_new_tokens, temperature, g, max(1, batch_size // max(1, kmax // 8)))
-    result: dict[int, dict[str, float]] = {}
-    for k in ks:
-        passed = majority = 0
-        for ans, row in zip(answers, rows):
-            truth = normalize_number(row["answer"])
-            first = ans[:k]
-            passed += any(a == truth for a in first)
-            votes = Counter(a for a in first if a is not None)
-            majority += bool(votes) and votes.most_common(1)[0][0] == truth
-        result[k] = {"pass": passed / len(rows), "maj": majority / len(rows)}
-    return result
+    truths = [normalize_number(row["answer"]) for row in rows]
+    return {k: {"pass": [pass_at_k(kmax, sum(a == t for a in ans), k) for ans, t in zip(answers, truths)],
+                "maj": [maj_at_k(ans, t, k, seed=seed) for ans, t in zip(answers, truths)]} for k in ks}
 
 
-__all__ = ["greedy_accuracy", "pass_and_majority"]
+__all__ = ["greedy_accuracy", "pass_and_majority", "pass_and_majority_per_problem"]

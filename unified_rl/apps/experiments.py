@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .. import engine, methods
 from ..config import TrainConfig
-from ..evaluate import pass_and_majority
+from ..evaluate import pass_and_majority_per_problem
+from ..statistics import mean_sd, paired_difference
 from ..hf import make_sampler, reward_model_from_policy
 from ..loop import Trainer
 from ..rewards import ModelReward, OutcomeReward
@@ -103,13 +105,12 @@ def online_vs_offline(out: str, size: Size, progress: bool) -> str:
     lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name in names:
         runs = curves[name]
-        mean = [statistics.mean(r[i] for r in runs) for i in range(len(steps))]
-        sd = [statistics.pstdev(r[i] for r in runs) for i in range(len(steps))]
+        mean, sd = zip(*(mean_sd([r[i] for r in runs]) for i in range(len(steps))))  # sd: the sample one (ddof 1)
         ax.plot(steps, mean, marker="o", label=name)
         ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], alpha=0.2)
         lines.append(f"| {name} | " + " | ".join(f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in zip(mean, sd)) + " |")
     _save(fig, ax, os.path.join(out, "online_vs_offline.png"), xlabel="policy update", ylabel="held-out greedy accuracy",
-          title=f"online vs offline ({size.seeds} seeds, mean ± sd)")
+          title=f"online vs offline ({size.seeds} seeds, mean ± sample sd)")
     return "\n".join(lines)
 
 
@@ -119,19 +120,33 @@ def maj_vs_pass(out: str, size: Size, progress: bool) -> str:
     cfg = _cfg("grpo", size, 0)
     trainer = _trainer(model, tok, cfg, train_rows, eval_rows, phase="grpo")
     rows = eval_rows[: size.pass_questions]
-    at_k = dict(sampler=trainer.sampler, extract=extract_answer, seed=1)
-    before = pass_and_majority(model, trainer.encoder, rows, size.ks, **at_k)
+    at_k = dict(sampler=trainer.sampler, extract=extract_answer, seed=1, max_new_tokens=size.run.max_new_tokens)  # as in training
+    before = pass_and_majority_per_problem(model, trainer.encoder, rows, size.ks, **at_k)
     trainer.run(progress=progress)
-    after = pass_and_majority(model, trainer.encoder, rows, size.ks, **at_k)
-    _write(out, "metrics.jsonl", [{"k": k, "when": w, **r[k]} for w, r in (("before", before), ("after", after)) for k in size.ks])
+    after = pass_and_majority_per_problem(model, trainer.encoder, rows, size.ks, **at_k)
+    results = {}  # (K, pass|maj) -> (before, after, difference, low, high): paired over the same problems
+    for k in size.ks:
+        for what in ("pass", "maj"):
+            b, a = np.array([before[k][what]]), np.array([after[k][what]])
+            results[k, what] = (float(b.mean()), float(a.mean()), *paired_difference(b, a))
+    _write(out, "metrics.jsonl", [{"k": k, "what": w, "before": r[0], "after": r[1], "difference": r[2], "ci95": [r[3], r[4]]}
+                                  for (k, w), r in results.items()])
     fig, ax = figure(6.5, 4)
-    for when, res, style in (("before GRPO", before, "--"), ("after GRPO", after, "-")):
-        ax.plot(size.ks, [res[k]["pass"] for k in size.ks], style, marker="o", color="C0", label=f"Pass@K {when}")
-        ax.plot(size.ks, [res[k]["maj"] for k in size.ks], style, marker="s", color="C1", label=f"Maj@K {when}")
+    for when, i, style in (("before GRPO", 0, "--"), ("after GRPO", 1, "-")):
+        ax.plot(size.ks, [results[k, "pass"][i] for k in size.ks], style, marker="o", color="C0", label=f"Pass@K {when}")
+        ax.plot(size.ks, [results[k, "maj"][i] for k in size.ks], style, marker="s", color="C1", label=f"Maj@K {when}")
     _save(fig, ax, os.path.join(out, "maj_vs_pass.png"), xscale="log", xlabel="K", ylabel="accuracy",
           title="Maj@K and Pass@K before and after GRPO")
-    lines = ["| K | Pass@K before | Pass@K after | Maj@K before | Maj@K after |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {100 * before[k]['pass']:.1f} | {100 * after[k]['pass']:.1f} | {100 * before[k]['maj']:.1f} | {100 * after[k]['maj']:.1f} |" for k in size.ks]
+    lines = [f"Pass@K: unbiased estimator from {max(size.ks)} samples per problem; Maj@K: averaged over K-subsets; "
+             f"{len(rows)} problems, one run; 95% paired bootstrap intervals over problems.", "",
+             "| K | Pass@K before | Pass@K after | difference [95% CI] | Maj@K before | Maj@K after | difference [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for k in size.ks:
+        cells = []
+        for what in ("pass", "maj"):
+            b, a, d, lo, hi = results[k, what]
+            cells.append(f"{100 * b:.1f} | {100 * a:.1f} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
