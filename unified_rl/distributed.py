@@ -52,6 +52,13 @@ def global_sum(x: Union[Tensor, Number]) -> Union[Tensor, Number]:
     return int(round(total)) if isinstance(x, int) else total
 
 
+def global_max(n: int) -> int:
+    """The largest ``n`` over all ranks (e.g. micro-batch counts, so every rank runs as many passes)."""
+    if world_size() == 1:
+        return n
+    return int(_reduce(torch.tensor([n], dtype=torch.float64), dist.ReduceOp.MAX)[0])
+
+
 def global_values(values: Tensor) -> Tensor:
     """The 1-d ``values`` of every rank, concatenated in rank order (e.g. for a batch-wide quantile)."""
     if world_size() == 1:

@@ -28,6 +28,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from ..batching import micro_batch_views
+from ..distributed import global_max
 from ..lm_head import DEFAULT_CHUNK_BYTES
 from ..protocols import ModelAdapter
 from ..rollout import Rollout
@@ -168,12 +169,6 @@ def gathered(model: nn.Module) -> Iterator[None]:
             m.set_reshard_after_forward(m is not mods[0], recurse=False)
 
 
-def _max_over_ranks(n: int) -> int:
-    t = torch.tensor([n], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t)
-
-
 class DistributedAdapter(ModelAdapter):
     """Runs a :func:`fsdp`- or :func:`ddp`-wrapped policy: each micro-batch through the wrapper's
     forward, all but the rank's last without gradient sync (one reduction per backward). Under
@@ -192,7 +187,7 @@ class DistributedAdapter(ModelAdapter):
         grad = torch.is_grad_enabled()
         is_fsdp = isinstance(model, FSDPModule)
         if is_fsdp:
-            padding = _max_over_ranks(len(views)) - len(views)
+            padding = global_max(len(views)) - len(views)
         else:
             padding = 1 if grad and not views else 0
         blank = views[0][3] if views else rollout.select([0])
