@@ -78,11 +78,16 @@ def main(names: list, out: str) -> None:
                          for n, p in model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))
                 del wrapped  # DDP's reducer holds the process group
-            gae = value_piece(method)
-            if gae is not None:  # PPO's value model: whole on every rank, gradients summed
-                gae.value_backward(prepared)
-                grads = {n: p.grad.contiguous() for n, p in gae.value_model.named_parameters()}
-                save_file(grads, os.path.join(out, f"{name}-value-rank{rank}.safetensors"))
+            for wrapper in WRAPPERS if value_piece(method) is not None else ():
+                # PPO's value model: sharded by FSDP2 (as the Trainer does) or whole on every rank (DDP)
+                method = method_for(name)
+                gae = value_piece(method)
+                if wrapper == "fsdp":
+                    url.hf.shard_trained(gae.value_model, gae.optimizer)
+                gae.value_backward(method.coefficient.prepare(local))
+                grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).contiguous()
+                         for n, p in gae.value_model.named_parameters()}
+                save_file(grads, os.path.join(out, f"{name}-value-{wrapper}-rank{rank}.safetensors"))
         objects = url.distributed.global_objects([("rank", rank)] * (rank + 1))
         assert objects == [("rank", 0), ("rank", 1), ("rank", 1)], objects
         dist.barrier()

@@ -45,13 +45,14 @@ def test_two_ranks_give_the_union_batch_gradient(name, wrapper, rank_grads):
     assert any(float(p.grad.abs().max()) > 0 for p in model.parameters())
 
 
-def test_ppo_value_model_gradient_is_the_union_batch_one(rank_grads):
-    """PPO's value model is whole on every rank; its loss has the union normaliser and the ranks'
-    gradients are summed, so every replica takes the one-process step."""
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_ppo_value_model_gradient_is_the_union_batch_one(wrapper, rank_grads):
+    """PPO's value model, sharded by FSDP2 or whole on every rank: its loss has the union normaliser
+    and the ranks' gradients are summed, so the ranks take the one-process step."""
     method = method_for("ppo")
     gae = value_piece(method)
     gae.value_backward(method.coefficient.prepare(union_batch("ppo")))
-    ranks = [load_file(rank_grads / f"ppo-value-rank{r}.safetensors") for r in range(WORLD)]
+    ranks = [load_file(rank_grads / f"ppo-value-{wrapper}-rank{r}.safetensors") for r in range(WORLD)]
     for n, p in gae.value_model.named_parameters():
         assert torch.equal(ranks[0][n], ranks[1][n]), n
         torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"value model, {n}: {m}")
@@ -157,13 +158,24 @@ def test_torchrun_with_ddp(tmp_path):
 
 
 def test_torchrun_trains_ppo(tmp_path):
-    """PPO under FSDP2: the value model trains on every rank alike and is checkpointed with each rank's state."""
+    """PPO under FSDP2: the value model is sharded and trained like the policy, checkpointed through
+    DCP (not in the ranks' own state), resumed on 2 ranks and resharded into one process."""
+    from safetensors import safe_open
+
     args = [*COMMON[:2], "ppo", *COMMON[3:], "--steps", "1"]
     _ok(_torchrun(args, tmp_path))
     out = _ok(_torchrun([*args[:-1], "2", "--resume"], tmp_path))
     assert "at step 1" in out.stdout
+    checkpoint = tmp_path / "run" / "checkpoint"
+    for part in ("rank0", "rank1"):
+        for f in (checkpoint / part).glob("*.safetensors"):
+            with safe_open(str(f), "pt") as st:
+                assert not [k for k in st.keys() if "value_model" in k], f
+    one = subprocess.run([sys.executable, "-m", "unified_rl.apps.cli", *args[:-1], "3", "--resume"], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0 and "at step 2" in one.stdout, one.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines if "value/loss" in m] == [1, 2]
+    assert [m["step"] for m in lines if "value/loss" in m] == [1, 2, 3]
 
 
 def test_clear_errors_before_anything_starts(monkeypatch, tmp_path, capsys):
@@ -188,7 +200,10 @@ def test_clear_errors_before_anything_starts(monkeypatch, tmp_path, capsys):
 
 def test_a_model_without_layer_classes_cannot_be_sharded():
     model = tiny_model(0)
-    model._no_split_modules = None
+    for m in model.modules():  # the causal LM and its trunk (both transformers models) name none
+        m._no_split_modules = None
     with pytest.raises(ValueError, match="names no decoder layer class"):
         url.hf.decoder_layers(model)
     assert len(url.hf.decoder_layers(tiny_model(0))) == 2
+    value = url.hf.value_model_from_policy(tiny_model(0))  # PPO's value model: its trunk names them
+    assert len(url.hf.decoder_layers(value)) == 2

@@ -15,6 +15,7 @@ from typing import Union
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 Number = Union[int, float]
 
@@ -86,11 +87,14 @@ def global_objects(items: list) -> list:
 
 
 def sum_gradients(params) -> None:
-    """Each parameter's ``.grad`` summed over the ranks, in place: for a small model that every rank
-    holds whole and trains with union-batch weights (PPO's value model). One process: nothing."""
+    """Each parameter's ``.grad`` summed over the ranks, in place: for a model that every rank holds
+    whole and trains with union-batch weights (PPO's value model under DDP). Sharded parameters
+    (DTensors: FSDP2 has reduced their gradients already) are left as they are. One process: nothing."""
     if world_size() == 1:
         return
     for p in params:
+        if isinstance(p, DTensor):
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         p.grad.copy_(_reduce(p.grad, dist.ReduceOp.SUM))

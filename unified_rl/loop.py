@@ -38,7 +38,7 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
+from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, shard_trained, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
                  trainable)
 from .methods import Method
 from .precision import autocast
@@ -144,6 +144,8 @@ class Trainer:
                 self.train_model = fsdp(policy)
                 if self.reference is not None and self.reference.copy is not None:
                     shard(self.reference.copy)
+                for model, optimizer in self.coefficient.owned_models().values():  # PPO's value model
+                    shard_trained(model, optimizer)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
         self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
@@ -337,8 +339,12 @@ class Trainer:
             self.reward.load_state_dict(state["reward"])
 
     def _sharded_parts(self) -> dict:
-        """Modules besides the policy that a sharded checkpoint stores through DCP."""
-        return {"reference": self.reference.copy} if self.reference is not None and self.reference.copy is not None else {}
+        """Models besides the policy that a sharded checkpoint stores through DCP, each with its
+        optimizer (None for the reference): the reference copy, the coefficient's own (PPO's value model)."""
+        parts = {f"coefficient.{k}": pair for k, pair in self.coefficient.owned_models().items()}
+        if self.reference is not None and self.reference.copy is not None:
+            parts["reference"] = (self.reference.copy, None)
+        return parts
 
     def state_dict(self) -> dict:
         """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""

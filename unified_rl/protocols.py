@@ -53,6 +53,11 @@ class OwnsModels(Stateful, Protocol):
         """Train the models it owns on a prepared batch; their metrics. Default: nothing."""
         return {}
 
+    def owned_models(self) -> dict[str, tuple[Any, Any]]:
+        """The models it trains, by name, each with its optimizer: under torchrun the Trainer shards
+        them (FSDP2) and checkpoints them through DCP, and ``state_dict`` leaves them out. Default: none."""
+        return {}
+
 
 @runtime_checkable
 class DataSource(Stateful, Protocol):

@@ -38,18 +38,23 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _states(model: nn.Module, optimizer, others: dict[str, nn.Module]) -> dict[str, Any]:
+Parts = dict[str, tuple[nn.Module, Any]]  # name -> (model, its optimizer or None)
+
+
+def _states(model: nn.Module, optimizer, others: Parts) -> dict[str, Any]:
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
     state = {"model": model_sd, "optimizer": optim_sd}
-    for name, module in others.items():
-        state[name] = get_state_dict(module, [], options=StateDictOptions())[0]
+    for name, (module, optim) in others.items():
+        state[name], state[f"{name}.optimizer"] = get_state_dict(module, optim or [], options=StateDictOptions())
+        if optim is None:
+            del state[f"{name}.optimizer"]
     return state
 
 
 def save_sharded(folder: str, model: nn.Module, optimizer, rank_state: dict, meta: dict,
-                 others: Optional[dict[str, nn.Module]] = None) -> None:
-    """Every rank calls this (it is a collective): ``model`` and ``optimizer`` (and ``others``,
-    e.g. a sharded reference model) through DCP, ``rank_state`` per rank, ``meta`` in the manifest."""
+                 others: Optional[Parts] = None) -> None:
+    """Every rank calls this (it is a collective): ``model`` and ``optimizer`` (and ``others``, each
+    a model with its optimizer or None: the sharded reference, PPO's value model) through DCP, ``rank_state`` per rank, ``meta`` in the manifest."""
     folder = folder.rstrip("/")
     tmp, prev = folder + ".tmp", folder + ".prev"
     if distributed.rank() == 0:
@@ -94,7 +99,7 @@ def read_manifest(folder: str) -> tuple[str, dict]:
     raise CheckpointError("; ".join(errors) or f"no sharded checkpoint at {folder!r} ({MANIFEST} missing)")
 
 
-def load_sharded(folder: str, model: nn.Module, optimizer, others: Optional[dict[str, nn.Module]] = None) -> None:
+def load_sharded(folder: str, model: nn.Module, optimizer, others: Optional[Parts] = None) -> None:
     """Load the DCP part of ``folder`` (from :func:`read_manifest`) into ``model`` and ``optimizer``
     (and ``others``), resharding to this job's world size (one plain process included)."""
     others = others or {}
@@ -105,8 +110,9 @@ def load_sharded(folder: str, model: nn.Module, optimizer, others: Optional[dict
         raise CheckpointError(f"{os.path.join(folder, 'weights')}: cannot load the model and optimizer shards "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=_OPTIONS)
-    for name, module in others.items():
-        set_state_dict(module, [], model_state_dict=state[name], optim_state_dict={}, options=StateDictOptions())
+    for name, (module, optim) in others.items():
+        set_state_dict(module, optim or [], model_state_dict=state[name], optim_state_dict=state.get(f"{name}.optimizer", {}),
+                       options=StateDictOptions())
 
 
 def read_rank_state(folder: str, rank: int) -> tuple[dict, bool]:

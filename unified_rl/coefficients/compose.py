@@ -104,6 +104,10 @@ class Chain(GradientCoefficient):
         for piece in self.pieces:
             piece.attach(policy)
 
+    def owned_models(self) -> dict[str, tuple[Any, Any]]:
+        """The pieces' models and their optimizers, named ``"<position>.<name>"``."""
+        return {f"{i}.{name}": pair for i, p in enumerate(self.pieces) for name, pair in p.owned_models().items()}
+
     def state_dict(self) -> dict:
         """State of pieces that own models (PPO's value model and its optimizer), by position."""
         return {i: state for i, p in enumerate(self.pieces) if (state := p.state_dict())}

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ..distributed import global_mean_std, global_sum, sum_gradients
+from ..distributed import global_mean_std, global_sum, sum_gradients, world_size
 from ..rollout import Rollout
 from .pieces import AdvantageEstimator
 from .terms import masked
@@ -124,7 +124,14 @@ class GAE(AdvantageEstimator):
                 adv = torch.where(m, (adv - mean) / max(std, 1e-8), torch.zeros((), dtype=adv.dtype))
         return rollout.replace(advantages=adv, returns=returns)
 
+    def owned_models(self) -> dict[str, tuple[nn.Module, Any]]:
+        return {"value_model": (self.value_model, self.optimizer)} if self.value_model is not None else {}
+
     def state_dict(self) -> dict:
+        """The value model and its optimizer; none under torchrun, where the Trainer checkpoints
+        them (sharded) through DCP (:meth:`owned_models`)."""
+        if world_size() > 1:
+            return {}
         return {"value_model": self.value_model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -153,9 +160,10 @@ class GAE(AdvantageEstimator):
         return {"value/loss": loss}
 
     def value_backward(self, rollout: Rollout) -> float:
-        """The value loss's gradient in ``.grad``; under torchrun every rank holds the value model
-        whole and the gradients are summed over ranks (each rank's loss has the union batch's
-        normaliser), so the replicas take the same step. Returns the (global) loss."""
+        """The value loss's gradient in ``.grad``. Under torchrun each rank's loss has the union
+        batch's normaliser and the ranks' gradients are summed: by FSDP2 when the Trainer sharded the
+        value model, else here (a whole model on every rank, as under DDP), so every rank takes the
+        one-process step. Returns the (global) loss."""
         loss = self.value_loss(rollout)
         loss.backward()
         sum_gradients(self.value_model.parameters())

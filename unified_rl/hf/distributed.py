@@ -98,7 +98,7 @@ def ddp(model: nn.Module) -> DistributedDataParallel:
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks of a transformers model (the classes its ``_no_split_modules`` names):
     the units FSDP2 shards and gathers one at a time."""
-    names = set(getattr(unwrap(model), "_no_split_modules", None) or [])
+    names = {n for m in [unwrap(model), *model.modules()] for n in (getattr(m, "_no_split_modules", None) or [])}
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
         raise ValueError(f"fsdp: {type(unwrap(model)).__name__} names no decoder layer class (_no_split_modules), so it "
@@ -129,6 +129,19 @@ def fsdp(model: nn.Module) -> nn.Module:
     each decoder layer, then a :class:`LogprobModule` root, gradients summed across ranks. The
     model's own parameters become shards (DTensors); use it whole inside :func:`gathered`."""
     return shard(model, LogprobModule(model))
+
+
+def shard_trained(model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+    """:func:`shard` a model that ``optimizer`` (not stepped yet) trains -- PPO's value model -- and
+    point the optimizer at the shards that replace its parameters (in the same order)."""
+    if optimizer.state:
+        raise ValueError("shard_trained: the optimizer has taken steps already; shard the model before training it")
+    before = list(model.parameters())
+    shard(model)
+    after = dict(zip(map(id, before), model.parameters(), strict=True))
+    for group in optimizer.param_groups:
+        group["params"] = [after[id(p)] for p in group["params"]]
+    return model
 
 
 def sharded(model: nn.Module) -> bool:
