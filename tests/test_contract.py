@@ -150,3 +150,10 @@ def test_the_hf_sampler_trains_through_the_trainer():
     trainer = Trainer(model, TOK, url.methods.grpo(beta=0.0, group_size=2), ROWS, cfg, reward=url.rewards.FromCallable(has_seven))
     assert isinstance(trainer.sampler, HFSampler)
     assert len(trainer.run(progress=False)) == 2
+
+
+def test_the_config_correction_modes_are_the_pieces_modes():
+    from unified_rl.coefficients.correction import MODES
+    from unified_rl.names import CORRECTION_MODES
+
+    assert CORRECTION_MODES == MODES

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .names import PRECISIONS, SAMPLER_NAMES
+from .names import CORRECTION_MODES, PRECISIONS, SAMPLER_NAMES
 
 
 @dataclass
@@ -38,7 +38,12 @@ class TrainConfig:
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
     share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
     precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
-    sampler: str = "static"           # static (lean static-cache decoder) | hf (transformers generate)
+    sampler: str = "static"           # static (lean static-cache decoder) | hf (transformers generate) | vllm (needs unified_rl[vllm])
+    sampler_correction: str = "auto"  # the mismatch weight on the policy terms: auto (token_truncate for vllm, none otherwise) | none | token_truncate | token_mask | sequence_truncate | sequence_mask
+    sampler_correction_max: float = 2.0  # its upper bound C (verl's TIS: 2; TRL's sequence_mask default: 3)
+    vllm_gpu_memory_utilization: float = 0.3  # the share of GPU memory vLLM takes
+    vllm_max_model_len: Optional[int] = None  # prompt + completion tokens vLLM allots per sequence; None: the model's context length
+    vllm_sync_every: int = 1          # copy the policy's weights into vLLM before every N-th sampling call
     seed: int = 0
     eval_every: int = 0               # 0: only at the end
     eval_size: int = 256
@@ -100,6 +105,17 @@ class TrainConfig:
                 raise bad(f, "must be true or false")
         if self.sampler not in SAMPLER_NAMES:
             raise bad("sampler", f"choose one of {', '.join(SAMPLER_NAMES)}")
+        if self.sampler_correction not in ("auto", "none", *CORRECTION_MODES):
+            raise bad("sampler_correction", f"choose auto, none, {', '.join(CORRECTION_MODES)}")
+        if not (isinstance(self.sampler_correction_max, (int, float)) and math.isfinite(self.sampler_correction_max)
+                and self.sampler_correction_max > 0):
+            raise bad("sampler_correction_max", "must be a finite number > 0")
+        if not (isinstance(self.vllm_gpu_memory_utilization, (int, float)) and 0 < self.vllm_gpu_memory_utilization <= 1):
+            raise bad("vllm_gpu_memory_utilization", "must be a fraction in (0, 1]")
+        if self.vllm_max_model_len is not None and (not isinstance(self.vllm_max_model_len, int) or self.vllm_max_model_len < 1):
+            raise bad("vllm_max_model_len", "must be a positive integer or null")
+        if not isinstance(self.vllm_sync_every, int) or self.vllm_sync_every < 1:
+            raise bad("vllm_sync_every", "must be a positive integer")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -120,6 +136,13 @@ class TrainConfig:
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 raise bad(f, "must be an integer >= 0")
         return self
+
+    def sampler_options(self) -> dict[str, Any]:
+        """The ``hf.make_sampler`` options this config sets for its sampler."""
+        if self.sampler != "vllm":
+            return {}
+        return dict(gpu_memory_utilization=self.vllm_gpu_memory_utilization, max_model_len=self.vllm_max_model_len,
+                    sync_every=self.vllm_sync_every)
 
     @classmethod
     def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":

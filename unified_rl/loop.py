@@ -117,7 +117,7 @@ class Trainer:
         if self.eval_rows and extract is None:
             raise ValueError("Trainer: eval_rows were given but no extract= to read a completion's answer (e.g. url.rewards.AfterMarker('####'))")
         self.extract = extract
-        self.sampler = sampler or make_sampler(c.sampler, tokenizer)
+        self.sampler = sampler or make_sampler(c.sampler, tokenizer, **c.sampler_options())
         conforms(self.sampler, Sampler, "sampler")
         self.reward = reward or method.reward
         if self.reward is not None:

@@ -424,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--data")
     p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns)")
     p.add_argument("--answer-marker", help="final answers follow the last occurrence of this text (default '#'; '####' for gsm8k)")
-    p.add_argument("--sampler", default="static", help="static | hf")
+    p.add_argument("--sampler", default="static", help="static | hf | vllm")
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--k", default="1,4,16", help="comma-separated K for Pass@K / Maj@K ('' for none)")
     p.add_argument("--temperature", type=float, default=1.0)

@@ -4,6 +4,7 @@ objective the sum of their objectives, so dJ/dlogp = weights * GC holds for ever
 whose pieces satisfy it.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -45,6 +46,15 @@ class Chain(GradientCoefficient):
         if self.advantage is not None:
             out = (out - self.advantage.provides) | self.advantage.needs
         return frozenset(out | self.aggregation.needs)
+
+    def with_correction(self, correction: Any) -> "Chain":
+        """This chain with each policy term weighted by the sampler-mismatch ``correction``
+        (``corrected``); the KL penalty and terms already corrected are left as they are (as TRL)."""
+        from .correction import Corrected, corrected
+        from .terms import KL
+
+        terms = tuple(t if isinstance(t, (KL, Corrected)) else corrected(t, correction) for t in self.terms)
+        return dataclasses.replace(self, terms=terms)
 
     @property
     def config_fields(self) -> dict:

@@ -1,4 +1,5 @@
-"""Samplers for transformers models: the lean static-cache decoder and transformers' ``generate``.
+"""Samplers for transformers models: the lean static-cache decoder and transformers' ``generate``
+(vLLM: ``vllm_sampler.py``).
 
 Both record the sampler's log-prob of every sampled token.
 
@@ -181,11 +182,18 @@ class HFSampler(Sampler):
         return Generated([list(p) for p in prompts for _ in range(group_size)], completions, logprobs)
 
 
-SAMPLERS = {"static": StaticCacheSampler, "hf": HFSampler}
+def _vllm(**options):
+    from .vllm_sampler import VLLMSampler  # vLLM is an optional extra, imported when asked for
+
+    return VLLMSampler(**options)
 
 
-def make_sampler(name: str, tokenizer: Any) -> Sampler:
-    """The sampler called ``name`` ("static" or "hf"), with the tokenizer's eos and pad ids."""
+SAMPLERS = {"static": StaticCacheSampler, "hf": HFSampler, "vllm": _vllm}
+
+
+def make_sampler(name: str, tokenizer: Any, **options) -> Sampler:
+    """The sampler called ``name`` ("static", "hf" or "vllm"), with the tokenizer's eos and pad ids
+    and ``options`` (vllm: ``gpu_memory_utilization``, ``max_model_len``, ``sync_every`` ...)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+    return SAMPLERS[name](eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, **options)

@@ -1,5 +1,6 @@
 """``Method``: a training method as a triple (data source recipe, reward, gradient coefficient)."""
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -22,6 +23,22 @@ class Method:
 
     def __post_init__(self) -> None:
         check_coefficient(self.coefficient, f"method {self.name!r}: coefficient")
+
+    def samples_online(self) -> bool:
+        """True when its data come from the current policy's sampler (Online RFT, GRPO, PPO ...)."""
+        source = self.data_source.inner if isinstance(self.data_source, Dynamic) else self.data_source
+        return isinstance(source, Sampled) and source.online
+
+    def with_sampler_correction(self, correction: Any) -> "Method":
+        """This method with its policy terms weighted by the sampler-mismatch ``correction`` (a
+        ``coefficients.sampler_correction``): a composition, for samplers that are another engine
+        (vLLM). A ValueError for a method that does not sample online or whose coefficient is no chain."""
+        from ..coefficients.compose import Chain
+
+        if not self.samples_online() or not isinstance(self.coefficient, Chain):
+            raise ValueError(f"method {self.name!r}: a sampler correction weighs samples drawn from the policy by another "
+                             "engine; this method does not sample online with a chain of pieces")
+        return dataclasses.replace(self, coefficient=self.coefficient.with_correction(correction))
 
     def settings(self) -> dict[str, Any]:
         """The TrainConfig fields this method fixes, read from what it does: its pieces' ``beta``,

