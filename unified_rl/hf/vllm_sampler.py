@@ -140,9 +140,13 @@ class VLLMSampler(Sampler):
         model.config.save_pretrained(self._folder.name)
         on_gpu = weight.device.type == "cuda"
         options: dict[str, Any] = dict(gpu_memory_utilization=self.gpu_memory_utilization)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            # under torchrun: one engine per rank, each on its own prompts, vLLM joining the job's processes
+            options["distributed_executor_backend"] = "external_launcher"
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the training threads where they are
-            options = dict(kv_cache_memory_bytes=int(self.cpu_kv_cache_gib * 2**30))
+            del options["gpu_memory_utilization"]
+            options["kv_cache_memory_bytes"] = int(self.cpu_kv_cache_gib * 2**30)
         from vllm.platforms import current_platform
 
         self._sleeps = on_gpu and current_platform.is_sleep_mode_available()
@@ -152,6 +156,10 @@ class VLLMSampler(Sampler):
                 self.llm = vllm.LLM(model=self._folder.name, load_format="dummy", skip_tokenizer_init=True, dtype=weight.dtype,
                                     max_model_len=self.max_model_len, enforce_eager=self.enforce_eager, seed=0,
                                     logprobs_mode="processed_logprobs", enable_sleep_mode=self._sleeps, **options)
+        except Exception as e:  # vLLM's own (pydantic, RuntimeError ...), often many lines: one line for the user
+            said = " ".join(str(e).split())
+            raise ValueError(f"vLLM could not start an engine for this {type(model).__name__} ({type(e).__name__}: "
+                             f"{said[:600]})") from e
         finally:
             torch.set_num_threads = set_threads
 

