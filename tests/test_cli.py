@@ -55,7 +55,7 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
     assert os.path.exists(tmp_path / "pytorch_model.bin")
 
 
-@pytest.mark.parametrize("name", ["online-vs-offline", "maj-vs-pass", "iterative", "grpo-vs-ppo-cost"])
+@pytest.mark.parametrize("name", ["online-vs-offline", "maj-vs-pass", "iterative", "grpo-vs-ppo-cost", "rl-vs-sft"])
 def test_every_experiment_runs_at_quick_size(name, tmp_path):
     out = tmp_path / name
     assert main(["experiment", name, "--quick", "--out", str(out), "--no-progress"]) == 0

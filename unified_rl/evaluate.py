@@ -29,11 +29,18 @@ def _answers(model: nn.Module, encoder: Encoder, sampler: Sampler, extract: Extr
     return out
 
 
+def greedy_correct(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *, sampler: Sampler, extract: Extractor,
+                   max_new_tokens: int = 48, batch_size: int = 256) -> list[bool]:
+    """Per row: whether its greedy completion's final answer equals column ``answer`` (for paired statistics)."""
+    answers = _answers(model, encoder, sampler, extract, rows, 1, max_new_tokens, 0.0, None, batch_size)
+    return [a[0] == normalize_number(r["answer"]) for a, r in zip(answers, rows)]
+
+
 def greedy_accuracy(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *, sampler: Sampler, extract: Extractor,
                     max_new_tokens: int = 48, batch_size: int = 256) -> float:
     """Fraction of ``rows`` whose greedy completion's final answer equals column ``answer``."""
-    answers = _answers(model, encoder, sampler, extract, rows, 1, max_new_tokens, 0.0, None, batch_size)
-    return sum(a[0] == normalize_number(r["answer"]) for a, r in zip(answers, rows)) / len(rows)
+    correct = greedy_correct(model, encoder, rows, sampler=sampler, extract=extract, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return sum(correct) / len(rows)
 
 
 def pass_and_majority(model: nn.Module, encoder: Encoder, rows: Sequence[dict], ks: Sequence[int], *, sampler: Sampler, extract: Extractor,

@@ -3,7 +3,7 @@
     unified-rl demo [--out runs/demo] [--quick]
     unified-rl train --method grpo [--config cfg.toml] [--model DIR] [--data FILE --format gsm8k] [--out DIR] [--resume]
     unified-rl eval [--model DIR] [--data FILE --format gsm8k] [--k 1,4,16]
-    unified-rl experiment online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost [--quick]
+    unified-rl experiment online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost | rl-vs-sft [--quick]
 """
 
 import argparse
@@ -432,7 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("experiment", help="reproduce a paper finding in miniature (writes a results folder)")
-    p.add_argument("name", help="online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost")
+    p.add_argument("name", help="online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost | rl-vs-sft")
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
     p.add_argument("--no-progress", action="store_true")

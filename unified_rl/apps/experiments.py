@@ -9,6 +9,8 @@ All start from the demo's SFT checkpoint on the embedded arithmetic task.
 * ``iterative`` (Figure 6): GRPO with a trained reward model, iterative (reference reset, reward
   model re-trained with 10% replay) against non-iterative.
 * ``grpo-vs-ppo-cost``: peak memory, parameters held and seconds per update, GRPO vs PPO.
+* ``rl-vs-sft`` (``rl_vs_sft.py``): GRPO on longer answers-only questions vs more SFT, from a
+  converged SFT start on short worked solutions (issue 18's task design), paired statistics.
 """
 
 import copy
@@ -232,11 +234,22 @@ def grpo_vs_ppo_cost(out: str, size: Size, progress: bool) -> str:
     return "\n".join(lines)
 
 
-EXPERIMENTS: dict[str, Callable[[str, Size, bool], str]] = {
-    "online-vs-offline": online_vs_offline,
-    "maj-vs-pass": maj_vs_pass,
-    "iterative": iterative,
-    "grpo-vs-ppo-cost": grpo_vs_ppo_cost,
+def _sized(experiment: Callable[[str, Size, bool], str]) -> Callable[[str, bool, bool], str]:
+    return lambda out, quick, progress: experiment(out, Size.quick() if quick else Size(), progress)
+
+
+def _rl_vs_sft(out: str, quick: bool, progress: bool) -> str:
+    from .rl_vs_sft import RLvsSFT, run
+
+    return run(out, RLvsSFT.quick() if quick else RLvsSFT(), progress)
+
+
+EXPERIMENTS: dict[str, Callable[[str, bool, bool], str]] = {  # name -> experiment(out, quick, progress)
+    "online-vs-offline": _sized(online_vs_offline),
+    "maj-vs-pass": _sized(maj_vs_pass),
+    "iterative": _sized(iterative),
+    "grpo-vs-ppo-cost": _sized(grpo_vs_ppo_cost),
+    "rl-vs-sft": _rl_vs_sft,
 }
 
 
@@ -245,9 +258,8 @@ def run_experiment(name: str, out_dir: str, quick: bool = False, progress: bool 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     os.makedirs(out_dir, exist_ok=True)
-    size = Size.quick() if quick else Size()
     t0 = time.perf_counter()
-    table = EXPERIMENTS[name](out_dir, size, progress)
+    table = EXPERIMENTS[name](out_dir, quick, progress)
     seconds = time.perf_counter() - t0
     text = f"# {name}\n\n{table}\n\nsize: {'quick' if quick else 'default'}; {seconds:.0f} s on {os.cpu_count()} CPUs, torch {torch.__version__}\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:

@@ -1,0 +1,217 @@
+"""``unified-rl experiment rl-vs-sft``: can RL beat more supervised data, on a task designed so that
+it honestly could (``tasks.splits.ChainSplits``)? From an SFT start trained to convergence on short
+worked solutions, GRPO on longer answers-only questions against the SFT-continuation control (the
+same number of updates on the worked solutions), both from the same start; several SFT seeds x RL
+seeds; greedy accuracy on 4,096 fresh problems of the RL length and 4,096 harder ones; paired
+differences with 95% bootstrap intervals over seeds and problems (``unified_rl.statistics``).
+
+The SFT starts are saved (safetensors with a JSON record: settings, digest, machine, versions) and
+reused by later runs with the same settings, so a second machine can start from the same weights.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .. import methods
+from ..config import TrainConfig
+from ..data import Encoder
+from ..evaluate import greedy_correct
+from ..hf import make_sampler, tiny_llama
+from ..loop import Trainer
+from ..statistics import paired_difference
+from .plots import figure
+from .tasks import char_tokenizer, extract_answer, task_reward
+from .tasks.splits import ChainSplits
+
+
+@dataclass
+class RLvsSFT:
+    """Sizes and settings (the defaults take about 20-30 minutes on 2 CPU cores)."""
+
+    splits: ChainSplits = field(default_factory=ChainSplits)
+    sft_steps: int = 1000             # cosine-decayed; the checkpoint with the best validation accuracy is the start
+    sft_batch: int = 64
+    sft_lr: float = 1e-3
+    sft_check_every: int = 100
+    rl_steps: int = 100
+    questions_per_step: int = 16
+    group_size: int = 8
+    rl_lr: float = 1e-4               # GRPO's and the control's
+    beta: float = 0.04
+    epsilon: float = 0.2
+    control_batch: int = 64           # worked solutions per control step
+    max_new_tokens: int = 64          # a 6-step solution is at most 53 characters and eos
+    sft_seeds: int = 2
+    rl_seeds: int = 2
+
+    @classmethod
+    def quick(cls) -> "RLvsSFT":
+        """A CI-sized run (no claim)."""
+        return cls(splits=ChainSplits(sft_size=64, validation_size=32, rl_size=64, eval_size=32), sft_steps=6, sft_batch=8, sft_check_every=3,
+                   rl_steps=2, questions_per_step=2, group_size=2, control_batch=4, sft_seeds=1, rl_seeds=2)
+
+
+def environment() -> dict:
+    """The machine and library versions a result was measured with."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def _sft_settings(size: RLvsSFT, seed: int) -> dict:
+    return {"splits": dataclasses.asdict(size.splits), "sft_steps": size.sft_steps, "sft_batch": size.sft_batch, "sft_lr": size.sft_lr,
+            "sft_check_every": size.sft_check_every, "max_new_tokens": size.max_new_tokens, "seed": seed}
+
+
+def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress: bool):
+    """The SFT start of ``seed``: loaded when ``starts_dir`` holds one made with these settings,
+    else trained (cosine schedule, best validation checkpoint) and saved there with its record."""
+    from safetensors.torch import load_file, save_file
+
+    settings = _sft_settings(size, seed)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = os.path.join(starts_dir, f"rl-vs-sft-{key}.safetensors")
+    tok = char_tokenizer()
+    model = tiny_llama(len(tok), seed=seed)
+    if os.path.exists(path):
+        model.load_state_dict(load_file(path), strict=True)
+        with open(path.replace(".safetensors", ".json")) as f:
+            return model, json.load(f)
+    torch.manual_seed(seed)
+    cfg = TrainConfig(method="sft", steps=size.sft_steps, questions_per_step=size.sft_batch, lr=size.sft_lr, schedule="cosine",
+                      warmup_steps=min(20, size.sft_steps // 5), max_new_tokens=size.max_new_tokens, seed=seed)
+    sft = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft")
+    best, best_step, best_state, curve = -1.0, 0, None, []
+    while sft.step_count < size.sft_steps:
+        for _ in range(min(size.sft_check_every, size.sft_steps - sft.step_count)):
+            sft.train_step()
+        accuracy = _accuracy(model, tok, splits["validation"], size)
+        curve.append({"step": sft.step_count, "validation_accuracy": accuracy})
+        if progress:
+            print(f"  SFT seed {seed}: step {sft.step_count}, validation accuracy {accuracy:.1%}", flush=True)
+        if accuracy > best:
+            best, best_step, best_state = accuracy, sft.step_count, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    os.makedirs(starts_dir, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in best_state.items()}, path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    record = {"settings": settings, "sha256": digest, "chosen_step": best_step, "validation_accuracy": best, "curve": curve,
+              "environment": environment()}
+    with open(path.replace(".safetensors", ".json"), "w") as f:
+        json.dump(record, f, indent=1)
+    return model, record
+
+
+def _correct(model, tok, rows, size: RLvsSFT) -> np.ndarray:
+    sampler = make_sampler("static", tok)
+    return np.array(greedy_correct(model, Encoder(tok, 256, size.max_new_tokens + 1), rows, sampler=sampler, extract=extract_answer,
+                                   max_new_tokens=size.max_new_tokens), dtype=np.float64)
+
+
+def _accuracy(model, tok, rows, size: RLvsSFT) -> float:
+    return float(_correct(model, tok, rows, size).mean())
+
+
+def _grpo(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
+    model = copy.deepcopy(start)
+    cfg = TrainConfig(method="grpo", steps=size.rl_steps, questions_per_step=size.questions_per_step, group_size=size.group_size,
+                      lr=size.rl_lr, warmup_steps=min(10, size.rl_steps // 2), beta=size.beta, epsilon=size.epsilon,
+                      max_new_tokens=size.max_new_tokens, seed=seed)
+    method = methods.from_config(cfg)
+    history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo").run(progress=progress)
+    return model, history
+
+
+def _control(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
+    """SFT continued for as many updates as GRPO takes, on the only worked solutions there are."""
+    model = copy.deepcopy(start)
+    cfg = TrainConfig(method="sft", steps=size.rl_steps, questions_per_step=size.control_batch, lr=size.rl_lr,
+                      warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
+    history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control").run(progress=progress)
+    return model, history
+
+
+def run(out: str, size: RLvsSFT, progress: bool, starts_dir: Optional[str] = None) -> str:
+    """Run the experiment into ``out``; returns its results Markdown."""
+    t0 = time.perf_counter()
+    splits = size.splits.build()
+    tok = char_tokenizer()
+    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
+    arms = ("start", "control", "grpo")
+    scores = {(arm, split): [] for arm in arms for split in ("eval_in", "eval_hard")}  # lists of [problems] per (sft seed, rl seed)
+    log, starts = [], []
+    for sft_seed in range(size.sft_seeds):
+        start, record = sft_start(size, sft_seed, splits, starts_dir, progress)
+        starts.append({"seed": sft_seed, "sha256": record["sha256"], "chosen_step": record["chosen_step"],
+                       "validation_accuracy": record["validation_accuracy"]})
+        at_start = {split: _correct(start, tok, splits[split], size) for split in ("eval_in", "eval_hard")}
+        for rl_seed in range(size.rl_seeds):
+            trained = {"start": start}
+            trained["grpo"], hist = _grpo(start, tok, splits, size, 1000 * sft_seed + rl_seed, progress)
+            log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
+            trained["control"], hist = _control(start, tok, splits, size, 1000 * sft_seed + rl_seed, progress)
+            log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
+            for split in ("eval_in", "eval_hard"):
+                scores["start", split].append(at_start[split])
+                for arm in ("control", "grpo"):
+                    scores[arm, split].append(_correct(trained[arm], tok, splits[split], size))
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        for m in log:
+            f.write(json.dumps(m) + "\n")
+    return _report(out, size, scores, starts, time.perf_counter() - t0)
+
+
+def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float) -> str:
+    s = size.splits
+    names = {"eval_in": f"{s.rl_steps[0]}-{s.rl_steps[1]} steps (the RL length)", "eval_hard": f"{s.hard_steps[0]}-{s.hard_steps[1]} steps (harder)"}
+    runs = size.sft_seeds * size.rl_seeds
+    lines = [f"{size.sft_seeds} SFT seeds x {size.rl_seeds} RL seeds = {runs} paired runs; greedy accuracy on {s.eval_size} fresh problems "
+             f"per split; differences paired over the same starts, seeds and problems, with 95% bootstrap intervals over runs and problems.",
+             "", "| split | SFT start | SFT continuation (control) | GRPO | GRPO - control [95% CI] | GRPO - start [95% CI] | control - start [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    results = {}
+    for split in ("eval_in", "eval_hard"):
+        a = {arm: np.stack(scores[arm, split]) for arm in ("start", "control", "grpo")}
+        diffs = {pair: paired_difference(a[pair[0]], a[pair[1]]) for pair in (("control", "grpo"), ("start", "grpo"), ("start", "control"))}
+        results[split] = {"accuracy": {arm: float(v.mean()) for arm, v in a.items()},
+                          "difference": {f"{b}-{a_}": list(d) for (a_, b), d in diffs.items()}}
+        cells = " | ".join(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in diffs.values())
+        lines.append(f"| {names[split]} | {100 * a['start'].mean():.1f} | {100 * a['control'].mean():.1f} | {100 * a['grpo'].mean():.1f} | {cells} |")
+    env = environment()
+    lines += ["", "SFT starts (saved and reused; sha256 prefix, checkpoint chosen on validation): "
+              + "; ".join(f"seed {st['seed']}: {st['sha256'][:12]}, step {st['chosen_step']}, validation {100 * st['validation_accuracy']:.1f}%"
+                          for st in starts),
+              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
+              f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s"]
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"results": results, "starts": starts, "environment": env, "settings": dataclasses.asdict(size), "seconds": seconds}, f, indent=1)
+    fig, ax = figure(6.5, 4)
+    width = 0.25
+    for i, arm in enumerate(("start", "control", "grpo")):
+        ax.bar([k + (i - 1) * width for k in range(2)], [100 * results[sp]["accuracy"][arm] for sp in ("eval_in", "eval_hard")], width,
+               label={"start": "SFT start", "control": "SFT continuation", "grpo": "GRPO"}[arm])
+    ax.set_xticks(range(2), [names["eval_in"], names["eval_hard"]])
+    ax.set(ylabel="held-out greedy accuracy (%)", title=f"GRPO vs more SFT from a converged start ({runs} paired runs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "rl_vs_sft.png"), dpi=110)
+    return "\n".join(lines)

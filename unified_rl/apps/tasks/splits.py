@@ -1,0 +1,49 @@
+"""A task design where RL can win honestly (issue 18): worked solutions only for short chains, longer
+chains as answers-only questions, evaluation on large fresh sets of both the RL length and a harder one.
+
+* ``sft``: worked solutions of ``sft_steps`` (2-3) operations -- the only supervised data;
+* ``validation``: more of them, held out, to choose the SFT checkpoint;
+* ``rl``: questions of ``rl_steps`` (3-5) operations with their answers only (no worked solution);
+* ``eval_in``: held-out questions of the RL length; ``eval_hard``: of ``hard_steps`` (5-6).
+
+No prompt is in two splits. An SFT continuation can only use ``sft``; RL can use ``rl``, rewarded
+by the final answer alone.
+"""
+
+from dataclasses import dataclass
+
+from .arithmetic import ArithmeticTask
+
+
+@dataclass(frozen=True)
+class ChainSplits:
+    """The splits' sizes and chain lengths (see the module docstring)."""
+
+    sft_size: int = 2000
+    validation_size: int = 512
+    rl_size: int = 20_000
+    eval_size: int = 4096
+    sft_steps: tuple[int, int] = (2, 3)
+    rl_steps: tuple[int, int] = (3, 5)
+    hard_steps: tuple[int, int] = (5, 6)
+
+    def build(self) -> dict[str, list[dict]]:
+        """The splits by name: rows with ``prompt``, ``answer`` and (``sft``, ``validation``) ``completion``."""
+        eval_in = ArithmeticTask(*self.rl_steps, seed=1).eval_rows(self.eval_size)
+        eval_hard = ArithmeticTask(*self.hard_steps, seed=2).eval_rows(self.eval_size)
+        taken = {r["prompt"] for r in eval_in + eval_hard}
+        validation = self._draw(ArithmeticTask(*self.sft_steps), 10, self.validation_size, taken)
+        sft = self._draw(ArithmeticTask(*self.sft_steps), 11, self.sft_size, taken)
+        rl = [{"prompt": r["prompt"], "answer": r["answer"]} for r in self._draw(ArithmeticTask(*self.rl_steps), 12, self.rl_size, taken)]
+        return {"sft": sft, "validation": validation, "rl": rl, "eval_in": eval_in, "eval_hard": eval_hard}
+
+    @staticmethod
+    def _draw(task: ArithmeticTask, seed: int, n: int, taken: set) -> list[dict]:
+        """``n`` distinct rows of ``task`` whose prompts are not in ``taken`` (which then holds them too)."""
+        rows, stream = [], task.stream(seed)
+        while len(rows) < n:
+            p = next(stream)
+            if p.prompt not in taken:
+                taken.add(p.prompt)
+                rows.append(p.row())
+        return rows
