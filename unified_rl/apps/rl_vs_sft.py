@@ -177,10 +177,18 @@ def run(out: str, size: RLvsSFT, progress: bool, starts_dir: Optional[str] = Non
     with open(os.path.join(out, "metrics.jsonl"), "w") as f:
         for m in log:
             f.write(json.dumps(m) + "\n")
-    return _report(out, size, scores, starts, time.perf_counter() - t0)
+    return _report(out, size, scores, starts, time.perf_counter() - t0, splits, log)
 
 
-def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float) -> str:
+def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float, splits: dict, log: list) -> str:
+    from .tasks import parse_problem
+
+    lengths = {}
+    for split in ("eval_in", "eval_hard"):
+        by: dict[int, list[int]] = {}
+        for i, r in enumerate(splits[split]):
+            by.setdefault(len(parse_problem(r["prompt"]).ops), []).append(i)
+        lengths[split] = by
     s = size.splits
     names = {"eval_in": f"{s.rl_steps[0]}-{s.rl_steps[1]} steps (the RL length)", "eval_hard": f"{s.hard_steps[0]}-{s.hard_steps[1]} steps (harder)"}
     runs = size.sft_seeds * size.rl_seeds
@@ -196,6 +204,16 @@ def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float)
                           "difference": {f"{b}-{a_}": list(d) for (a_, b), d in diffs.items()}}
         cells = " | ".join(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in diffs.values())
         lines.append(f"| {names[split]} | {100 * a['start'].mean():.1f} | {100 * a['control'].mean():.1f} | {100 * a['grpo'].mean():.1f} | {cells} |")
+    lines += ["", "By chain length (accuracy %, mean over runs; the split and its problems of that length in parentheses):", "",
+              "| operations | " + " | ".join(("SFT start", "SFT continuation", "GRPO")) + " |", "|---|---|---|---|"]
+    for split in ("eval_in", "eval_hard"):
+        for ops, idx in sorted(lengths[split].items()):
+            cells = " | ".join(f"{100 * np.stack(scores[arm, split])[:, idx].mean():.1f}" for arm in ("start", "control", "grpo"))
+            lines.append(f"| {ops} ({names[split].split(' ')[0]} split, n = {len(idx)}) | {cells} |")
+    signal = [m["reward/groups_with_signal"] for m in log if m.get("phase") == "grpo" and "reward/groups_with_signal" in m]
+    if signal:
+        lines += ["", f"GRPO groups with any reward signal (not all G rewards equal): {100 * float(np.mean(signal)):.1f}% on average "
+                      f"over {len(signal)} steps; the others give no gradient."]
     env = environment()
     lines += ["", "SFT starts (saved and reused; sha256 prefix, checkpoint chosen on validation): "
               + "; ".join(f"seed {st['seed']}: {st['sha256'][:12]}, step {st['chosen_step']}, validation {100 * st['validation_accuracy']:.1f}%"
