@@ -83,36 +83,51 @@ def main() -> None:
     if not args.curve:
         return
     print("\nthe demo's GRPO phase (100 steps, lr 3e-5, eval on 256 held-out problems every 25 steps)")
-    curve = ["--steps", "100", "--lr", "3e-5", "--warmup-steps", "10", "--eval-every", "25", "--eval-size", "256"]
     curves = {}
-    from unified_rl.apps.demo import START
-
-    with open(START.replace(".safetensors", ".json")) as f:
-        start_accuracy = json.load(f)["accuracy"]  # the shipped start's, on the same 256 problems
     for n in (1, args.nproc):
-        lines, wall = train(n, start, os.path.join(root, f"curve-{n}"), args, curve)
-        curves[n] = {0: start_accuracy, **{m["step"]: m["eval/accuracy"] for m in lines if "eval/accuracy" in m}}
+        lines, wall = train(n, start, os.path.join(root, f"curve-{n}"), args, CURVE_FLAGS)
+        curves[f"{n} rank(s)"] = curve_of(lines)
         print(f"  {n} rank(s): {wall:.0f} s")
-    se = (0.5 * 0.5 / 256) ** 0.5 * 100
-    print(f"{'step':>5} {'1 rank':>8} {f'{args.nproc} ranks':>9} {'diff':>6}   (one binomial s.e. at n=256 is at most {se:.1f} points; "
-          f"of a difference {se * 2 ** 0.5:.1f})")
-    for step in sorted(curves[1]):
-        a, b = curves[1][step], curves[args.nproc].get(step)
-        print(f"{step:>5} {a:>8.1%} {b:>9.1%} {100 * (b - a):>+6.1f}" if b is not None else f"{step:>5} {a:>8.1%}")
-    _plot(curves, os.path.join(root, "curve.png"))
+    print_curves(curves)
+    plot_curves(curves, os.path.join(root, "curve.png"), "the same GRPO run on 1 and N ranks")
     print(f"\nruns and curve.png in {root}")
 
 
-def _plot(curves: dict, path: str) -> None:
+# The demo's GRPO phase, as benchmarks compare it (with their own --questions-per-step, --group-size)
+CURVE_FLAGS = ["--steps", "100", "--lr", "3e-5", "--warmup-steps", "10", "--eval-every", "25", "--eval-size", "256"]
+
+
+def curve_of(lines: list) -> dict:
+    """Held-out accuracy by step of a run's metrics, step 0 being the shipped start's (the same 256 problems)."""
+    from unified_rl.apps.demo import START
+
+    with open(START.replace(".safetensors", ".json")) as f:
+        start_accuracy = json.load(f)["accuracy"]
+    return {0: start_accuracy, **{m["step"]: m["eval/accuracy"] for m in lines if "eval/accuracy" in m}}
+
+
+def print_curves(curves: dict) -> None:
+    """Two accuracy curves side by side, the second's difference from the first, and the noise to read it by."""
+    (a_name, a), (b_name, b) = curves.items()
+    se = (0.5 * 0.5 / 256) ** 0.5 * 100
+    print(f"{'step':>5} {a_name:>10} {b_name:>10} {'diff':>6}   (one binomial s.e. at n=256 is at most {se:.1f} points; "
+          f"of a difference {se * 2 ** 0.5:.1f})")
+    for step in sorted(a):
+        y = b.get(step)
+        print(f"{step:>5} {a[step]:>10.1%} {y:>10.1%} {100 * (y - a[step]):>+6.1f}" if y is not None else f"{step:>5} {a[step]:>10.1%}")
+
+
+def plot_curves(curves: dict, path: str, title: str) -> None:
+    """Held-out accuracy over GRPO steps, one line per curve (labelled by its key)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for n, c in curves.items():
-        ax.plot(sorted(c), [100 * c[s] for s in sorted(c)], marker="o", label=f"{n} rank(s)")
-    ax.set(xlabel="GRPO step", ylabel="held-out greedy accuracy (%)", title="the same GRPO run on 1 and N ranks")
+    for name, c in curves.items():
+        ax.plot(sorted(c), [100 * c[s] for s in sorted(c)], marker="o", label=name)
+    ax.set(xlabel="GRPO step", ylabel="held-out greedy accuracy (%)", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -11,18 +11,18 @@ On a GPU machine the script is unchanged: the model goes to the GPU when one is 
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
-from distributed import write_start  # noqa: E402
+from distributed import CURVE_FLAGS, curve_of, plot_curves, print_curves, train, write_start  # noqa: E402
 
 
 def model_and_prompts(args):
@@ -107,55 +107,22 @@ def main() -> None:
 
 def curve(args) -> None:
     """The demo's GRPO phase from the shipped SFT start with each sampler: held-out accuracy."""
-    import subprocess
-
-    from unified_rl.apps.demo import START
-
     root = args.out or tempfile.mkdtemp(prefix="url-samplers-")
     start = write_start(os.path.join(root, "start"))
-    with open(START.replace(".safetensors", ".json")) as f:
-        start_accuracy = json.load(f)["accuracy"]  # the shipped start's, on the same 256 problems
+    run = SimpleNamespace(questions=16, group_size=8, threads=0)  # distributed.train's settings: 16 x 8, torch's threads
     print("\nthe demo's GRPO phase (100 steps, 16 questions x 8, lr 3e-5, eval on 256 held-out problems every 25 steps)")
     curves = {}
     for sampler in ("static", "vllm"):
-        out = os.path.join(root, f"curve-{sampler}")
-        cmd = [sys.executable, "-m", "unified_rl.apps.cli", "train", "--method", "grpo", "--model", start, "--out", out, "--no-progress",
-               "--questions-per-step", "16", "--group-size", "8", "--max-new-tokens", "40", "--steps", "100", "--lr", "3e-5",
-               "--warmup-steps", "10", "--eval-every", "25", "--eval-size", "256", "--sampler", sampler]
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-        with open(os.path.join(out, "metrics.jsonl")) as f:
-            lines = [json.loads(x) for x in f]
-        curves[sampler] = {0: start_accuracy, **{m["step"]: m["eval/accuracy"] for m in lines if "eval/accuracy" in m}}
+        lines, wall = train(1, start, os.path.join(root, f"curve-{sampler}"), run, [*CURVE_FLAGS, "--sampler", sampler])
+        curves[f"--sampler {sampler}"] = curve_of(lines)
         steps = [m for m in lines if "reward/mean" in m]
         mismatch = [m["mismatch/logp_diff_max"] for m in steps if "mismatch/logp_diff_max" in m]
         extra = f"; max |log pi_old - log pi_vllm| over the run {max(mismatch):.1e}" if mismatch else ""
-        print(f"  {sampler}: {time.perf_counter() - t0:.0f} s, mean reward over the last 25 steps "
+        print(f"  {sampler}: {wall:.0f} s, mean reward over the last 25 steps "
               f"{statistics.mean(m['reward/mean'] for m in steps[-25:]):.3f}{extra}")
-    se = (0.5 * 0.5 / 256) ** 0.5 * 100
-    print(f"{'step':>5} {'static':>8} {'vllm':>8} {'diff':>6}   (one binomial s.e. of a difference at n=256 is at most {se * 2 ** 0.5:.1f} points)")
-    for step in sorted(curves["static"]):
-        a, b = curves["static"][step], curves["vllm"].get(step)
-        print(f"{step:>5} {a:>8.1%} {b:>8.1%} {100 * (b - a):>+6.1f}" if b is not None else f"{step:>5} {a:>8.1%}")
-    _plot(curves, os.path.join(root, "curve.png"))
+    print_curves(curves)
+    plot_curves(curves, os.path.join(root, "curve.png"), "the demo's GRPO phase with each sampler")
     print(f"\nruns and curve.png in {root}")
-
-
-def _plot(curves: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, c in curves.items():
-        ax.plot(sorted(c), [100 * c[s] for s in sorted(c)], marker="o", label=f"--sampler {name}")
-    ax.set(xlabel="GRPO step", ylabel="held-out greedy accuracy (%)", title="the demo's GRPO phase with each sampler")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

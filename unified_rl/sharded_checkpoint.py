@@ -45,16 +45,17 @@ def _states(model: nn.Module, optimizer, others: Parts) -> dict[str, Any]:
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
     state = {"model": model_sd, "optimizer": optim_sd}
     for name, (module, optim) in others.items():
-        state[name], state[f"{name}.optimizer"] = get_state_dict(module, optim or [], options=StateDictOptions())
-        if optim is None:
-            del state[f"{name}.optimizer"]
+        state[name], others_optim = get_state_dict(module, optim or [], options=StateDictOptions())
+        if optim is not None:
+            state[f"{name}.optimizer"] = others_optim
     return state
 
 
 def save_sharded(folder: str, model: nn.Module, optimizer, rank_state: dict, meta: dict,
                  others: Optional[Parts] = None) -> None:
     """Every rank calls this (it is a collective): ``model`` and ``optimizer`` (and ``others``, each
-    a model with its optimizer or None: the sharded reference, PPO's value model) through DCP, ``rank_state`` per rank, ``meta`` in the manifest."""
+    a model with its optimizer or None: the sharded reference, PPO's value model) through DCP,
+    ``rank_state`` per rank, ``meta`` in the manifest."""
     folder = folder.rstrip("/")
     tmp, prev = folder + ".tmp", folder + ".prev"
     if distributed.rank() == 0:

@@ -10,7 +10,6 @@ unified_rl.apps.demo --write-start`` is how the shipped file was made (on an AMD
 
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from .. import methods
 from ..config import TrainConfig
 from ..hf import save_model, tiny_llama
 from ..loop import Trainer
+from .environment import cpu_model, file_sha256
 from .plots import plot_training
 from .tasks import ArithmeticTask, char_tokenizer, extract_answer, task_reward
 
@@ -116,11 +116,6 @@ def _shipped_start(s: DemoSettings, out_dir: Optional[str]):
     return model, tok, train_rows, eval_rows, sft
 
 
-def _digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def write_start() -> None:
     """Train the default SFT start from scratch and write it (weights and SFT metrics) as the shipped start."""
     from safetensors.torch import save_file
@@ -129,21 +124,13 @@ def write_start() -> None:
     model, _, _, _, sft = sft_start(s, progress=True, from_scratch=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, START)
     with open(START.replace(".safetensors", ".json"), "w") as f:
-        json.dump({"settings": {k: getattr(s, k) for k in START_SFT_FIELDS}, "sha256": _digest(START), "machine": _machine(),
+        json.dump({"settings": {k: getattr(s, k) for k in START_SFT_FIELDS}, "sha256": file_sha256(START), "machine": _machine(),
                    "torch": torch.__version__, "accuracy": sft.evaluate(), "history": sft.history}, f, indent=1)
-    print(f"wrote {START} ({_digest(START)[:12]}...)")
+    print(f"wrote {START} ({file_sha256(START)[:12]}...)")
 
 
 def _machine() -> str:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
 
 
 def _stopped(history: list, model, tok, out_dir: str, phase: str, step: int, t0: float) -> dict:
@@ -191,7 +178,7 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
     summary = {"parameters": n_params, "accuracy_before": before, "accuracy_after": after, "gain_points": 100 * (after - before),
                "eval_problems": len(eval_rows), "seconds_sft": t_sft - t0, "seconds_grpo": t_end - t_sft, "seconds_total": t_end - t0,
                "threads": torch.get_num_threads(), "settings": dataclasses.asdict(s),
-               "sft_start": f"shipped ({os.path.basename(START)}, sha256 {_digest(START)[:12]})" if shipped else "trained in this run"}
+               "sft_start": f"shipped ({os.path.basename(START)}, sha256 {file_sha256(START)[:12]})" if shipped else "trained in this run"}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -29,6 +28,7 @@ from ..evaluate import greedy_correct
 from ..hf import make_sampler, tiny_llama
 from ..loop import Trainer
 from ..statistics import paired_difference
+from .environment import environment, file_sha256
 from .plots import figure
 from .tasks import char_tokenizer, extract_answer, task_reward
 from .tasks.splits import ChainSplits
@@ -59,21 +59,6 @@ class RLvsSFT:
         """A CI-sized run (no claim)."""
         return cls(splits=ChainSplits(sft_size=64, validation_size=32, rl_size=64, eval_size=32), sft_steps=6, sft_batch=8, sft_check_every=3,
                    rl_steps=2, questions_per_step=2, group_size=2, control_batch=4, sft_seeds=1, rl_seeds=2)
-
-
-def environment() -> dict:
-    """The machine and library versions a result was measured with."""
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def _sft_settings(size: RLvsSFT, seed: int) -> dict:
@@ -112,8 +97,7 @@ def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress:
     model.load_state_dict(best_state)
     os.makedirs(starts_dir, exist_ok=True)
     save_file({k: v.contiguous() for k, v in best_state.items()}, path)
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = file_sha256(path)
     record = {"settings": settings, "sha256": digest, "chosen_step": best_step, "validation_accuracy": best, "curve": curve,
               "environment": environment()}
     with open(path.replace(".safetensors", ".json"), "w") as f:

@@ -139,14 +139,14 @@ class VLLMSampler(Sampler):
         self._folder = tempfile.TemporaryDirectory(prefix="unified_rl_vllm_")
         model.config.save_pretrained(self._folder.name)
         on_gpu = weight.device.type == "cuda"
-        options: dict[str, Any] = dict(gpu_memory_utilization=self.gpu_memory_utilization)
+        if on_gpu:
+            options: dict[str, Any] = dict(gpu_memory_utilization=self.gpu_memory_utilization)
+        else:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the training threads where they are
+            options = dict(kv_cache_memory_bytes=int(self.cpu_kv_cache_gib * 2**30))
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             # under torchrun: one engine per rank, each on its own prompts, vLLM joining the job's processes
             options["distributed_executor_backend"] = "external_launcher"
-        if not on_gpu:
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the training threads where they are
-            del options["gpu_memory_utilization"]
-            options["kv_cache_memory_bytes"] = int(self.cpu_kv_cache_gib * 2**30)
         from vllm.platforms import current_platform
 
         self._sleeps = on_gpu and current_platform.is_sleep_mode_available()
