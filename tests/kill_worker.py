@@ -1,11 +1,14 @@
 """``unified-rl train`` under torchrun, with one rank SIGKILLed in the middle of a checkpoint save
 (test_distributed.py). argv: RANK STEP WHERE -- train flags. WHERE: ``shards`` (after the rank wrote
 its DCP shards, before the others finished) or ``rename`` (rank 0, between moving the old
-checkpoint aside and moving the new one in)."""
+checkpoint aside and moving the new one in). RANK -1: nobody dies. Either way a rank that returns
+must have destroyed its process group (else gloo can abort it at exit: pytorch/pytorch#190489)."""
 
 import os
 import signal
 import sys
+
+import torch
 
 from unified_rl import sharded_checkpoint
 from unified_rl.apps import cli
@@ -37,4 +40,6 @@ def replace(src, dst):
 
 sharded_checkpoint.save_state = save_state
 os.replace = replace
-sys.exit(cli.main(sys.argv[5:]))
+status = cli.main(sys.argv[5:])
+assert not torch.distributed.is_initialized(), "unified-rl train returned without destroying the process group"
+sys.exit(status)

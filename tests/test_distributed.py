@@ -145,7 +145,7 @@ def test_a_rank_killed_mid_save_leaves_the_last_checkpoint(two_steps, tmp_path, 
     assert killed.returncode != 0 and "SIGKILL" in killed.stderr + killed.stdout
     found, manifest = read_manifest(str(run / "checkpoint"))
     assert manifest["meta"]["step"] == 2 and found.endswith("checkpoint" if where == "shards" else "checkpoint.prev")
-    out = _ok(_torchrun([*COMMON, "--steps", "3", "--resume"], tmp_path))
+    out = _ok(_torchrun([*COMMON, "--steps", "3", "--resume"], tmp_path, script=(KILL_WORKER, "-1", "0", "none", "--")))
     assert "at step 2" in out.stdout
 
 

@@ -442,6 +442,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = list(argv)
+    status = _run(args)
+    from ..hf.distributed import leave_process_group
+
+    leave_process_group()  # under torchrun: every rank that returns ends its part of the job cleanly
+    return status
+
+
+def _run(args) -> int:
+    """The subcommand; a user's mistake is one line and status 2, a second Ctrl-C status 130."""
     try:
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback

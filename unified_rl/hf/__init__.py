@@ -6,7 +6,7 @@ wrapper, PEFT or a vLLM sampler plugs in here, never into the core.
 """
 
 from .. import engine
-from .distributed import DistributedAdapter, LogprobModule, ddp, decoder_layers, fsdp, full_state, gathered, init_process_group, launched_by_torchrun, shard, shard_trained, sharded
+from .distributed import DistributedAdapter, LogprobModule, ddp, decoder_layers, fsdp, full_state, gathered, init_process_group, launched_by_torchrun, leave_process_group, shard, shard_trained, sharded
 from .lora import adapters_off, add_lora, is_peft, load_policy_state, merged, policy_state, trainable, unwrap
 from .logprobs import TransformersAdapter, completion_logprobs, prompt_pass
 from .models import activation_checkpointing, enable_activation_checkpointing, build_qwen2, check_tokenizer, load_model, load_tokenizer, qwen2_config, save_model, tiny_llama
@@ -22,5 +22,5 @@ __all__ = ["TransformersAdapter", "completion_logprobs", "prompt_pass", "build_q
            "qwen2_config", "tiny_llama", "reward_model_from_policy", "tiny_reward_model", "SAMPLERS", "HFSampler", "StaticCacheSampler",
            "generate", "make_sampler", "ValueModel", "value_model_from_policy", "adapters_off", "add_lora", "is_peft", "load_policy_state",
            "merged", "policy_state", "trainable", "unwrap", "Reference", "activation_checkpointing", "enable_activation_checkpointing",
-           "DistributedAdapter", "LogprobModule", "ddp", "decoder_layers", "fsdp", "full_state", "gathered", "init_process_group", "launched_by_torchrun",
+           "DistributedAdapter", "LogprobModule", "ddp", "decoder_layers", "fsdp", "full_state", "gathered", "init_process_group", "launched_by_torchrun", "leave_process_group",
            "shard", "shard_trained", "sharded"]

@@ -60,6 +60,16 @@ def init_process_group(backend: Optional[str] = None, timeout_s: float = 600.0) 
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
+def leave_process_group() -> None:
+    """End this process's part of the job (every rank, after its last collective): destroy the
+    process group. Without it, gloo's worker threads can still hold the last collective's work when
+    the interpreter shuts down, and the rank dies with SIGABRT ("terminate called without an active
+    exception", pytorch/pytorch#190489) after it has finished. Not called on an exception: other
+    ranks may be waiting in a collective, and torchrun stops them."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class LogprobModule(nn.Module):
     """A transformers causal LM whose ``forward`` returns completion log-probs (the trunk and the
     chunked head): the module a distributed wrapper wraps, so its hooks see every forward."""
