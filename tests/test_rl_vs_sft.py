@@ -24,6 +24,17 @@ def test_the_splits_are_disjoint_and_of_their_lengths():
         assert r["answer"] == str(parse_problem(r["prompt"]).answer)
 
 
+def test_a_few_longer_worked_solutions_join_the_sft_split_only():
+    base = ChainSplits(sft_size=200, validation_size=50, rl_size=200, eval_size=200)
+    splits = ChainSplits(sft_size=200, validation_size=50, rl_size=200, eval_size=200, sft_long_size=30).build()
+    lengths = [len(parse_problem(r["prompt"]).ops) for r in splits["sft"]]
+    assert len(lengths) == 230 and lengths.count(4) == 30 and set(lengths[:200]) == {2, 3}
+    assert all("completion" in r for r in splits["sft"])
+    assert splits["validation"] == base.build()["validation"] and {len(parse_problem(r["prompt"]).ops) for r in splits["validation"]} == {2, 3}
+    everything = [r["prompt"] for rows in splits.values() for r in rows]
+    assert len(everything) == len(set(everything))  # still disjoint
+
+
 def test_sft_starts_are_saved_with_their_record_and_reused(tmp_path):
     size = RLvsSFT.quick()
     os.makedirs(tmp_path / "a")

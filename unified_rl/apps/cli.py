@@ -443,9 +443,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(argv)
     status = _run(args)
-    from ..hf.distributed import leave_process_group
+    if "torch.distributed" in sys.modules:  # (help and usage errors never load torch)
+        from ..hf.distributed import leave_process_group
 
-    leave_process_group()  # under torchrun: every rank that returns ends its part of the job cleanly
+        leave_process_group()  # under torchrun: every rank that returns ends its part of the job cleanly
     return status
 
 

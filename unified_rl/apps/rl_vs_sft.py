@@ -62,7 +62,10 @@ class RLvsSFT:
 
 
 def _sft_settings(size: RLvsSFT, seed: int) -> dict:
-    return {"splits": dataclasses.asdict(size.splits), "sft_steps": size.sft_steps, "sft_batch": size.sft_batch, "sft_lr": size.sft_lr,
+    splits = dataclasses.asdict(size.splits)
+    if not size.splits.sft_long_size:  # without longer worked solutions: the settings (and saved starts) of before that option
+        splits = {k: v for k, v in splits.items() if not k.startswith("sft_long")}
+    return {"splits": splits, "sft_steps": size.sft_steps, "sft_batch": size.sft_batch, "sft_lr": size.sft_lr,
             "sft_check_every": size.sft_check_every, "max_new_tokens": size.max_new_tokens, "seed": seed}
 
 

@@ -1,7 +1,9 @@
 """A task design where RL can win honestly (issue 18): worked solutions only for short chains, longer
 chains as answers-only questions, evaluation on large fresh sets of both the RL length and a harder one.
 
-* ``sft``: worked solutions of ``sft_steps`` (2-3) operations -- the only supervised data;
+* ``sft``: worked solutions of ``sft_steps`` (2-3) operations -- the only supervised data -- plus,
+  when ``sft_long_size`` > 0, that many worked solutions of ``sft_long_steps`` (a few longer
+  examples, so the start sometimes writes a longer chain for RL to reinforce);
 * ``validation``: more of them, held out, to choose the SFT checkpoint;
 * ``rl``: questions of ``rl_steps`` (3-5) operations with their answers only (no worked solution);
 * ``eval_in``: held-out questions of the RL length; ``eval_hard``: of ``hard_steps`` (5-6).
@@ -26,6 +28,8 @@ class ChainSplits:
     sft_steps: tuple[int, int] = (2, 3)
     rl_steps: tuple[int, int] = (3, 5)
     hard_steps: tuple[int, int] = (5, 6)
+    sft_long_size: int = 0
+    sft_long_steps: tuple[int, int] = (4, 4)
 
     def build(self) -> dict[str, list[dict]]:
         """The splits by name: rows with ``prompt``, ``answer`` and (``sft``, ``validation``) ``completion``."""
@@ -34,6 +38,8 @@ class ChainSplits:
         taken = {r["prompt"] for r in eval_in + eval_hard}
         validation = self._draw(ArithmeticTask(*self.sft_steps), 10, self.validation_size, taken)
         sft = self._draw(ArithmeticTask(*self.sft_steps), 11, self.sft_size, taken)
+        if self.sft_long_size:
+            sft += self._draw(ArithmeticTask(*self.sft_long_steps), 13, self.sft_long_size, taken)
         rl = [{"prompt": r["prompt"], "answer": r["answer"]} for r in self._draw(ArithmeticTask(*self.rl_steps), 12, self.rl_size, taken)]
         return {"sft": sft, "validation": validation, "rl": rl, "eval_in": eval_in, "eval_hard": eval_hard}
 
