@@ -69,6 +69,20 @@ def test_groups_eos_and_a_repeatable_draw(sampler):
     assert other.completion_ids != g.completion_ids
 
 
+def test_greedy_matches_the_policy_and_draws_nothing(sampler):
+    """Temperature 0 (greedy evaluation, no generator): the policy's own argmax tokens, and torch's
+    global RNG is left as it was (as with the other samplers)."""
+    model = policy(3)
+    state = torch.get_rng_state()
+    g = sampler.sample(model, PROMPTS, 1, 10, 0.0, None)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.no_grad():
+        for p, c in zip(g.prompt_ids, g.completion_ids):
+            ids = torch.tensor([p + c])
+            argmax = model(ids).logits[0, len(p) - 1:-1].argmax(-1).tolist()
+            assert argmax == c
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_engine_logprobs_follow_the_policy_weights(sampler, temperature):
     """The engine's log-probs are the policy's own (fp32, TOL); after the policy changes, the next

@@ -184,7 +184,8 @@ class VLLMSampler(Sampler):
         if self.calls % self.sync_every == 0 or self.llm is None:
             self.sync(policy)
         self.calls += 1
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator).tolist()
+        greedy = temperature == 0  # no draw then: greedy evaluation leaves the caller's (or torch's global) RNG as it was
+        seeds = [None] * len(prompts) if greedy else torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator).tolist()
         params = [SamplingParams(n=group_size, temperature=float(temperature), top_k=0, top_p=1.0, max_tokens=max_new_tokens,
                                  logprobs=0, seed=s, stop_token_ids=[self.eos_id], detokenize=False) for s in seeds]
         with _rng_kept():
