@@ -10,10 +10,12 @@ All start from the demo's SFT checkpoint on the embedded arithmetic task.
   model re-trained with 10% replay) against non-iterative.
 * ``grpo-vs-ppo-cost``: peak memory, parameters held and seconds per update, GRPO vs PPO.
 * ``rl-vs-sft`` (``rl_vs_sft.py``): GRPO on longer answers-only questions vs more SFT, from a
-  converged SFT start on short worked solutions (issue 18's task design), paired statistics.
+  converged SFT start on short worked solutions (issue 18's task design), paired statistics;
+  ``rl-vs-sft-long``: the same with 200 worked 4-step solutions among the short ones.
 """
 
 import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -244,12 +246,23 @@ def _rl_vs_sft(out: str, quick: bool, progress: bool) -> str:
     return run(out, RLvsSFT.quick() if quick else RLvsSFT(), progress)
 
 
+def _rl_vs_sft_long(out: str, quick: bool, progress: bool) -> str:
+    """``rl-vs-sft`` with 200 worked 4-step solutions among the SFT data (``ChainSplits.sft_long_size``):
+    a probe of one SFT seed x one RL seed (about 22 minutes on 2 cores), not a claim."""
+    from .rl_vs_sft import RLvsSFT, run
+
+    size = RLvsSFT.quick() if quick else RLvsSFT(sft_seeds=1, rl_seeds=1)
+    size.splits = dataclasses.replace(size.splits, sft_long_size=8 if quick else 200)
+    return run(out, size, progress)
+
+
 EXPERIMENTS: dict[str, Callable[[str, bool, bool], str]] = {  # name -> experiment(out, quick, progress)
     "online-vs-offline": _sized(online_vs_offline),
     "maj-vs-pass": _sized(maj_vs_pass),
     "iterative": _sized(iterative),
     "grpo-vs-ppo-cost": _sized(grpo_vs_ppo_cost),
     "rl-vs-sft": _rl_vs_sft,
+    "rl-vs-sft-long": _rl_vs_sft_long,
 }
 
 
