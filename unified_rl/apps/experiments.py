@@ -248,7 +248,7 @@ def _rl_vs_sft(out: str, quick: bool, progress: bool) -> str:
 
 def _rl_vs_sft_long(out: str, quick: bool, progress: bool) -> str:
     """``rl-vs-sft`` with 200 worked 4-step solutions among the SFT data (``ChainSplits.sft_long_size``):
-    a probe of one SFT seed x one RL seed (about 22 minutes on 2 cores), not a claim."""
+    a probe of one SFT seed x one RL seed, not a claim (its one run shared the CPU, so no time is stated)."""
     from .rl_vs_sft import RLvsSFT, run
 
     size = RLvsSFT.quick() if quick else RLvsSFT(sft_seeds=1, rl_seeds=1)
