@@ -1,11 +1,11 @@
 """torchrun scaling, side by side in one run: the same GRPO job on 1 rank and on N ranks.
 
     python benchmarks/distributed.py                # throughput: tokens/s per rank, scaling efficiency
-    python benchmarks/distributed.py --curve        # + the demo's GRPO phase on 1 and N ranks: accuracy curves
+    python benchmarks/distributed.py --curve        # + the earlier demo's GRPO phase on 1 and N ranks: accuracy curves
 
 Every run is the README's command, ``unified-rl train`` in one process and
 ``torchrun --standalone --nproc_per_node=N -m unified_rl.apps.cli train`` with the same global batch
-(``questions_per_step``), from the demo's shipped SFT start. Scaling efficiency = (N-rank tokens/s)
+(``questions_per_step``), from the benchmarks' shipped SFT start (apps.demo.BENCHMARK_START). Scaling efficiency = (N-rank tokens/s)
 / (N x 1-rank tokens/s): 1.0 means N ranks do N times the work per second. On CPUs each rank gets
 ``--threads`` threads (default 1: a rank is a core, so N ranks use N cores); on GPUs each rank
 takes one GPU and the collectives run on NCCL -- the script is unchanged.
@@ -24,10 +24,10 @@ from _machine import machine  # noqa: E402
 
 
 def write_start(folder: str) -> str:
-    """The demo's shipped SFT start as a transformers folder (what ``--model`` reads)."""
+    """The benchmarks' shipped SFT start as a transformers folder (what ``--model`` reads)."""
     from safetensors.torch import load_file
 
-    from unified_rl.apps.demo import START
+    from unified_rl.apps.demo import BENCHMARK_START as START
     from unified_rl.apps.tasks import char_tokenizer
     from unified_rl.hf import save_model, tiny_llama
 
@@ -65,7 +65,7 @@ def main() -> None:
     p.add_argument("--questions", type=int, default=16, help="global questions per step")
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=1, help="CPU threads per rank (0: leave torch's choice)")
-    p.add_argument("--curve", action="store_true", help="also the demo's GRPO phase (100 steps) on 1 and N ranks: held-out accuracy")
+    p.add_argument("--curve", action="store_true", help="also the earlier demo's GRPO phase (100 steps) on 1 and N ranks: held-out accuracy")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args()
     root = args.out or tempfile.mkdtemp(prefix="url-dist-")
@@ -82,7 +82,7 @@ def main() -> None:
         print(f"{n:>5} {per_rank:>18.0f} {per_rank * n:>15.0f} {eff:>11.2f} {wall:>7.1f}")
     if not args.curve:
         return
-    print("\nthe demo's GRPO phase (100 steps, lr 3e-5, eval on 256 held-out problems every 25 steps)")
+    print("\nthe earlier demo's GRPO phase (100 steps, lr 3e-5, eval on 256 held-out problems every 25 steps)")
     curves = {}
     for n in (1, args.nproc):
         lines, wall = train(n, start, os.path.join(root, f"curve-{n}"), args, CURVE_FLAGS)
@@ -93,13 +93,13 @@ def main() -> None:
     print(f"\nruns and curve.png in {root}")
 
 
-# The demo's GRPO phase, as benchmarks compare it (with their own --questions-per-step, --group-size)
+# The earlier demo's GRPO phase, as benchmarks compare it (with their own --questions-per-step, --group-size)
 CURVE_FLAGS = ["--steps", "100", "--lr", "3e-5", "--warmup-steps", "10", "--eval-every", "25", "--eval-size", "256"]
 
 
 def curve_of(lines: list) -> dict:
     """Held-out accuracy by step of a run's metrics, step 0 being the shipped start's (the same 256 problems)."""
-    from unified_rl.apps.demo import START
+    from unified_rl.apps.demo import BENCHMARK_START as START
 
     with open(START.replace(".safetensors", ".json")) as f:
         start_accuracy = json.load(f)["accuracy"]

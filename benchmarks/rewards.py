@@ -40,12 +40,19 @@ def run(make, steps: int) -> tuple[float, float]:
     import torch
 
     from unified_rl import methods
-    from unified_rl.apps.demo import DemoSettings, sft_start
+    from safetensors.torch import load_file
+
+    from unified_rl.apps.demo import BENCHMARK_START
+    from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
+    from unified_rl.hf import tiny_llama
     from unified_rl.config import TrainConfig
     from unified_rl.loop import Trainer
 
     torch.manual_seed(0)
-    model, tok, rows, _, _ = sft_start(DemoSettings(), progress=False)
+    tok = char_tokenizer()
+    model = tiny_llama(len(tok), seed=0)
+    model.load_state_dict(load_file(BENCHMARK_START), strict=True)
+    rows = ArithmeticTask().train_rows(20_000, eval_size=256)
     cfg = TrainConfig(method="grpo", steps=steps + 1, questions_per_step=16, group_size=8, max_new_tokens=40, lr=3e-5, checkpoint_every=0)
     reward = make()
     trainer = Trainer(model, tok, methods.from_config(cfg), rows, cfg, reward=reward)

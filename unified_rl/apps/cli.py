@@ -3,7 +3,7 @@
     unified-rl demo [--out runs/demo] [--quick]
     unified-rl train --method grpo [--config cfg.toml] [--model DIR] [--data FILE --format gsm8k] [--out DIR] [--resume]
     unified-rl eval [--model DIR] [--data FILE --format gsm8k] [--k 1,4,16]
-    unified-rl experiment online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost | rl-vs-sft [--quick]
+    unified-rl experiment figure5 | figure6 | figure7 | rl-vs-sft | rl-vs-sft-long | grpo-vs-ppo-cost [--quick]
 """
 
 import argparse
@@ -178,7 +178,8 @@ def _reward(args, method, tok):
 
 
 def cmd_demo(args) -> int:
-    """``unified-rl demo``: SFT then GRPO on the embedded default; prints before/after accuracy."""
+    """``unified-rl demo``: from the shipped SFT start, GRPO on longer answers-only questions beside the
+    SFT-continuation control; prints their accuracies and GRPO's gain with its interval."""
     from .demo import DemoSettings, run_demo
 
     _out_folder(args.out)
@@ -190,9 +191,14 @@ def cmd_demo(args) -> int:
               "(the demo starts over when run again; `unified-rl train ... --resume` continues a train run)")
         return 130
     print(f"SFT start: {summary['sft_start']}")
-    print(f"held-out greedy accuracy ({summary['eval_problems']} problems): {summary['accuracy_before']:.1%} after SFT -> "
-          f"{summary['accuracy_after']:.1%} after GRPO ({summary['gain_points']:+.1f} points) in {summary['seconds_total']:.0f} s")
-    print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model: {args.out}/model")
+    acc = summary["accuracy"]
+    for sp in ("eval_in", "eval_hard"):
+        g, lo, hi = summary["grpo_minus_control_points"][sp]
+        print(f"held-out greedy accuracy, {summary['splits'][sp]} ({summary['eval_problems'][sp]} fresh problems): SFT start "
+              f"{acc['start'][sp]:.1%}, SFT continuation {acc['control'][sp]:.1%}, GRPO {acc['grpo'][sp]:.1%}; "
+              f"GRPO - control {g:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]")
+    print(f"{summary['seconds_total']:.0f} s; one run: the interval is over problems only (`unified-rl experiment figure5` pairs seeds)")
+    print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model (GRPO): {args.out}/model")
     return 0
 
 
@@ -385,12 +391,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="unified-rl", description="SFT, RFT, Online RFT, DPO, PPO and GRPO through one gradient engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="SFT then GRPO on the embedded tiny model and arithmetic task")
+    p = sub.add_parser("demo", help="from a converged SFT start, GRPO on longer answers-only problems vs more SFT (embedded tiny model and task)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a seconds-long version (no accuracy claim)")
     p.add_argument("--sft-from-scratch", action="store_true",
-                   help="train the SFT start here instead of loading the shipped one (results then vary with the CPU)")
-    p.add_argument("--seed", type=int, default=None, help="the GRPO phase's seed (sampling, data order); the task and the SFT start stay")
+                   help="train the SFT start here (1,000 steps, several minutes) instead of loading the shipped one (results then vary with the CPU)")
+    p.add_argument("--seed", type=int, default=None, help="the RL phase's seed (GRPO's sampling, both arms' data order); the task and the SFT start stay")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_demo)
 

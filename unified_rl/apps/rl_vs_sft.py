@@ -69,14 +69,24 @@ def _sft_settings(size: RLvsSFT, seed: int) -> dict:
             "sft_check_every": size.sft_check_every, "max_new_tokens": size.max_new_tokens, "seed": seed}
 
 
+SHIPPED_STARTS = os.path.join(os.path.dirname(__file__), "tasks", "starts")
+
+
+def start_file(size: RLvsSFT, seed: int, starts_dir: str) -> str:
+    """Where the SFT start of ``seed`` made with ``size``'s settings is saved: named by their digest."""
+    key = hashlib.sha256(json.dumps(_sft_settings(size, seed), sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(starts_dir, f"rl-vs-sft-{key}.safetensors")
+
+
 def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress: bool):
-    """The SFT start of ``seed``: loaded when ``starts_dir`` holds one made with these settings,
-    else trained (cosine schedule, best validation checkpoint) and saved there with its record."""
+    """The SFT start of ``seed``: loaded when ``starts_dir`` (or the package's ``tasks/starts``) holds
+    one made with these settings, else trained (cosine schedule, best validation checkpoint) and saved there with its record."""
     from safetensors.torch import load_file, save_file
 
     settings = _sft_settings(size, seed)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = os.path.join(starts_dir, f"rl-vs-sft-{key}.safetensors")
+    path = start_file(size, seed, starts_dir)
+    if not os.path.exists(path) and os.path.exists(start_file(size, seed, SHIPPED_STARTS)):
+        path = start_file(size, seed, SHIPPED_STARTS)  # the package ships the demo's (seed 0 of the figures' design)
     tok = char_tokenizer()
     model = tiny_llama(len(tok), seed=seed)
     if os.path.exists(path):

@@ -26,6 +26,7 @@ class ModelReward(RewardFunction):
         self.batch_size = batch_size
         self.history: list[tuple[str, str, float]] = []
         self.pending: list[tuple[str, str, float]] = []  # observed policy samples, this iteration
+        self._metrics: dict[str, float] = {}
         self.rng = random.Random(seed)
 
     def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,9 +90,20 @@ class ModelReward(RewardFunction):
 
     def observe(self, rollout: Rollout) -> None:
         """Keep the batch's samples, labelled by ``labeler``, for the next :meth:`end_iteration`
-        (a reward model without a labeler stays fixed)."""
+        (a reward model without a labeler stays fixed), and measure the model's agreement with the
+        labels on them (:meth:`metrics`)."""
         if self.labeler is not None:  # under torchrun every rank keeps every rank's samples: the replicas train alike
-            self.pending.extend(global_objects(self.label(rollout)))
+            labelled = self.label(rollout)
+            if rollout.rewards is not None and labelled:  # how often the model's verdict (r > 0.5) agrees with the rule on the policy's samples
+                agree = [(float(r) > 0.5) == (y > 0.5) for r, (_, _, y) in zip(rollout.rewards.tolist(), labelled)]
+                self._metrics = {"reward_model/policy_accuracy": sum(agree) / len(agree),
+                                 "reward_model/policy_label_rate": sum(y > 0.5 for _, _, y in labelled) / len(labelled)}
+            self.pending.extend(global_objects(labelled))
+
+    def metrics(self) -> dict[str, float]:
+        """After :meth:`observe` with a labeler: the model's agreement with the rule on the last batch
+        of policy samples (``reward_model/policy_accuracy``) and the rule's rate of correct ones."""
+        return dict(self._metrics)
 
     def end_iteration(self, replay: float) -> dict[str, float]:
         """Algorithm 1's continual training on the samples observed since the last call."""

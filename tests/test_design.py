@@ -1,0 +1,73 @@
+"""Issue 18's figures' set-up (``apps/design.py``): the splits are what they claim, RFT's fixed pool
+holds only correct samples of the frozen start and counts what it drew, the verdict reads the
+interval, and a reward model's agreement with the rule on the policy's samples is measured."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from unified_rl.apps.design import Design, build_data, collect_pool, verdict
+from unified_rl.apps.demo import DemoSettings, sft_start
+from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem
+from unified_rl.apps.tasks.splits import ChainSplits
+from unified_rl.data import Encoder, SampledSource
+from unified_rl.hf import make_sampler, tiny_reward_model
+from unified_rl.rewards import ModelReward, OutcomeReward
+
+
+def _small() -> Design:
+    d = Design.quick()
+    splits = ChainSplits(sft_size=64, validation_size=32, rl_size=600, eval_size=300, sft_long_size=8)
+    return dataclasses.replace(d, starts=dataclasses.replace(d.starts, splits=splits), validation_size=50)
+
+
+def test_rl_validation_and_eval_are_of_the_rl_lengths_and_disjoint():
+    d = _small()
+    data = build_data(d)
+    ops = {name: {len(parse_problem(r["prompt"]).ops) for r in rows} for name, rows in data.items()}
+    assert ops["rl"] == ops["validation"] == ops["eval_in"] == {4, 5} and ops["eval_hard"] == {5, 6}
+    assert ops["sft"] == {2, 3, 4} and ops["validation_sft"] == {2, 3}
+    assert len(data["validation"]) == 50 and not any("completion" in r for r in data["rl"] + data["validation"])
+    prompts = [r["prompt"] for rows in data.values() for r in rows]
+    assert len(prompts) == len(set(prompts))
+
+
+def test_the_rft_pool_is_the_frozen_starts_correct_samples(tmp_path):
+    s = DemoSettings()
+    model, _, data, shipped = sft_start(s, str(tmp_path), progress=False)
+    assert shipped
+    d = dataclasses.replace(s.design(), steps=3, questions_per_step=4, group_size=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pool, drawn = collect_pool(model, data, d, seed=0)
+    assert drawn == 3 * 4 * 4 and 0 < len(pool) < drawn  # the start solves some of these, not all
+    answers = {r["prompt"]: r["answer"] for r in data["rl"]}
+    for row in pool:
+        assert extract_answer(row["completion"]) == answers[row["prompt"]]  # correct by the rule
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the start is not touched
+    again, _ = collect_pool(model, data, d, seed=0)
+    assert again == pool  # seeded
+
+
+def test_verdicts_read_the_interval():
+    assert verdict((0.02, 0.001, 0.04)).startswith("reproduced")
+    assert verdict((-0.02, -0.04, -0.001)).startswith("not reproduced")
+    assert verdict((0.02, -0.001, 0.04)).startswith("inconclusive")
+
+
+def test_a_reward_models_agreement_with_the_rule_on_policy_samples_is_logged(tmp_path):
+    tok = char_tokenizer()
+    policy, _, data, _ = sft_start(DemoSettings(), str(tmp_path), progress=False)
+    src = SampledSource(data["eval_in"][:8], Encoder(tok), make_sampler("static", tok), samples_per_question=4, max_new_tokens=64, seed=0)
+    rollout = src.sample(policy, 8)
+    rule = OutcomeReward(extract_answer)
+    rm = ModelReward(tiny_reward_model(len(tok), hidden=32, layers=1), tok, labeler=rule)
+    scored = rm(rollout, rollout.texts)
+    labels = rule(rollout, rollout.texts).rewards.tolist()
+    assert 0 < sum(labels) < len(labels)  # some correct, some not: agreement is not just a base rate
+    rm.observe(scored)
+    expected = float(np.mean([(r > 0.5) == (y > 0.5) for r, y in zip(scored.rewards.tolist(), labels)]))
+    m = rm.metrics()
+    assert m["reward_model/policy_accuracy"] == expected
+    assert m["reward_model/policy_label_rate"] == float(np.mean([y > 0.5 for y in labels]))
+    assert len(rm.pending) == 32

@@ -1,0 +1,192 @@
+"""``unified-rl experiment figure6``: DeepSeekMath's Figure 6 (iterative RL with a reward model) on
+issue 18's design (``design.py``).
+
+* **The reward model** is a sequence classifier initialised from the SFT start's trunk
+  (``hf.reward_model_from_policy``), trained for ``rm_epochs`` on ``rm_samples`` samples of the
+  start on RL questions, labelled by the rule (answer correct). Its accuracy is measured on
+  ``rm_heldout`` more such samples, beside the base rate of the majority label, and logged on the
+  policy's own samples at every RL update (``reward_model/policy_accuracy``).
+* **Iterative** (Algorithm 1): ``iterations`` iterations; at each, the reference is reset to the
+  policy and the reward model is trained on the policy's samples of the last iteration, labelled by
+  the rule, with 10% replay. **Non-iterative**: the same number of updates with one reward model and
+  the reference fixed. Its reward model is trained on as many rule labels in total as the
+  iterative one sees (all of them samples of the start), so the comparison is iterative vs not
+  with the same labels.
+* Greedy accuracy on fresh problems; paired differences with 95% bootstrap intervals; the
+  SFT-continuation control beside them.
+"""
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data import Encoder, SampledSource
+from ..hf import make_sampler, reward_model_from_policy
+from ..rewards import ModelReward, OutcomeReward
+from ..statistics import paired_difference
+from .design import Design, build_data, cell, correct, seeds_line, start, train_arm, verdict
+from .environment import environment
+from .plots import figure
+from .tasks import char_tokenizer, extract_answer
+
+SPLITS = ("eval_in", "eval_hard")
+RUNS = ("control", "non_iterative", "iterative")
+NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_iterative": "GRPO + RM, non-iterative",
+         "iterative": "GRPO + RM, iterative"}
+
+
+@dataclass
+class Figure6:
+    """Sizes (defaults: about 20-25 minutes on 2 cores with the saved starts)."""
+
+    design: Design = field(default_factory=Design)
+    lr: float = 1e-4
+    iterations: int = 3
+    rm_samples: int = 4096
+    rm_heldout: int = 1024
+    rm_epochs: int = 4
+    rm_lr: float = 1e-4
+    replay: float = 0.1
+
+    @classmethod
+    def quick(cls) -> "Figure6":
+        """A CI-sized run (no claim)."""
+        return cls(design=Design.quick(), rm_samples=16, rm_heldout=8, rm_epochs=1)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return max(1, self.design.steps // self.iterations)
+
+
+def _labelled(model, rows, f: Figure6, n: int, seed: int) -> list[tuple[str, str, float]]:
+    """``n`` samples of ``model`` on ``rows`` (``group_size`` per question), labelled by the rule."""
+    tok, d = char_tokenizer(), f.design
+    src = SampledSource(rows, Encoder(tok), make_sampler("static", tok), samples_per_question=d.group_size, frozen=copy.deepcopy(model),
+                        max_new_tokens=d.max_new_tokens, seed=seed)
+    rule, out = OutcomeReward(extract_answer), []
+    while len(out) < n:
+        r = src.sample(None, d.questions_per_step)
+        scored = rule(r, r.texts)
+        out += [(s.prompt, s.completion, float(y)) for s, y in zip(r.texts, scored.rewards.tolist())]
+    return out[:n]
+
+
+def rm_accuracy(rm: ModelReward, samples) -> float:
+    """The share of ``samples`` whose rule label (correct or not) the model's score (> 0.5) agrees with."""
+    with torch.no_grad():
+        logits = torch.cat([rm.logits([(p, c) for p, c, _ in samples[i: i + 256]]) for i in range(0, len(samples), 256)])
+    return float(((logits > 0).float() == torch.tensor([y > 0.5 for _, _, y in samples], dtype=torch.float32)).float().mean())
+
+
+def _reward_model(base, samples, f: Figure6, seed: int) -> ModelReward:
+    torch.manual_seed(seed)
+    rm = ModelReward(reward_model_from_policy(base), char_tokenizer(), labeler=OutcomeReward(extract_answer), lr=f.rm_lr, seed=seed)
+    rm.fit(samples, epochs=f.rm_epochs)
+    rm.history.extend(samples)  # the replay pool of continual training starts with them
+    return rm
+
+
+def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) -> str:
+    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
+    t0 = time.perf_counter()
+    d = f.design
+    data = build_data(d)
+    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
+    k = f.steps_per_iteration
+    new_labels = (f.iterations - 1) * k * d.questions_per_step * d.group_size  # what the iterative run's RM is trained on later
+    scores = {(x, sp): [] for x in ("start", *RUNS) for sp in SPLITS}
+    rms, policy_acc, curves, log, starts = [], {x: [] for x in RUNS[1:]}, {x: [] for x in RUNS[1:]}, [], []
+    for sft_seed in range(d.sft_seeds):
+        base, record = start(d, sft_seed, data, starts_dir, progress)
+        starts.append({"seed": sft_seed, "sha256": record["sha256"]})
+        at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
+        pool = _labelled(base, data["rl"], f, f.rm_samples + new_labels + f.rm_heldout, seed=7 + sft_seed)
+        heldout, train = pool[: f.rm_heldout], pool[f.rm_heldout:]
+        rm_iter = _reward_model(base, train[: f.rm_samples], f, seed=sft_seed)
+        rm_once = _reward_model(base, train, f, seed=sft_seed)
+        rate = float(np.mean([y > 0.5 for _, _, y in heldout]))
+        rms.append({"sft_seed": sft_seed, "heldout_accuracy_iterative_start": rm_accuracy(rm_iter, heldout),
+                    "heldout_accuracy_non_iterative": rm_accuracy(rm_once, heldout), "heldout_correct_rate": rate,
+                    "labels_iterative_start": f.rm_samples, "labels_non_iterative": len(train)})
+        if progress:
+            print(f"  reward models, SFT seed {sft_seed}: held-out accuracy {rms[-1]}", flush=True)
+        for rl_seed in range(d.rl_seeds):
+            seed = 1000 * sft_seed + rl_seed
+            trained = {"control": train_arm("control", base, data, d, f.lr, seed, progress)[0]}
+            for name, rm, iterations in (("non_iterative", rm_once, 1), ("iterative", rm_iter, f.iterations)):
+                dd = copy.deepcopy(d)
+                dd.steps = d.steps if iterations == 1 else k
+                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, progress, reward=copy.deepcopy(rm), iterations=iterations,
+                                        reward_replay=f.replay)
+                trained[name] = model
+                log += [{**m, "run": name, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
+                policy_acc[name].append([m.get("reward_model/policy_accuracy", np.nan) for m in hist])
+                curves[name].append([m.get("reward/mean", np.nan) for m in hist])
+            for sp in SPLITS:
+                scores["start", sp].append(at_start[sp])
+                for name in RUNS:
+                    scores[name, sp].append(correct(trained[name], data[sp], d))
+    with open(os.path.join(out, "metrics.jsonl"), "w") as fh:
+        for m in log:
+            fh.write(json.dumps(m) + "\n")
+    return _report(out, f, data, scores, rms, policy_acc, starts, time.perf_counter() - t0)
+
+
+def _report(out, f: Figure6, data, scores, rms, policy_acc, starts, seconds) -> str:
+    d = f.design
+    a = {key: np.stack(v) for key, v in scores.items()}
+    cols = ("start", *RUNS)
+    names = {"eval_in": f"{d.rl_ops[0]}-{d.rl_ops[1]} steps (n = {len(data['eval_in'])})", "eval_hard": f"5-6 steps (n = {len(data['eval_hard'])})"}
+    lines = [seeds_line(d) + f"; GRPO lr {f.lr:g}, {d.steps} updates ({f.iterations} iterations of {f.steps_per_iteration} for the iterative run).",
+             "", "| reward model (SFT seed) | rule labels trained on | held-out accuracy | held-out base rate (majority label) |",
+             "|---|---|---|---|"]
+    for r in rms:
+        base_rate = max(r["heldout_correct_rate"], 1 - r["heldout_correct_rate"])
+        lines.append(f"| iterative's first ({r['sft_seed']}) | {r['labels_iterative_start']} | {100 * r['heldout_accuracy_iterative_start']:.1f} "
+                     f"| {100 * base_rate:.1f} |")
+        lines.append(f"| non-iterative ({r['sft_seed']}) | {r['labels_non_iterative']} | {100 * r['heldout_accuracy_non_iterative']:.1f} "
+                     f"| {100 * base_rate:.1f} |")
+    lines += ["", "Reward-model accuracy on the policy's own samples during RL (mean over runs; first and last 10 updates):", "",
+              "| run | first 10 updates | last 10 updates |", "|---|---|---|"]
+    for name, accs in policy_acc.items():
+        acc = np.array(accs, dtype=np.float64)
+        lines.append(f"| {NAMES[name]} | {100 * np.nanmean(acc[:, :10]):.1f} | {100 * np.nanmean(acc[:, -10:]):.1f} |")
+    lines += ["", "Greedy accuracy (%), mean over runs:", "", "| split | " + " | ".join(NAMES[x] for x in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for sp in SPLITS:
+        lines.append(f"| {names[sp]} | " + " | ".join(f"{100 * a[x, sp].mean():.1f}" for x in cols) + " |")
+    diffs = {(x, y, sp): paired_difference(a[x, sp], a[y, sp]) for x, y in (("non_iterative", "iterative"), ("control", "iterative"),
+                                                                             ("start", "non_iterative")) for sp in SPLITS}
+    main = diffs["non_iterative", "iterative", "eval_in"]
+    lines += ["", "| comparison | " + " | ".join(names[sp] for sp in SPLITS) + " |", "|---|---|---|"]
+    for x, y in (("non_iterative", "iterative"), ("control", "iterative"), ("start", "non_iterative")):
+        lines.append(f"| {NAMES[y]} - {NAMES[x]} | " + " | ".join(cell(diffs[x, y, sp]) for sp in SPLITS) + " |")
+    lines += ["", f"| paper claim | difference [95% CI] ({names['eval_in']}) | verdict |", "|---|---|---|",
+              f"| iterative RL beats non-iterative RL with a reward model | {cell(main)} | {verdict(main)} |"]
+    env = environment()
+    lines += ["", "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
+              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
+              f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s"]
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump({"reward_models": rms, "accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in cols for sp in SPLITS},
+                   "iterative_minus_non_iterative": {sp: list(diffs["non_iterative", "iterative", sp]) for sp in SPLITS},
+                   "verdict": verdict(main), "starts": starts, "environment": env, "seconds": seconds}, fh, indent=1)
+    fig, (left, right) = figure(11, 4, ncols=2)
+    for name, accs in policy_acc.items():
+        acc = 100 * np.nanmean(np.array(accs, dtype=np.float64), axis=0)
+        left.plot(range(1, len(acc) + 1), acc, label=NAMES[name])
+    left.set(xlabel="update", ylabel="agreement with the rule (%)", title="reward model on the policy's samples")
+    left.legend(fontsize=8)
+    for i, sp in enumerate(SPLITS):
+        right.bar([j + (i - 0.5) * 0.4 for j in range(len(cols))], [100 * a[x, sp].mean() for x in cols], 0.4, label=sp)
+    right.set_xticks(range(len(cols)), [NAMES[x].replace("GRPO + RM, ", "") for x in cols], rotation=20, fontsize=8)
+    right.set(ylabel="held-out greedy accuracy (%)", title="fresh problems")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "figure6.png"), dpi=110)
+    return "\n".join(lines)

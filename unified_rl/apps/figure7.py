@@ -1,0 +1,108 @@
+"""``unified-rl experiment figure7``: DeepSeekMath's Figure 7 (Maj@K and Pass@K before and after RL)
+on issue 18's design (``design.py``), on a split where Pass@64 starts far from 100%.
+
+The problems are fresh ones of the RL length (4-5 operations): the start solves most 4-step ones
+and few 5-step ones, so its Pass@64 starts near 60% rather than at the ceiling. For each saved SFT
+start and RL seed: ``n_samples`` samples per problem at temperature 1 (as in training), from the
+start and after GRPO; the unbiased Pass@K estimator and Maj@K averaged over K-subsets
+(``unified_rl.statistics``); differences paired over starts, seeds and problems with 95% bootstrap
+intervals.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..data import Encoder
+from ..evaluate import pass_and_majority_per_problem
+from ..hf import make_sampler
+from ..statistics import paired_difference
+from .design import Design, build_data, cell, seeds_line, start, train_arm
+from .environment import environment
+from .plots import figure
+from .tasks import char_tokenizer, extract_answer
+
+
+@dataclass
+class Figure7:
+    """Sizes (defaults: about 15 minutes on 2 cores with the saved starts)."""
+
+    design: Design = field(default_factory=Design)
+    lr: float = 1e-4                  # GRPO's lr: the one figure5's grid chose for GRPO
+    problems: int = 256
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+    @classmethod
+    def quick(cls) -> "Figure7":
+        """A CI-sized run (no claim)."""
+        return cls(design=Design.quick(), problems=8, ks=(1, 2, 4))
+
+
+def _at_k(model, rows, f: Figure7, seed: int) -> dict:
+    tok = char_tokenizer()
+    return pass_and_majority_per_problem(model, Encoder(tok, 256, f.design.max_new_tokens + 1), rows, f.ks, sampler=make_sampler("static", tok),
+                                         extract=extract_answer, max_new_tokens=f.design.max_new_tokens, seed=seed)
+
+
+def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) -> str:
+    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
+    t0 = time.perf_counter()
+    d = f.design
+    data = build_data(d)
+    rows = data["eval_in"][: f.problems]
+    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
+    before = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
+    after = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
+    starts, log = [], []
+    for sft_seed in range(d.sft_seeds):
+        base, record = start(d, sft_seed, data, starts_dir, progress)
+        starts.append({"seed": sft_seed, "sha256": record["sha256"]})
+        b = _at_k(base, rows, f, seed=1)
+        for rl_seed in range(d.rl_seeds):
+            model, hist = train_arm("grpo", base, data, d, f.lr, 1000 * sft_seed + rl_seed, progress)
+            log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
+            a = _at_k(model, rows, f, seed=1)
+            for key in before:
+                before[key].append(b[key[0]][key[1]])
+                after[key].append(a[key[0]][key[1]])
+    res = {}
+    for key in before:
+        x, y = np.array(before[key]), np.array(after[key])
+        res[key] = (float(x.mean()), float(y.mean()), paired_difference(x, y))
+    with open(os.path.join(out, "metrics.jsonl"), "w") as fh:
+        for m in log:
+            fh.write(json.dumps(m) + "\n")
+    kmax = max(f.ks)
+    p_diff, m_diff = res[kmax, "pass"][2], res[kmax, "maj"][2]
+    maj_verdict = "reproduced" if m_diff[1] > 0 else ("not reproduced (it fell)" if m_diff[2] < 0 else "inconclusive (the interval includes 0)")
+    pass_verdict = ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
+                    "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
+    env = environment()
+    lines = [seeds_line(d) + f"; {len(rows)} fresh problems of {d.rl_ops[0]}-{d.rl_ops[1]} operations, {kmax} samples each at "
+             f"temperature 1, GRPO lr {f.lr:g}, {d.steps} updates.", "",
+             "| K | Pass@K before | after | difference [95% CI] | Maj@K before | after | difference [95% CI] |", "|---|---|---|---|---|---|---|"]
+    for k in f.ks:
+        cells = [f"{100 * res[k, w][0]:.1f} | {100 * res[k, w][1]:.1f} | {cell(res[k, w][2])}" for w in ("pass", "maj")]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "| paper claim | difference at K = %d [95%% CI] | verdict |" % kmax, "|---|---|---|",
+              f"| RL raises Maj@K | {cell(m_diff)} | {maj_verdict} |", f"| ... but not Pass@K | {cell(p_diff)} | {pass_verdict} |", "",
+              "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
+              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
+              f"transformers {env['transformers']}, Python {env['python']}; {time.perf_counter() - t0:.0f} s"]
+    with open(os.path.join(out, "results.json"), "w") as fh:
+        json.dump({"at_k": {f"{w}@{k}": {"before": v[0], "after": v[1], "difference": list(v[2])} for (k, w), v in res.items()},
+                   "verdicts": {"maj": maj_verdict, "pass": pass_verdict}, "starts": starts, "environment": env,
+                   "seconds": time.perf_counter() - t0}, fh, indent=1)
+    fig, ax = figure(6.5, 4)
+    for when, i, style in (("start", 0, "--"), ("after GRPO", 1, "-")):
+        ax.plot(f.ks, [100 * res[k, "pass"][i] for k in f.ks], style, marker="o", color="C0", label=f"Pass@K, {when}")
+        ax.plot(f.ks, [100 * res[k, "maj"][i] for k in f.ks], style, marker="s", color="C1", label=f"Maj@K, {when}")
+    ax.set(xscale="log", xlabel="K", ylabel="accuracy (%)", title=f"Maj@K and Pass@K before and after GRPO ({d.sft_seeds * d.rl_seeds} runs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "figure7.png"), dpi=110)
+    return "\n".join(lines)
