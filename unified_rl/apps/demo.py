@@ -54,7 +54,7 @@ class DemoSettings:
     lr: float = 1e-4                  # the lr figure5's grid chose for GRPO and the control
     beta: float = 0.04
     epsilon: float = 0.2
-    validation_size: int = 256        # RL-length questions held out of RL: the curves during training
+    validation_size: int = 512        # RL-length questions held out of RL (as figure5): the curves during training
     eval_every: int = 25
     seed: int = 0                     # the SFT start's seed
     rl_seed: Optional[int] = None     # the RL phase's seed (sampling, data order); None: ``seed``

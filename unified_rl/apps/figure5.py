@@ -120,6 +120,7 @@ def _report(out, d: Design, data, scores, chosen, tuning, curves, drifts, starts
                "seconds": seconds}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{x}/{sp}": a[x, sp] for x in arms for sp in SPLITS})  # [runs, problems] 0/1
     _plot(out, d, a, curves, eval_every)
     return "\n".join(lines)
 

@@ -176,6 +176,7 @@ def _report(out, f: Figure6, data, scores, rms, policy_acc, starts, seconds) -> 
         json.dump({"reward_models": rms, "accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in cols for sp in SPLITS},
                    "iterative_minus_non_iterative": {sp: list(diffs["non_iterative", "iterative", sp]) for sp in SPLITS},
                    "verdict": verdict(main), "starts": starts, "environment": env, "seconds": seconds}, fh, indent=1)
+    np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{x}/{sp}": a[x, sp] for x in cols for sp in SPLITS})  # [runs, problems] 0/1
     fig, (left, right) = figure(11, 4, ncols=2)
     for name, accs in policy_acc.items():
         acc = 100 * np.nanmean(np.array(accs, dtype=np.float64), axis=0)

@@ -3,8 +3,8 @@ on issue 18's design (``design.py``), on a split where Pass@64 starts far from 1
 
 The problems are fresh ones of the RL length (4-5 operations): the start solves most 4-step ones
 and few 5-step ones, so its Pass@64 starts near 60% rather than at the ceiling. For each saved SFT
-start and RL seed: ``n_samples`` samples per problem at temperature 1 (as in training), from the
-start and after GRPO; the unbiased Pass@K estimator and Maj@K averaged over K-subsets
+start and RL seed: ``max(ks)`` samples per problem at temperature 1 (as in training), from the
+start, after GRPO and after the SFT-continuation control; the unbiased Pass@K estimator and Maj@K averaged over K-subsets
 (``unified_rl.statistics``); differences paired over starts, seeds and problems with 95% bootstrap
 intervals.
 """
@@ -29,7 +29,7 @@ from .tasks import char_tokenizer, extract_answer
 
 @dataclass
 class Figure7:
-    """Sizes (defaults: about 15 minutes on 2 cores with the saved starts)."""
+    """Sizes (defaults: about 15-20 minutes on 2 cores with the saved starts)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4                  # GRPO's lr: the one figure5's grid chose for GRPO
@@ -57,6 +57,7 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
     starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
     before = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
     after = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
+    control = {(k, w): [] for k in f.ks for w in ("pass", "maj")}  # the SFT continuation, same updates
     starts, log = [], []
     for sft_seed in range(d.sft_seeds):
         base, record = start(d, sft_seed, data, starts_dir, progress)
@@ -66,21 +67,29 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
             model, hist = train_arm("grpo", base, data, d, f.lr, 1000 * sft_seed + rl_seed, progress)
             log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
             a = _at_k(model, rows, f, seed=1)
+            c = _at_k(train_arm("control", base, data, d, f.lr, 1000 * sft_seed + rl_seed, progress)[0], rows, f, seed=1)
             for key in before:
                 before[key].append(b[key[0]][key[1]])
                 after[key].append(a[key[0]][key[1]])
-    res = {}
+                control[key].append(c[key[0]][key[1]])
+    np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{arm}/{w}@{k}": np.array(v[k, w]) for arm, v in
+                                                           (("start", before), ("grpo", after), ("control", control)) for k in f.ks for w in ("pass", "maj")})
+    res, vs_control = {}, {}
     for key in before:
-        x, y = np.array(before[key]), np.array(after[key])
+        x, y, z = np.array(before[key]), np.array(after[key]), np.array(control[key])
         res[key] = (float(x.mean()), float(y.mean()), paired_difference(x, y))
+        vs_control[key] = (float(z.mean()), paired_difference(z, y))
     with open(os.path.join(out, "metrics.jsonl"), "w") as fh:
         for m in log:
             fh.write(json.dumps(m) + "\n")
     kmax = max(f.ks)
     p_diff, m_diff = res[kmax, "pass"][2], res[kmax, "maj"][2]
     maj_verdict = "reproduced" if m_diff[1] > 0 else ("not reproduced (it fell)" if m_diff[2] < 0 else "inconclusive (the interval includes 0)")
-    pass_verdict = ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
-                    "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
+    if m_diff[1] <= 0:  # the claim is a contrast: with Maj@K not raised, an unchanged Pass@K shows nothing
+        pass_verdict = "inconclusive: GRPO did not raise Maj@K either, so there is no contrast to test"
+    else:
+        pass_verdict = ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
+                        "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
     env = environment()
     lines = [seeds_line(d) + f"; {len(rows)} fresh problems of {d.rl_ops[0]}-{d.rl_ops[1]} operations, {kmax} samples each at "
              f"temperature 1, GRPO lr {f.lr:g}, {d.steps} updates.", "",
@@ -88,19 +97,27 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
     for k in f.ks:
         cells = [f"{100 * res[k, w][0]:.1f} | {100 * res[k, w][1]:.1f} | {cell(res[k, w][2])}" for w in ("pass", "maj")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "Against the SFT-continuation control (same updates on worked short solutions, same problems):", "",
+              "| K | Pass@K control | GRPO - control [95% CI] | Maj@K control | GRPO - control [95% CI] |", "|---|---|---|---|---|"]
+    for k in f.ks:
+        cells = [f"{100 * vs_control[k, w][0]:.1f} | {cell(vs_control[k, w][1])}" for w in ("pass", "maj")]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "| paper claim | difference at K = %d [95%% CI] | verdict |" % kmax, "|---|---|---|",
               f"| RL raises Maj@K | {cell(m_diff)} | {maj_verdict} |", f"| ... but not Pass@K | {cell(p_diff)} | {pass_verdict} |", "",
               "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
               f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
               f"transformers {env['transformers']}, Python {env['python']}; {time.perf_counter() - t0:.0f} s"]
     with open(os.path.join(out, "results.json"), "w") as fh:
-        json.dump({"at_k": {f"{w}@{k}": {"before": v[0], "after": v[1], "difference": list(v[2])} for (k, w), v in res.items()},
+        json.dump({"at_k": {f"{w}@{k}": {"before": v[0], "after": v[1], "difference": list(v[2]), "control": vs_control[k, w][0],
+                                         "minus_control": list(vs_control[k, w][1])} for (k, w), v in res.items()},
                    "verdicts": {"maj": maj_verdict, "pass": pass_verdict}, "starts": starts, "environment": env,
                    "seconds": time.perf_counter() - t0}, fh, indent=1)
     fig, ax = figure(6.5, 4)
     for when, i, style in (("start", 0, "--"), ("after GRPO", 1, "-")):
         ax.plot(f.ks, [100 * res[k, "pass"][i] for k in f.ks], style, marker="o", color="C0", label=f"Pass@K, {when}")
         ax.plot(f.ks, [100 * res[k, "maj"][i] for k in f.ks], style, marker="s", color="C1", label=f"Maj@K, {when}")
+    ax.plot(f.ks, [100 * vs_control[k, "pass"][0] for k in f.ks], ":", marker="o", color="0.5", label="Pass@K, SFT continuation")
+    ax.plot(f.ks, [100 * vs_control[k, "maj"][0] for k in f.ks], ":", marker="s", color="0.7", label="Maj@K, SFT continuation")
     ax.set(xscale="log", xlabel="K", ylabel="accuracy (%)", title=f"Maj@K and Pass@K before and after GRPO ({d.sft_seeds * d.rl_seeds} runs)")
     ax.legend(fontsize=8)
     fig.tight_layout()
