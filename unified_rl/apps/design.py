@@ -40,8 +40,9 @@ def _starts() -> RLvsSFT:
 
 @dataclass
 class Design:
-    """Sizes and settings shared by the figures (defaults: about 30 minutes per figure on 2 cores,
-    the SFT starts loaded from ``docs/results/starts``)."""
+    """Sizes and settings shared by the figures. With the SFT starts loaded from
+    ``docs/results/starts``, on 2 cores: figure5 about 36 minutes (half of it the lr tuning),
+    figure6 about 30, figure7 about 11 (session 10's runs)."""
 
     starts: RLvsSFT = field(default_factory=_starts)  # the SFT starts' settings (their saved files are keyed on them)
     rl_ops: tuple[int, int] = (4, 5)

@@ -43,7 +43,8 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 @dataclass
 class Figure6:
-    """Sizes (defaults: about 20-25 minutes on 2 cores with the saved starts)."""
+    """Sizes (defaults: 34 minutes on 2 cores with the saved starts in session 10's run, about 7 of
+    them with the CPU shared with tests)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4
