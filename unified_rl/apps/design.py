@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-import torch
 
 from .. import methods
 from ..config import TrainConfig
@@ -29,7 +28,7 @@ from ..data import Encoder, SampledSource
 from ..hf import make_sampler
 from ..loop import Trainer
 from ..rewards import OutcomeReward
-from .rl_vs_sft import RLvsSFT, _correct, sft_start
+from .rl_vs_sft import RLvsSFT, _correct, by_length, cell, sft_start
 from .tasks import char_tokenizer, extract_answer, parse_problem, task_reward
 from .tasks.splits import ChainSplits
 
@@ -102,20 +101,26 @@ def _cfg(d: Design, method: str, lr: float, seed: int, batch: Optional[int] = No
                        warmup_steps=min(10, d.steps // 2), beta=d.beta, epsilon=d.epsilon, max_new_tokens=d.max_new_tokens, seed=seed, **kw)
 
 
+def labelled_samples(model, rows: list[dict], d: Design, n: int, seed: int) -> list[tuple[str, str, float]]:
+    """``n`` samples of a frozen copy of ``model`` on ``rows`` (``group_size`` per question, in
+    batches of ``questions_per_step`` questions), as (prompt, completion, rule label)."""
+    tok = char_tokenizer()
+    src = SampledSource(rows, Encoder(tok), make_sampler("static", tok), samples_per_question=d.group_size, frozen=copy.deepcopy(model),
+                        max_new_tokens=d.max_new_tokens, seed=seed)
+    rule, out = OutcomeReward(extract_answer), []
+    while len(out) < n:
+        r = src.sample(None, d.questions_per_step)
+        out += [(s.prompt, s.completion, float(y)) for s, y in zip(r.texts, rule(r, r.texts).rewards.tolist())]
+    return out[:n]
+
+
 def collect_pool(model, data: dict, d: Design, seed: int) -> tuple[list[dict], int]:
     """RFT's fixed pool: ``steps x questions_per_step`` RL questions, ``group_size`` samples each
     (the total the online methods draw), sampled once from the frozen start; the correct ones as
     supervised rows. Returns (rows, samples drawn)."""
-    tok = char_tokenizer()
-    src = SampledSource(data["rl"], Encoder(tok), make_sampler("static", tok), samples_per_question=d.group_size,
-                        frozen=copy.deepcopy(model), max_new_tokens=d.max_new_tokens, seed=seed)
-    rule, pool, drawn = OutcomeReward(extract_answer), [], 0
-    for _ in range(d.steps):
-        r = src.sample(None, d.questions_per_step)
-        scored = rule(r, r.texts)
-        drawn += r.batch_size
-        pool += [{"prompt": s.prompt, "completion": s.completion} for s, y in zip(r.texts, scored.rewards.tolist()) if y > 0.5]
-    return pool, drawn
+    drawn = d.steps * d.questions_per_step * d.group_size
+    samples = labelled_samples(model, data["rl"], d, drawn, seed)
+    return [{"prompt": p, "completion": c} for p, c, y in samples if y > 0.5], drawn
 
 
 ARMS = ("control", "rft", "online_rft", "grpo", "grpo_process")
@@ -158,36 +163,22 @@ def drift(history: list[dict]) -> Optional[float]:
     return float(np.mean(kl)) if kl else None
 
 
-def by_length(rows: list[dict]) -> dict[int, list[int]]:
-    """Problem indices of ``rows`` by number of operations."""
-    out: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        out.setdefault(_ops(r), []).append(i)
-    return dict(sorted(out.items()))
-
-
 def seeds_line(d: Design) -> str:
     """The sentence that says how many paired runs a table averages and what its intervals cover."""
     return (f"{d.sft_seeds} SFT seed(s) x {d.rl_seeds} RL seed(s) = {d.sft_seeds * d.rl_seeds} paired runs; differences paired over "
             "the same starts, seeds and problems, 95% bootstrap intervals over runs and problems")
 
 
-def cell(diff: tuple) -> str:
-    """A difference and its interval, in points: ``+1.2 [-0.3, +2.7]``."""
-    d, lo, hi = diff
-    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
-def verdict(diff: tuple, claim_positive: bool = True) -> str:
-    """A claim that b - a > 0 (``claim_positive``) is reproduced when the interval lies above 0, not
-    reproduced when it lies below, and inconclusive when it includes 0."""
+def verdict(diff: tuple) -> str:
+    """A claim that b - a > 0 is reproduced when the interval lies above 0, not reproduced when it
+    lies below, and inconclusive when it includes 0."""
     _, lo, hi = diff
     if lo > 0:
-        return "reproduced" if claim_positive else "not reproduced (the opposite holds)"
+        return "reproduced"
     if hi < 0:
-        return "not reproduced (the opposite holds)" if claim_positive else "reproduced"
+        return "not reproduced (the opposite holds)"
     return "inconclusive (the interval includes 0)"
 
 
-__all__ = ["Design", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
-           "seeds_line", "cell", "verdict", "torch"]
+__all__ = ["Design", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
+           "seeds_line", "cell", "verdict"]

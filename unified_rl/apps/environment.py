@@ -27,6 +27,12 @@ def environment() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def measured_on(env: dict, seconds: float) -> str:
+    """The closing line of a results table: the machine, versions and wall-clock seconds."""
+    return (f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
+            f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s")
+
+
 def file_sha256(path: str) -> str:
     """The hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..statistics import paired_difference
 from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, drift, seeds_line, start, train_arm, verdict
-from .environment import environment
+from .environment import environment, measured_on
 from .plots import figure
 
 SPLITS = ("eval_in", "eval_hard")
@@ -55,7 +55,7 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None) -
                 scores["start", sp].append(at_start[sp])
             for arm in ARMS:
                 best = None
-                for lr in (d.lr_grid if not chosen.get(arm) else (chosen[arm],)):
+                for lr in ((chosen[arm],) if arm in chosen else d.lr_grid):
                     model, hist = train_arm(arm, base, data, d, lr, seed, progress, pool=pool, eval_every=eval_every)
                     val = hist[-1]["eval/accuracy"] if hist else val0  # no history: no update was made (an empty pool)
                     if arm not in chosen:
@@ -113,8 +113,7 @@ def _report(out, d: Design, data, scores, chosen, tuning, curves, drifts, starts
               "SFT starts (saved and reused; sha256 prefix, checkpoint chosen on validation): "
               + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}, step {s['chosen_step']}, validation {100 * s['validation_accuracy']:.1f}%"
                           for s in starts),
-              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
-              f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s"]
+              measured_on(env, seconds)]
     results = {"accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in arms for sp in SPLITS}, "claims": claims, "chosen_lr": chosen,
                "tuning": tuning, "drift": {k: v for k, v in drifts.items()}, "pools": pools, "starts": starts, "environment": env,
                "seconds": seconds}

@@ -26,12 +26,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..data import Encoder, SampledSource
-from ..hf import make_sampler, reward_model_from_policy
+from ..hf import reward_model_from_policy
 from ..rewards import ModelReward, OutcomeReward
 from ..statistics import paired_difference
-from .design import Design, build_data, cell, correct, seeds_line, start, train_arm, verdict
-from .environment import environment
+from .design import Design, build_data, cell, correct, labelled_samples, seeds_line, start, train_arm, verdict
+from .environment import environment, measured_on
 from .plots import figure
 from .tasks import char_tokenizer, extract_answer
 
@@ -65,19 +64,6 @@ class Figure6:
         return max(1, self.design.steps // self.iterations)
 
 
-def _labelled(model, rows, f: Figure6, n: int, seed: int) -> list[tuple[str, str, float]]:
-    """``n`` samples of ``model`` on ``rows`` (``group_size`` per question), labelled by the rule."""
-    tok, d = char_tokenizer(), f.design
-    src = SampledSource(rows, Encoder(tok), make_sampler("static", tok), samples_per_question=d.group_size, frozen=copy.deepcopy(model),
-                        max_new_tokens=d.max_new_tokens, seed=seed)
-    rule, out = OutcomeReward(extract_answer), []
-    while len(out) < n:
-        r = src.sample(None, d.questions_per_step)
-        scored = rule(r, r.texts)
-        out += [(s.prompt, s.completion, float(y)) for s, y in zip(r.texts, scored.rewards.tolist())]
-    return out[:n]
-
-
 def rm_accuracy(rm: ModelReward, samples) -> float:
     """The share of ``samples`` whose rule label (correct or not) the model's score (> 0.5) agrees with."""
     with torch.no_grad():
@@ -107,7 +93,7 @@ def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) 
         base, record = start(d, sft_seed, data, starts_dir, progress)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
-        pool = _labelled(base, data["rl"], f, f.rm_samples + new_labels + f.rm_heldout, seed=7 + sft_seed)
+        pool = labelled_samples(base, data["rl"], d, f.rm_samples + new_labels + f.rm_heldout, seed=7 + sft_seed)
         heldout, train = pool[: f.rm_heldout], pool[f.rm_heldout:]
         rm_iter = _reward_model(base, train[: f.rm_samples], f, seed=sft_seed)
         rm_once = _reward_model(base, train, f, seed=sft_seed)
@@ -171,8 +157,7 @@ def _report(out, f: Figure6, data, scores, rms, policy_acc, starts, seconds) -> 
               f"| iterative RL beats non-iterative RL with a reward model | {cell(main)} | {verdict(main)} |"]
     env = environment()
     lines += ["", "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
-              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
-              f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s"]
+              measured_on(env, seconds)]
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"reward_models": rms, "accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in cols for sp in SPLITS},
                    "iterative_minus_non_iterative": {sp: list(diffs["non_iterative", "iterative", sp]) for sp in SPLITS},

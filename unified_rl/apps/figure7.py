@@ -22,7 +22,7 @@ from ..evaluate import pass_and_majority_per_problem
 from ..hf import make_sampler
 from ..statistics import paired_difference
 from .design import Design, build_data, cell, seeds_line, start, train_arm
-from .environment import environment
+from .environment import environment, measured_on
 from .plots import figure
 from .tasks import char_tokenizer, extract_answer
 
@@ -105,8 +105,7 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
     lines += ["", "| paper claim | difference at K = %d [95%% CI] | verdict |" % kmax, "|---|---|---|",
               f"| RL raises Maj@K | {cell(m_diff)} | {maj_verdict} |", f"| ... but not Pass@K | {cell(p_diff)} | {pass_verdict} |", "",
               "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
-              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
-              f"transformers {env['transformers']}, Python {env['python']}; {time.perf_counter() - t0:.0f} s"]
+              measured_on(env, time.perf_counter() - t0)]
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"at_k": {f"{w}@{k}": {"before": v[0], "after": v[1], "difference": list(v[2]), "control": vs_control[k, w][0],
                                          "minus_control": list(vs_control[k, w][1])} for (k, w), v in res.items()},

@@ -28,9 +28,9 @@ from ..evaluate import greedy_correct
 from ..hf import make_sampler, tiny_llama
 from ..loop import Trainer
 from ..statistics import paired_difference
-from .environment import environment, file_sha256
+from .environment import environment, file_sha256, measured_on
 from .plots import figure
-from .tasks import char_tokenizer, extract_answer, task_reward
+from .tasks import char_tokenizer, extract_answer, parse_problem, task_reward
 from .tasks.splits import ChainSplits
 
 
@@ -177,15 +177,22 @@ def run(out: str, size: RLvsSFT, progress: bool, starts_dir: Optional[str] = Non
     return _report(out, size, scores, starts, time.perf_counter() - t0, splits, log)
 
 
-def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float, splits: dict, log: list) -> str:
-    from .tasks import parse_problem
+def by_length(rows: list[dict]) -> dict[int, list[int]]:
+    """Problem indices of ``rows`` by number of operations, shortest first."""
+    out: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        out.setdefault(len(parse_problem(r["prompt"]).ops), []).append(i)
+    return dict(sorted(out.items()))
 
-    lengths = {}
-    for split in ("eval_in", "eval_hard"):
-        by: dict[int, list[int]] = {}
-        for i, r in enumerate(splits[split]):
-            by.setdefault(len(parse_problem(r["prompt"]).ops), []).append(i)
-        lengths[split] = by
+
+def cell(diff: tuple) -> str:
+    """A difference and its interval, in points: ``+1.2 [-0.3, +2.7]``."""
+    d, lo, hi = diff
+    return f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float, splits: dict, log: list) -> str:
+    lengths = {split: by_length(splits[split]) for split in ("eval_in", "eval_hard")}
     s = size.splits
     names = {"eval_in": f"{s.rl_steps[0]}-{s.rl_steps[1]} steps (the RL length)", "eval_hard": f"{s.hard_steps[0]}-{s.hard_steps[1]} steps (harder)"}
     runs = size.sft_seeds * size.rl_seeds
@@ -199,7 +206,7 @@ def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float,
         diffs = {pair: paired_difference(a[pair[0]], a[pair[1]]) for pair in (("control", "grpo"), ("start", "grpo"), ("start", "control"))}
         results[split] = {"accuracy": {arm: float(v.mean()) for arm, v in a.items()},
                           "difference": {f"{b}-{a_}": list(d) for (a_, b), d in diffs.items()}}
-        cells = " | ".join(f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in diffs.values())
+        cells = " | ".join(cell(d) for d in diffs.values())
         lines.append(f"| {names[split]} | {100 * a['start'].mean():.1f} | {100 * a['control'].mean():.1f} | {100 * a['grpo'].mean():.1f} | {cells} |")
     lines += ["", "By chain length (accuracy %, mean over runs; the split and its problems of that length in parentheses):", "",
               "| operations | " + " | ".join(("SFT start", "SFT continuation", "GRPO")) + " |", "|---|---|---|---|"]
@@ -215,8 +222,7 @@ def _report(out: str, size: RLvsSFT, scores: dict, starts: list, seconds: float,
     lines += ["", "SFT starts (saved and reused; sha256 prefix, checkpoint chosen on validation): "
               + "; ".join(f"seed {st['seed']}: {st['sha256'][:12]}, step {st['chosen_step']}, validation {100 * st['validation_accuracy']:.1f}%"
                           for st in starts),
-              f"measured on {env['cpu']} ({env['cpus']} CPUs, {env['torch_threads']} torch threads), torch {env['torch']}, "
-              f"transformers {env['transformers']}, Python {env['python']}; {seconds:.0f} s"]
+              measured_on(env, seconds)]
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"results": results, "starts": starts, "environment": env, "settings": dataclasses.asdict(size), "seconds": seconds}, f, indent=1)
     fig, ax = figure(6.5, 4)
