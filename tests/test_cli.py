@@ -68,6 +68,10 @@ def test_every_experiment_runs_at_quick_size(name, tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert "results.md" in files and "metrics.jsonl" in files and any(f.endswith(".png") for f in files), files
     assert "|---" in (out / "results.md").read_text()
+    if name == "figure5":  # the lr tuning ran first, into its sibling folder, and figure5 read its chosen lrs
+        tuning = json.loads((tmp_path / "figure5-lr" / "results.json").read_text())
+        assert json.loads((out / "results.json").read_text())["chosen_lr"] == tuning["chosen_lr"]
+        assert (tmp_path / "figure5-lr" / "figure5-lr.png").exists()
 
 
 def test_unknown_experiment(capsys, tmp_path):

@@ -6,7 +6,8 @@ short worked solutions, saved and reused; RL on longer answers-only questions; p
 over SFT seeds, RL seeds and problems.
 
 * ``figure5`` (``figure5.py``): RFT on a fixed pool, Online RFT, GRPO outcome and process, and the
-  SFT-continuation control; each arm's lr chosen from a grid the same way.
+  SFT-continuation control; each arm's lr chosen from a grid the same way by ``figure5-lr``
+  (``figure5_lr.py``), whose runs at the chosen lrs are figure5's first pair.
 * ``figure6`` (``figure6.py``): GRPO with a trained reward model, iterative vs not, with the reward
   model's held-out and on-policy accuracy.
 * ``figure7`` (``figure7.py``): Pass@K and Maj@K, K = 1..64, before and after GRPO, on problems
@@ -108,6 +109,13 @@ def _figure5(out: str, quick: bool, progress: bool) -> str:
     return run(out, Design.quick() if quick else Design(), progress)
 
 
+def _figure5_lr(out: str, quick: bool, progress: bool) -> str:
+    from .design import Design
+    from .figure5_lr import run
+
+    return run(out, Design.quick() if quick else Design(), progress)
+
+
 def _figure7(out: str, quick: bool, progress: bool) -> str:
     from .figure7 import Figure7, run
 
@@ -121,6 +129,7 @@ def _figure6(out: str, quick: bool, progress: bool) -> str:
 
 
 EXPERIMENTS: dict[str, Callable[[str, bool, bool], str]] = {  # name -> experiment(out, quick, progress)
+    "figure5-lr": _figure5_lr,
     "figure5": _figure5,
     "figure6": _figure6,
     "figure7": _figure7,

@@ -2,9 +2,11 @@
 
 RFT on a fixed pool collected once from the start, Online RFT, GRPO with outcome and with process
 supervision, and the SFT-continuation control, from the same saved SFT starts, the same number of
-updates. Each arm's learning rate is chosen from ``lr_grid`` on the held-out RL-length validation
-questions (final greedy accuracy, ties to the smaller lr) in the first paired run (SFT seed 0, RL
-seed 0), whose chosen-lr run is also that pair's result; the other pairs use the chosen lrs. Greedy
+updates. Each arm's learning rate is the one ``figure5-lr`` (``figure5_lr.py``) chose from
+``lr_grid`` on the held-out RL-length validation questions in the first paired run (SFT seed 0, RL
+seed 0); that pair's results are the tuning's runs at the chosen lrs (read from its ``runs.npz``;
+the tuning runs first when it is missing or was made for another design or start), the other
+pairs are trained here. ``metrics.jsonl`` holds the pairs trained here. Greedy
 accuracy on fresh problems of the RL length and harder ones; paired differences with 95% bootstrap
 intervals over runs and problems (``unified_rl.statistics.paired_difference``).
 """
@@ -17,11 +19,11 @@ from typing import Optional
 import numpy as np
 
 from ..statistics import paired_difference
-from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, drift, seeds_line, start, train_arm, verdict
+from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, seeds_line, start, verdict
 from .environment import environment, measured_on
+from .figure5_lr import SPLITS, run_arm, tuned
 from .plots import figure
 
-SPLITS = ("eval_in", "eval_hard")
 # the paper's claims as (a, b): b - a > 0 is the claim
 CLAIMS = [(("rft", "online_rft"), "Online RFT beats RFT (online data)"),
           (("online_rft", "grpo"), "GRPO (graded coefficients) beats Online RFT (0/1)"),
@@ -29,55 +31,60 @@ CLAIMS = [(("rft", "online_rft"), "Online RFT beats RFT (online data)"),
           (("control", "grpo"), "GRPO beats more SFT (the control)")]
 
 
-def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None) -> str:
-    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
+def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, tuning_dir: Optional[str] = None) -> str:
+    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``; the lr
+    tuning in ``tuning_dir``, default ``out/../figure5-lr``, run there first when missing); returns
+    its results Markdown."""
     t0 = time.perf_counter()
     data = build_data(d)
-    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
+    parent = os.path.dirname(os.path.abspath(out))
+    starts_dir = starts_dir or os.path.join(parent, "starts")
+    tuning_dir = tuning_dir or os.path.join(parent, "figure5-lr")
     eval_every = max(1, d.steps // 4)
     scores = {(arm, sp): [] for arm in ("start", *ARMS) for sp in SPLITS}
-    chosen: dict[str, float] = {}
-    tuning: dict[str, dict[str, float]] = {arm: {} for arm in ARMS}
     curves: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
     drifts: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    log, starts, pools = [], [], []
+    log, starts, pools, tune = [], [], [], None
     for sft_seed in range(d.sft_seeds):
         base, record = start(d, sft_seed, data, starts_dir, progress)
         starts.append({"seed": sft_seed, "sha256": record["sha256"], "chosen_step": record["chosen_step"],
                        "validation_accuracy": record["validation_accuracy"]})
+        if tune is None:  # seed 0's start: the tuning's first pair is this figure's first pair
+            tune = tuned(tuning_dir, d, record["sha256"], progress, starts_dir)
+            chosen = {arm: float(lr) for arm, lr in tune["chosen_lr"].items()}
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
         val0 = float(correct(base, data["validation"], d).mean())
         for rl_seed in range(d.rl_seeds):
+            for sp in SPLITS:
+                scores["start", sp].append(at_start[sp])
+            if (sft_seed, rl_seed) == (0, 0):
+                pools.append(tune["pool"])
+                for arm in ARMS:
+                    key = f"{arm}/{chosen[arm]:g}"
+                    curves[arm].append(tune["curves"][key])
+                    if tune["drift"][key] is not None:
+                        drifts[arm].append(tune["drift"][key])
+                    for sp in SPLITS:
+                        scores[arm, sp].append(tune["scores"][arm, f"{chosen[arm]:g}", sp])
+                continue
             seed = 1000 * sft_seed + rl_seed
             pool, drawn = collect_pool(base, data, d, seed)
             pools.append({"sft_seed": sft_seed, "rl_seed": rl_seed, "drawn": drawn, "kept": len(pool)})
-            for sp in SPLITS:
-                scores["start", sp].append(at_start[sp])
             for arm in ARMS:
-                best = None
-                for lr in ((chosen[arm],) if arm in chosen else d.lr_grid):
-                    model, hist = train_arm(arm, base, data, d, lr, seed, progress, pool=pool, eval_every=eval_every)
-                    val = hist[-1]["eval/accuracy"] if hist else val0  # no history: no update was made (an empty pool)
-                    if arm not in chosen:
-                        tuning[arm][f"{lr:g}"] = val
-                    log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr_tried": lr} for m in hist]
-                    if best is None or val > best[0]:
-                        best = (val, lr, model, hist)
-                chosen.setdefault(arm, best[1])
-                _, _, model, hist = best
-                curves[arm].append([val0] + ([m["eval/accuracy"] for m in hist if "eval/accuracy" in m] or [val0] * (d.steps // eval_every)))
-                k = drift(hist)
-                if k is not None:
-                    drifts[arm].append(k)
+                r = run_arm(arm, base, data, d, chosen[arm], seed, pool, progress, val0)
+                log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": chosen[arm]} for m in r["log"]]
+                curves[arm].append(r["curve"])
+                if r["drift"] is not None:
+                    drifts[arm].append(r["drift"])
                 for sp in SPLITS:
-                    scores[arm, sp].append(correct(model, data[sp], d))
+                    scores[arm, sp].append(r["scores"][sp])
     with open(os.path.join(out, "metrics.jsonl"), "w") as f:
         for m in log:
             f.write(json.dumps(m) + "\n")
-    return _report(out, d, data, scores, chosen, tuning, curves, drifts, starts, pools, eval_every, time.perf_counter() - t0)
+    return _report(out, d, data, scores, chosen, tune, curves, drifts, starts, pools, eval_every, time.perf_counter() - t0)
 
 
-def _report(out, d: Design, data, scores, chosen, tuning, curves, drifts, starts, pools, eval_every, seconds) -> str:
+def _report(out, d: Design, data, scores, chosen, tune, curves, drifts, starts, pools, eval_every, seconds) -> str:
     lo, hi = d.rl_ops
     names = {"eval_in": f"{lo}-{hi} steps (the RL length, n = {len(data['eval_in'])})",
              "eval_hard": f"{d.starts.splits.hard_steps[0]}-{d.starts.splits.hard_steps[1]} steps (harder, n = {len(data['eval_hard'])})"}
@@ -99,7 +106,8 @@ def _report(out, d: Design, data, scores, chosen, tuning, curves, drifts, starts
         v = verdict(diffs["eval_in"])
         claims.append({"claim": claim, "a": x, "b": y, "difference": {sp: list(diffs[sp]) for sp in SPLITS}, "verdict": v})
         lines.append(f"| {claim} | " + " | ".join(cell(diffs[sp]) for sp in SPLITS) + f" | {v} |")
-    lines += ["", "Each arm's lr, chosen on the final accuracy on "
+    tuning = tune["tuning"]
+    lines += ["", "Each arm's lr (from `figure5-lr`), chosen on the final accuracy on "
               f"{len(data['validation'])} held-out RL-length questions in the first paired run:", "",
               "| arm | " + " | ".join(f"lr {lr:g}" for lr in d.lr_grid) + " | chosen | KL to reference (k3, last 10 updates) |",
               "|---" * (len(d.lr_grid) + 3) + "|"]
@@ -113,10 +121,10 @@ def _report(out, d: Design, data, scores, chosen, tuning, curves, drifts, starts
               "SFT starts (saved and reused; sha256 prefix, checkpoint chosen on validation): "
               + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}, step {s['chosen_step']}, validation {100 * s['validation_accuracy']:.1f}%"
                           for s in starts),
-              measured_on(env, seconds)]
+              measured_on(env, seconds) + f"; the first pair's runs and the tuning: figure5-lr's {tune['seconds']:.0f} s"]
     results = {"accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in arms for sp in SPLITS}, "claims": claims, "chosen_lr": chosen,
                "tuning": tuning, "drift": {k: v for k, v in drifts.items()}, "pools": pools, "starts": starts, "environment": env,
-               "seconds": seconds}
+               "seconds": seconds, "tuning_seconds": tune["seconds"]}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{x}/{sp}": a[x, sp] for x in arms for sp in SPLITS})  # [runs, problems] 0/1
