@@ -3,7 +3,7 @@
     unified-rl demo [--out runs/demo] [--quick]
     unified-rl train --method grpo [--config cfg.toml] [--model DIR] [--data FILE --format gsm8k] [--out DIR] [--resume]
     unified-rl eval [--model DIR] [--data FILE --format gsm8k] [--k 1,4,16]
-    unified-rl experiment figure5-lr | figure5 | figure6 | figure7 | rl-vs-sft | rl-vs-sft-long | grpo-vs-ppo-cost [--quick]
+    unified-rl experiment figure5-lr | figure5 | process-vs-outcome | figure6 | figure7 | rl-vs-sft | rl-vs-sft-long | grpo-vs-ppo-cost [--quick]
 """
 
 import argparse

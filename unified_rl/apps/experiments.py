@@ -8,6 +8,8 @@ over SFT seeds, RL seeds and problems.
 * ``figure5`` (``figure5.py``): RFT on a fixed pool, Online RFT, GRPO outcome and process, and the
   SFT-continuation control; each arm's lr chosen from a grid the same way by ``figure5-lr``
   (``figure5_lr.py``), whose runs at the chosen lrs are figure5's first pair.
+* ``process-vs-outcome`` (``process_vs_outcome.py``): GRPO process vs outcome on 5-6-step chains
+  where the start succeeds on about a third.
 * ``figure6`` (``figure6.py``): GRPO with a trained reward model, iterative vs not, with the reward
   model's held-out and on-policy accuracy.
 * ``figure7`` (``figure7.py``): Pass@K and Maj@K, K = 1..64, before and after GRPO, on problems
@@ -116,6 +118,12 @@ def _figure5_lr(out: str, quick: bool, progress: bool) -> str:
     return run(out, Design.quick() if quick else Design(), progress)
 
 
+def _process_vs_outcome(out: str, quick: bool, progress: bool) -> str:
+    from .process_vs_outcome import ProcessVsOutcome, run
+
+    return run(out, ProcessVsOutcome.quick() if quick else ProcessVsOutcome(), progress)
+
+
 def _figure7(out: str, quick: bool, progress: bool) -> str:
     from .figure7 import Figure7, run
 
@@ -131,6 +139,7 @@ def _figure6(out: str, quick: bool, progress: bool) -> str:
 EXPERIMENTS: dict[str, Callable[[str, bool, bool], str]] = {  # name -> experiment(out, quick, progress)
     "figure5-lr": _figure5_lr,
     "figure5": _figure5,
+    "process-vs-outcome": _process_vs_outcome,
     "figure6": _figure6,
     "figure7": _figure7,
     "rl-vs-sft": _rl_vs_sft,
