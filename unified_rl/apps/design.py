@@ -69,8 +69,9 @@ class Design:
         return self.starts.max_new_tokens
 
 
-def _ops(row: dict) -> int:
-    return len(parse_problem(row["prompt"]).ops)
+def chain_length(prompt: str) -> int:
+    """The number of operations of a task prompt."""
+    return len(parse_problem(prompt).ops)
 
 
 def build_data(d: Design) -> dict[str, list[dict]]:
@@ -78,11 +79,11 @@ def build_data(d: Design) -> dict[str, list[dict]]:
     (RL-length questions held out of ``rl``), ``eval_in`` (of ``rl_ops`` lengths) and ``eval_hard``."""
     s = d.starts.splits.build()
     lo, hi = d.rl_ops
-    rl = [r for r in s["rl"] if lo <= _ops(r) <= hi]
+    rl = [r for r in s["rl"] if lo <= chain_length(r["prompt"]) <= hi]
     if len(rl) <= d.validation_size:
         raise ValueError(f"Design: only {len(rl)} RL questions of {lo}-{hi} operations; need more than validation_size={d.validation_size}")
     return {"sft": s["sft"], "validation_sft": s["validation"], "rl": rl[d.validation_size:], "validation": rl[: d.validation_size],
-            "eval_in": [r for r in s["eval_in"] if lo <= _ops(r) <= hi], "eval_hard": s["eval_hard"]}
+            "eval_in": [r for r in s["eval_in"] if lo <= chain_length(r["prompt"]) <= hi], "eval_hard": s["eval_hard"]}
 
 
 def start(d: Design, seed: int, data: dict, starts_dir: str, progress: bool):
@@ -180,5 +181,5 @@ def verdict(diff: tuple) -> str:
     return "inconclusive (the interval includes 0)"
 
 
-__all__ = ["Design", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
+__all__ = ["Design", "chain_length", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
            "seeds_line", "cell", "verdict"]
