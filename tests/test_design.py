@@ -71,3 +71,25 @@ def test_a_reward_models_agreement_with_the_rule_on_policy_samples_is_logged(tmp
     assert m["reward_model/policy_accuracy"] == expected
     assert m["reward_model/policy_label_rate"] == float(np.mean([y > 0.5 for y in labels]))
     assert len(rm.pending) == 32
+
+
+def test_the_tuning_key_covers_what_the_first_pair_depends_on_and_not_the_seed_counts():
+    from unified_rl.apps.figure5_lr import design_key
+
+    d = Design()
+    assert design_key(dataclasses.replace(d, sft_seeds=5, rl_seeds=1)) == design_key(d)
+    for change in (dict(lr_grid=(1e-4,)), dict(steps=50), dict(rl_ops=(5, 6)), dict(starts=dataclasses.replace(d.starts, sft_lr=3e-4))):
+        assert design_key(dataclasses.replace(d, **change)) != design_key(d), change
+
+
+def test_process_vs_outcome_rl_questions_and_evaluation_are_5_to_6_steps_and_its_sft_holds_4_to_5():
+    from unified_rl.apps.process_vs_outcome import ProcessVsOutcome
+
+    d = ProcessVsOutcome().design
+    d = dataclasses.replace(d, starts=dataclasses.replace(d.starts, splits=dataclasses.replace(d.starts.splits, rl_size=2000, eval_size=300)))
+    data = build_data(d)
+    ops = {name: {len(parse_problem(r["prompt"]).ops) for r in rows} for name, rows in data.items()}
+    assert ops["rl"] == ops["validation"] == ops["eval_in"] == ops["eval_hard"] == {5, 6}
+    assert ops["sft"] == {2, 3, 4, 5}
+    prompts = [{r["prompt"] for r in data[k]} for k in ("sft", "rl", "validation", "eval_in")]
+    assert all(not (a & b) for i, a in enumerate(prompts) for b in prompts[i + 1:])
