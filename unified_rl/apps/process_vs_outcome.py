@@ -4,9 +4,11 @@ where outcome success starts at 20-40% (issue 18, item 3).
 Figure 5's RL length (4-5 steps) leaves the comparison little room: the start solves 82% of the
 4-step problems and 5% of the 5-step ones, so most GRPO groups are all right or all wrong. Here the
 SFT starts also see 200 worked solutions of 4-5 steps (``ChainSplits(sft_long_steps=(4, 5))``), and
-RL asks answers-only questions of 5-6 steps, where such a start succeeds on about a third. Arms, from
-the same saved starts with the same updates and lr (1e-4, the lr ``figure5-lr`` chose for both GRPO
-arms and the control): the SFT-continuation control, GRPO outcome, GRPO process. Evaluation: greedy
+RL asks answers-only questions of 5-6 steps, where such a start succeeds on about a fifth (a third
+of the 5-step problems). Arms, from the same saved starts with the same updates: the
+SFT-continuation control, GRPO outcome, GRPO process. Each arm's lr is chosen from ``lr_grid`` on
+the held-out validation questions in the first paired run (final greedy accuracy, ties to the
+smaller lr), the rule of ``figure5-lr``; that run is also the pair's result. Evaluation: greedy
 accuracy on two fresh sets of 5-6-step problems (``eval_in`` and ``eval_hard``, drawn with different
 seeds); paired differences with 95% bootstrap intervals over runs and problems.
 """
@@ -43,7 +45,7 @@ class ProcessVsOutcome:
     """Sizes (defaults: see ``docs/results/process-vs-outcome``)."""
 
     design: Design = field(default_factory=_design)
-    lr: float = 1e-4
+    lr_grid: tuple[float, ...] = (3e-5, 1e-4)  # figure5-lr chose 1e-4 for all three on 4-5 steps; process collapsed at it here (session 11)
 
     @classmethod
     def quick(cls) -> "ProcessVsOutcome":
@@ -51,7 +53,7 @@ class ProcessVsOutcome:
         d = Design.quick()
         d.starts.splits = dataclasses.replace(d.starts.splits, sft_long_steps=(4, 5), rl_steps=(5, 6))
         d.rl_ops = (5, 6)
-        return cls(design=d)
+        return cls(design=d, lr_grid=(3e-5, 1e-4))
 
 
 def clipped(history: list[dict], limit: float = 1.0) -> float:
@@ -70,7 +72,7 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
     clip = {arm: [] for arm in ARMS}
     kl = {arm: [] for arm in ARMS}
     curves = {arm: [] for arm in ARMS}
-    log, starts = [], []
+    log, starts, chosen, tuning = [], [], {}, {arm: {} for arm in ARMS}
     for sft_seed in range(d.sft_seeds):
         base, record = start(d, sft_seed, data, starts_dir, progress)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
@@ -83,8 +85,15 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
             for sp in SPLITS:
                 scores["start", sp].append(at_start[sp])
             for arm in ARMS:
-                r = run_arm(arm, base, data, d, p.lr, seed, [], progress, val0)
-                log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in r["log"]]
+                r = None
+                for lr in ((chosen[arm],) if arm in chosen else p.lr_grid):
+                    run_lr = run_arm(arm, base, data, d, lr, seed, [], progress, val0)
+                    if arm not in chosen:
+                        tuning[arm][f"{lr:g}"] = run_lr["validation"]
+                    log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": lr} for m in run_lr["log"]]
+                    if r is None or run_lr["validation"] > r["validation"]:
+                        r, best = run_lr, lr
+                chosen.setdefault(arm, best)
                 clip[arm].append(clipped(r["log"]))
                 curves[arm].append(r["curve"])
                 if r["drift"] is not None:
@@ -95,14 +104,14 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
         for m in log:
             f.write(json.dumps(m) + "\n")
     a = {key: np.stack(v) for key, v in scores.items()}
-    return _report(out, p, data, a, clip, kl, curves, starts, time.perf_counter() - t0)
+    return _report(out, p, data, a, clip, kl, curves, starts, chosen, tuning, time.perf_counter() - t0)
 
 
-def _report(out, p: ProcessVsOutcome, data, a, clip, kl, curves, starts, seconds) -> str:
+def _report(out, p: ProcessVsOutcome, data, a, clip, kl, curves, starts, chosen, tuning, seconds) -> str:
     d = p.design
     arms = ("start", *ARMS)
     names = {"eval_in": f"5-6 steps, set 1 (n = {len(data['eval_in'])})", "eval_hard": f"5-6 steps, set 2 (n = {len(data['eval_hard'])})"}
-    lines = [seeds_line(d) + f"; every arm at lr {p.lr:g}.", "", "Greedy accuracy (%), mean over runs:", "",
+    lines = [seeds_line(d) + ".", "", "Greedy accuracy (%), mean over runs:", "",
              "| problems | " + " | ".join(ARM_NAMES[x] for x in arms) + " |", "|---" * (len(arms) + 1) + "|"]
     for sp in SPLITS:
         lines.append(f"| {names[sp]} | " + " | ".join(f"{100 * a[x, sp].mean():.1f}" for x in arms) + " |")
@@ -116,15 +125,19 @@ def _report(out, p: ProcessVsOutcome, data, a, clip, kl, curves, starts, seconds
         v = verdict(diffs["eval_in"])
         claims.append({"claim": claim, "a": x, "b": y, "difference": {sp: list(diffs[sp]) for sp in SPLITS}, "verdict": v})
         lines.append(f"| {claim} | " + " | ".join(cell(diffs[sp]) for sp in SPLITS) + f" | {v} |")
-    lines += ["", "| arm | updates with the gradient norm clipped (> 1.0) | KL to reference (k3, last 10 updates) |", "|---|---|---|"]
+    lines += ["", f"Each arm's lr, chosen on the final accuracy on {len(data['validation'])} held-out 5-6-step questions in the first paired "
+              "run; then, at the chosen lr over all runs, the updates clipped and the drift:", "",
+              "| arm | " + " | ".join(f"lr {lr:g}" for lr in p.lr_grid) + " | chosen | updates with the gradient norm clipped (> 1.0) "
+              "| KL to reference (k3, last 10 updates) |", "|---" * (len(p.lr_grid) + 4) + "|"]
     for arm in ARMS:
         k = f"{np.mean(kl[arm]):.4f}" if kl[arm] else "(no reference)"
-        lines.append(f"| {ARM_NAMES[arm]} | {100 * np.nanmean(clip[arm]):.1f}% | {k} |")
+        lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(f"{100 * tuning[arm][f'{lr:g}']:.1f}" for lr in p.lr_grid)
+                     + f" | {chosen[arm]:g} | {100 * np.nanmean(clip[arm]):.1f}% | {k} |")
     env = environment()
     lines += ["", "SFT starts (saved and reused; sha256 prefix): " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
               measured_on(env, seconds)]
     results = {"accuracy": {f"{x}/{sp}": float(a[x, sp].mean()) for x in arms for sp in SPLITS}, "claims": claims,
-               "clipped": {arm: clip[arm] for arm in ARMS}, "drift": kl, "lr": p.lr, "starts": starts, "environment": env, "seconds": seconds}
+               "clipped": {arm: clip[arm] for arm in ARMS}, "drift": kl, "chosen_lr": chosen, "tuning": tuning, "starts": starts, "environment": env, "seconds": seconds}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{x}/{sp}": a[x, sp] for x in arms for sp in SPLITS})  # [runs, problems] 0/1
