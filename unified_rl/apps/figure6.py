@@ -44,8 +44,7 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 @dataclass
 class Figure6:
-    """Sizes (defaults: 34 minutes on 2 cores with the saved starts in session 10's run, about 7 of
-    them with the CPU shared with tests)."""
+    """Sizes (defaults: 24 minutes on 2 cores with the saved starts, session 11)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4
