@@ -21,7 +21,7 @@ import numpy as np
 from ..statistics import paired_difference
 from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, seeds_line, start, verdict
 from .environment import environment, measured_on
-from .figure5_lr import SPLITS, run_arm, tuned
+from .figure5_lr import SPLITS, Collected, run_arm, tuned, write_metrics
 from .plots import figure
 
 # the paper's claims as (a, b): b - a > 0 is the claim
@@ -42,9 +42,9 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, t
     starts_dir = starts_dir or os.path.join(parent, "starts")
     tuning_dir = tuning_dir or os.path.join(parent, "figure5-lr")
     eval_every = max(1, d.steps // 4)
-    scores = {(arm, sp): [] for arm in ("start", *ARMS) for sp in SPLITS}
-    curves: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
-    drifts: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    got = Collected(ARMS)
+    scores, curves, drifts = got.scores, got.curves, got.drifts
+    scores.update({("start", sp): [] for sp in SPLITS})
     log, starts, pools, tune = [], [], [], None
     for sft_seed in range(d.sft_seeds):
         base, record = start(d, sft_seed, data, starts_dir, progress)
@@ -74,14 +74,8 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, t
             for arm in ARMS:
                 r = run_arm(arm, base, data, d, chosen[arm], seed, pool, progress, val0)
                 log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": chosen[arm]} for m in r["log"]]
-                curves[arm].append(r["curve"])
-                if r["drift"] is not None:
-                    drifts[arm].append(r["drift"])
-                for sp in SPLITS:
-                    scores[arm, sp].append(r["scores"][sp])
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        for m in log:
-            f.write(json.dumps(m) + "\n")
+                got.add(arm, r)
+    write_metrics(out, log)
     return _report(out, d, data, scores, chosen, tune, curves, drifts, starts, pools, eval_every, time.perf_counter() - t0)
 
 

@@ -43,6 +43,35 @@ def run_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: l
             "scores": {sp: correct(model, data[sp], d) for sp in SPLITS}, "log": hist}
 
 
+def best_lr(validation: dict[float, float]) -> float:
+    """The lr with the best final validation accuracy, ties to the smaller lr: every arm's rule."""
+    return max(validation, key=lambda lr: (validation[lr], -lr))
+
+
+class Collected:
+    """Per-arm results over the paired runs: per-problem scores by split, validation curves, KL drift."""
+
+    def __init__(self, arms):
+        self.scores = {(arm, sp): [] for arm in arms for sp in SPLITS}
+        self.curves: dict[str, list] = {arm: [] for arm in arms}
+        self.drifts: dict[str, list] = {arm: [] for arm in arms}
+
+    def add(self, arm: str, r: dict) -> None:
+        """Keep one :func:`run_arm` result of ``arm``."""
+        self.curves[arm].append(r["curve"])
+        if r["drift"] is not None:
+            self.drifts[arm].append(r["drift"])
+        for sp in SPLITS:
+            self.scores[arm, sp].append(r["scores"][sp])
+
+
+def write_metrics(out: str, rows: list[dict]) -> None:
+    """The training histories as ``out/metrics.jsonl``."""
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        for m in rows:
+            f.write(json.dumps(m) + "\n")
+
+
 def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None) -> str:
     """Tune into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
@@ -53,11 +82,8 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None) -
     pool, drawn = collect_pool(base, data, d, seed=0)
     runs = {(arm, lr): run_arm(arm, base, data, d, lr, 0, pool, progress, val0) for arm in ARMS for lr in d.lr_grid}
     tuning = {arm: {f"{lr:g}": runs[arm, lr]["validation"] for lr in d.lr_grid} for arm in ARMS}
-    chosen = {arm: max(d.lr_grid, key=lambda lr: (runs[arm, lr]["validation"], -lr)) for arm in ARMS}
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        for (arm, lr), r in runs.items():
-            for m in r["log"]:
-                f.write(json.dumps({**m, "sft_seed": 0, "rl_seed": 0, "lr_tried": lr}) + "\n")
+    chosen = {arm: best_lr({lr: runs[arm, lr]["validation"] for lr in d.lr_grid}) for arm in ARMS}
+    write_metrics(out, [{**m, "sft_seed": 0, "rl_seed": 0, "lr_tried": lr} for (arm, lr), r in runs.items() for m in r["log"]])
     np.savez_compressed(os.path.join(out, "runs.npz"), **{f"{arm}/{lr:g}/{sp}": r["scores"][sp] for (arm, lr), r in runs.items() for sp in SPLITS})
     seconds = time.perf_counter() - t0
     env = environment()

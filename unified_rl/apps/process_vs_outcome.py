@@ -25,7 +25,7 @@ import numpy as np
 from ..statistics import paired_difference
 from .design import ARM_NAMES, Design, build_data, by_length, cell, correct, seeds_line, start, verdict
 from .environment import environment, measured_on
-from .figure5_lr import SPLITS, run_arm
+from .figure5_lr import SPLITS, Collected, best_lr, run_arm, write_metrics
 from .plots import figure
 from .rl_vs_sft import RLvsSFT
 from .tasks.splits import ChainSplits
@@ -68,10 +68,10 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
     d = p.design
     data = build_data(d)
     starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
-    scores = {(arm, sp): [] for arm in ("start", *ARMS) for sp in SPLITS}
+    got = Collected(ARMS)
+    scores = got.scores
+    scores.update({("start", sp): [] for sp in SPLITS})
     clip = {arm: [] for arm in ARMS}
-    kl = {arm: [] for arm in ARMS}
-    curves = {arm: [] for arm in ARMS}
     log, starts, chosen, tuning = [], [], {}, {arm: {} for arm in ARMS}
     for sft_seed in range(d.sft_seeds):
         base, record = start(d, sft_seed, data, starts_dir, progress)
@@ -85,26 +85,17 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
             for sp in SPLITS:
                 scores["start", sp].append(at_start[sp])
             for arm in ARMS:
-                r = None
-                for lr in ((chosen[arm],) if arm in chosen else p.lr_grid):
-                    run_lr = run_arm(arm, base, data, d, lr, seed, [], progress, val0)
-                    if arm not in chosen:
-                        tuning[arm][f"{lr:g}"] = run_lr["validation"]
-                    log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": lr} for m in run_lr["log"]]
-                    if r is None or run_lr["validation"] > r["validation"]:
-                        r, best = run_lr, lr
-                chosen.setdefault(arm, best)
+                tried = {lr: run_arm(arm, base, data, d, lr, seed, [], progress, val0) for lr in ((chosen[arm],) if arm in chosen else p.lr_grid)}
+                if arm not in chosen:  # the first pair: every lr of the grid, the rule of figure5-lr
+                    tuning[arm] = {f"{lr:g}": t["validation"] for lr, t in tried.items()}
+                    chosen[arm] = best_lr({lr: t["validation"] for lr, t in tried.items()})
+                log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": lr} for lr, t in tried.items() for m in t["log"]]
+                r = tried[chosen[arm]]
                 clip[arm].append(clipped(r["log"]))
-                curves[arm].append(r["curve"])
-                if r["drift"] is not None:
-                    kl[arm].append(r["drift"])
-                for sp in SPLITS:
-                    scores[arm, sp].append(r["scores"][sp])
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        for m in log:
-            f.write(json.dumps(m) + "\n")
+                got.add(arm, r)
+    write_metrics(out, log)
     a = {key: np.stack(v) for key, v in scores.items()}
-    return _report(out, p, data, a, clip, kl, curves, starts, chosen, tuning, time.perf_counter() - t0)
+    return _report(out, p, data, a, clip, got.drifts, got.curves, starts, chosen, tuning, time.perf_counter() - t0)
 
 
 def _report(out, p: ProcessVsOutcome, data, a, clip, kl, curves, starts, chosen, tuning, seconds) -> str:
