@@ -1,35 +1,51 @@
-"""How accurate can Figure 6's reward model get? Held-out accuracy by epoch, beside the best
-predictor that sees only the chain's length.
+"""How accurate can Figure 6's reward model get? Held-out accuracy by epoch, beside two reference
+predictors: the best one that sees only the chain's length, and the SFT start's own check.
 
 Samples of the design's SFT start (seed 0, loaded from ``docs/results/starts``) on its 4-5-step RL
 questions, labelled by the rule (answer correct); the first 1,024 are held out (distinct questions
-from the rest when ``--per-question`` is 1 or divides 1,024). The classifier is
-``hf.reward_model_from_policy`` (the start's trunk, a fresh head), trained with ``ModelReward.fit``.
-``--process`` trains on every step's prefix, labelled correct while every step so far is (the
-whole completion keeps its outcome label). Session 11's runs are tabled in docs/results.md.
+from the rest when ``--per-question`` is 1 or divides 1,024).
 
-    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process]
+* Default: the classifier of ``figure6``, ``hf.reward_model_from_policy`` (the start's trunk, a fresh
+  head, one logit per sequence), trained with ``ModelReward.fit``. ``--process`` trains it on every
+  step's prefix, labelled correct while every step so far is (the whole completion keeps its label).
+* ``--token-level``: a token classifier from the same trunk, labelled at *every* completion character
+  by a local rule (is this character what a correct step would write here, given the steps written
+  before it?); a sample's score is its lowest token score. Its accuracy is broken down by chain
+  length and label, so what it catches beyond the chain's length is visible.
+* **The start's own check** predicts "correct" when every completion token is the start's greedy
+  choice given the tokens before it (what the start would have written itself). Combined with the
+  length rule, it is an estimate of what a classifier that only reads out the start's knowledge can
+  reach. Session 12's runs are tabled in docs/results.md.
+
+    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2]]
 """
 
 import argparse
+import collections
 import dataclasses
 import os
+import random
+import re
 import sys
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from transformers import AutoModelForTokenClassification
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
 from unified_rl.apps.design import Design, build_data, chain_length, labelled_samples, start  # noqa: E402
 from unified_rl.apps.figure6 import rm_accuracy  # noqa: E402
-from unified_rl.apps.tasks import char_tokenizer, extract_answer, step_checks  # noqa: E402
+from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem, step_checks  # noqa: E402
 from unified_rl.hf import reward_model_from_policy  # noqa: E402
 from unified_rl.rewards import ModelReward, OutcomeReward  # noqa: E402
 
 STARTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "starts")
+_STEP = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)$")
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def prefixes(samples):
@@ -44,13 +60,120 @@ def prefixes(samples):
     return out
 
 
+def local_char_labels(prompt: str, completion: str) -> list[bool]:
+    """For every completion character: does it agree with the correct step *given the steps written
+    before it* (its left operand is the last written result), and is the answer the last written
+    result after as many steps as operations? An error marks the rest of its step (and the answer)."""
+    pr, (body, hash_, answer) = parse_problem(prompt), completion.partition("#")
+    out, prev, parts = [], pr.start, body.split(";")
+    for j, part in enumerate(parts):
+        final = j == len(parts) - 1
+        if final and part == "":
+            break
+        want = (f"{prev}{pr.ops[j][0]}{pr.ops[j][1]}={_OPS[pr.ops[j][0]](prev, pr.ops[j][1])};" if j < len(pr.ops) else "#")
+        ok = True
+        for k, ch in enumerate(part + ("" if final else ";")):
+            ok = ok and k < len(want) and want[k] == ch
+            out.append(ok)
+        m = _STEP.match(part)
+        prev = int(m[4]) if m else prev
+    if hash_:
+        want = "#" + str(prev) if len([x for x in parts if x]) == len(pr.ops) else ""
+        ok = True
+        for k, ch in enumerate("#" + answer):
+            ok = ok and k < len(want) and want[k] == ch
+            out.append(ok)
+        out[-1] = out[-1] and len("#" + answer) == len(want)
+    return out or [False]
+
+
+class TokenLevel:
+    """A token classifier from the start's trunk, trained on ``local_char_labels``; score = min over tokens."""
+
+    def __init__(self, base, lr: float, head_lr: float, steps: int):
+        cfg = base.config.__class__.from_dict(base.config.to_dict())
+        cfg.num_labels, cfg.use_cache = 1, False
+        self.model = AutoModelForTokenClassification.from_config(cfg)
+        self.model.base_model.load_state_dict(base.base_model.state_dict())
+        head = [p for n, p in self.model.named_parameters() if n.startswith("score")]
+        trunk = [p for n, p in self.model.named_parameters() if not n.startswith("score")]
+        self.opt = torch.optim.AdamW([{"params": trunk, "lr": lr}, {"params": head, "lr": head_lr}])
+        self.base_lrs = [lr, head_lr]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
+        self.tok = char_tokenizer()
+
+    def _batch(self, samples):
+        rows, where, labels = [], [], []
+        for i, (p, c, _) in enumerate(samples):
+            prompt, comp = self.tok(p).input_ids, self.tok(c, add_special_tokens=False).input_ids
+            if len(comp) != len(c):
+                raise ValueError("TokenLevel: needs a tokenizer with one token per character")
+            rows.append(prompt + comp)
+            lab = local_char_labels(p, c) if c else [False]
+            where += [(i, len(prompt) + k) for k in range(len(lab))]
+            labels += lab
+        ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(r) for r in rows])[:, None]).long()
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0]
+        w = torch.tensor(where)
+        return logits[w[:, 0], w[:, 1]], w[:, 0], torch.tensor(labels, dtype=torch.float32)
+
+    def fit(self, samples, rng: random.Random, batch: int = 64) -> float:
+        self.model.train()
+        order, losses = list(range(len(samples))), []
+        rng.shuffle(order)
+        for i in range(0, len(order), batch):
+            logits, _, labels = self._batch([samples[j] for j in order[i: i + batch]])
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def predict(self, samples) -> np.ndarray:
+        """Per sample: is its lowest token score above 0.5?"""
+        self.model.eval()
+        out = []
+        for i in range(0, len(samples), 256):
+            logits, row, _ = self._batch(samples[i: i + 256])
+            out += [bool(logits[row == k].min() > 0) for k in range(len(samples[i: i + 256]))]
+        return np.array(out)
+
+
+@torch.no_grad()
+def own_check(base, samples) -> np.ndarray:
+    """Per sample: is every completion token the start's greedy choice given the tokens before it?"""
+    tok, out = char_tokenizer(), []
+    for p, c, _ in samples:
+        prompt, comp = tok(p).input_ids, tok(c, add_special_tokens=False).input_ids
+        logits = base(input_ids=torch.tensor([prompt + comp])).logits[0, len(prompt) - 1: -1]
+        out.append(bool((logits.argmax(-1) == torch.tensor(comp)).all()))
+    return np.array(out)
+
+
+def breakdown(pred: np.ndarray, held) -> str:
+    """Accuracy by (chain length, rule label)."""
+    groups = collections.defaultdict(list)
+    for ok, (p, _, y) in zip(pred == np.array([y > 0.5 for _, _, y in held]), held):
+        groups[chain_length(p), "correct" if y > 0.5 else "wrong"].append(ok)
+    return ", ".join(f"{n}-step {lab} {100 * np.mean(v):.1f}% of {len(v)}" for (n, lab), v in sorted(groups.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", type=int, default=4096)
     ap.add_argument("--per-question", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--process", action="store_true")
+    ap.add_argument("--head-lr", type=float, default=1e-2, help="--token-level: the fresh head's lr")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--process", action="store_true")
+    kind.add_argument("--token-level", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     d = Design()
@@ -58,18 +181,32 @@ def main() -> None:
     base, _ = start(d, 0, data, STARTS, progress=False)
     sampling = dataclasses.replace(d, group_size=a.per_question, questions_per_step=d.questions_per_step * d.group_size // a.per_question)
     pool = labelled_samples(base, data["rl"], sampling, a.labels + 1024, seed=7)
-    held, train = pool[:1024], pool[1024:]
+    held = pool[:1024]
+    seen = {p for p, _, _ in held}
+    train = [s for s in pool[1024:] if s[0] not in seen]  # the RL split has ~13k questions: larger pools revisit them
+    truth = np.array([y > 0.5 for _, _, y in held])
     by_len: dict[int, list[bool]] = {}
     for p, _, y in train:
         by_len.setdefault(chain_length(p), []).append(y > 0.5)
     majority = {k: np.mean(v) > 0.5 for k, v in by_len.items()}
-    length_only = np.mean([majority.get(chain_length(p), False) == (y > 0.5) for p, _, y in held])
-    examples = prefixes(train) if a.process else train
-    print(f"{machine()}\n{len(train)} labels from {len({p for p, _, _ in train})} questions ({len(examples)} examples); held-out: 1024, "
-          f"{100 * np.mean([y > 0.5 for _, _, y in held]):.1f}% correct; length-only predictor {100 * length_only:.1f}%", flush=True)
+    length_rule = np.array([majority.get(chain_length(p), False) for p, _, _ in held])
+    own = own_check(base, held)
+    print(f"{machine()}\n{len(train)} labels from {len({p for p, _, _ in train})} questions; held-out: 1024, {100 * truth.mean():.1f}% correct\n"
+          f"length-only predictor {100 * np.mean(length_rule == truth):.1f}%; the start's own check {100 * np.mean(own == truth):.1f}%; "
+          f"both (correct when the length's majority is and the start would have written it) {100 * np.mean((length_rule & own) == truth):.1f}%\n"
+          f"  both, by length and label: {breakdown(length_rule & own, held)}", flush=True)
     torch.manual_seed(0)
-    rm = ModelReward(reward_model_from_policy(base), char_tokenizer(), labeler=OutcomeReward(extract_answer), lr=a.lr, seed=0)
     t = time.perf_counter()
+    if a.token_level:
+        rm, rng = TokenLevel(base, a.lr, a.head_lr, a.epochs * -(-len(train) // 64)), random.Random(0)
+        for epoch in range(1, a.epochs + 1):
+            loss = rm.fit(train, rng)
+            pred = rm.predict(held)
+            print(f"epoch {epoch}: loss {loss:.3f}, train accuracy {100 * np.mean(rm.predict(train[:1024]) == np.array([y > 0.5 for *_, y in train[:1024]])):.1f}%, "
+                  f"held-out accuracy {100 * np.mean(pred == truth):.1f}% ({time.perf_counter() - t:.0f} s)\n  by length and label: {breakdown(pred, held)}", flush=True)
+        return
+    examples = prefixes(train) if a.process else train
+    rm = ModelReward(reward_model_from_policy(base), char_tokenizer(), labeler=OutcomeReward(extract_answer), lr=a.lr, seed=0)
     for epoch in range(1, a.epochs + 1):
         loss = rm.fit(examples, epochs=1)
         print(f"epoch {epoch}: loss {loss:.3f}, train accuracy {100 * rm_accuracy(rm, train[:1024]):.1f}%, "

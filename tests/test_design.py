@@ -93,3 +93,15 @@ def test_process_vs_outcome_rl_questions_and_evaluation_are_5_to_6_steps_and_its
     assert ops["sft"] == {2, 3, 4, 5}
     prompts = [{r["prompt"] for r in data[k]} for k in ("sft", "rl", "validation", "eval_in")]
     assert all(not (a & b) for i, a in enumerate(prompts) for b in prompts[i + 1:])
+
+
+def test_figure6s_reward_model_is_held_out_on_questions_it_never_trains_on(tmp_path):
+    from unified_rl.apps.figure6 import Figure6, rm_data
+    s = DemoSettings()
+    model, _, data, _ = sft_start(s, str(tmp_path), progress=False)
+    f = Figure6(design=dataclasses.replace(s.design(), questions_per_step=4, group_size=4), rm_heldout=8)
+    heldout, train = rm_data(model, {"rl": data["rl"][:40]}, f, n=100, seed=0)  # 100 samples of 32 questions: they are revisited
+    assert len(heldout) == 8 and len(train) == 100
+    assert len({p for p, _, _ in heldout}) == 8 and not {p for p, _, _ in heldout} & {p for p, _, _ in train}
+    answers = {r["prompt"]: r["answer"] for r in data["rl"]}
+    assert all(y == float(extract_answer(c) == answers[p]) for p, c, y in heldout + train)  # labelled by the rule

@@ -73,6 +73,17 @@ def rm_accuracy(rm: ModelReward, samples) -> float:
     return float(((logits > 0).float() == torch.tensor([y > 0.5 for _, _, y in samples], dtype=torch.float32)).float().mean())
 
 
+def rm_data(base, data: dict, f: Figure6, n: int, seed: int) -> tuple[list, list]:
+    """(held-out, training) rule-labelled samples of the frozen ``base`` on RL questions: ``f.rm_heldout``
+    on the first ``f.rm_heldout`` questions and ``n`` on the others (the RL split has ~13,000
+    questions, fewer than the samples drawn, so a shared pool would revisit held-out questions)."""
+    d = f.design
+    per_call = d.questions_per_step * d.group_size // f.rm_group_size  # questions per sampling call: as many samples as an RL step
+    rm_design = dataclasses.replace(d, group_size=f.rm_group_size, questions_per_step=per_call)
+    return (labelled_samples(base, data["rl"][: f.rm_heldout], rm_design, f.rm_heldout, seed=seed),
+            labelled_samples(base, data["rl"][f.rm_heldout:], rm_design, n, seed=seed))
+
+
 def _reward_model(base, samples, f: Figure6, seed: int) -> ModelReward:
     torch.manual_seed(seed)
     rm = ModelReward(reward_model_from_policy(base), char_tokenizer(), labeler=OutcomeReward(extract_answer), lr=f.rm_lr, seed=seed)
@@ -95,10 +106,7 @@ def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) 
         base, record = start(d, sft_seed, data, starts_dir, progress)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
-        per_call = d.questions_per_step * d.group_size // f.rm_group_size  # questions per sampling call: as many samples as an RL step
-        rm_design = dataclasses.replace(d, group_size=f.rm_group_size, questions_per_step=per_call)
-        pool = labelled_samples(base, data["rl"], rm_design, f.rm_samples + new_labels + f.rm_heldout, seed=7 + sft_seed)
-        heldout, train = pool[: f.rm_heldout], pool[f.rm_heldout:]
+        heldout, train = rm_data(base, data, f, f.rm_samples + new_labels, seed=7 + sft_seed)
         rm_iter = _reward_model(base, train[: f.rm_samples], f, seed=sft_seed)
         rm_once = _reward_model(base, train, f, seed=sft_seed)
         rate = float(np.mean([y > 0.5 for _, _, y in heldout]))
