@@ -77,3 +77,12 @@ def test_every_experiment_runs_at_quick_size(name, tmp_path):
 def test_unknown_experiment(capsys, tmp_path):
     assert main(["experiment", "figure-9", "--out", str(tmp_path)]) == 2
     assert "unknown experiment 'figure-9'" in capsys.readouterr().err
+
+
+def test_the_experiment_help_names_exactly_the_experiments_there_are(capsys):
+    from unified_rl.apps.cli import EXPERIMENT_NAMES
+    from unified_rl.apps.experiments import EXPERIMENTS
+    assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS)
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert "figure5-lr | figure5 | process-vs-outcome" in " ".join(capsys.readouterr().out.split())

@@ -375,6 +375,9 @@ def cmd_eval(args) -> int:
     return 0
 
 
+EXPERIMENT_NAMES = ("figure5-lr", "figure5", "process-vs-outcome", "figure6", "figure7", "rl-vs-sft", "rl-vs-sft-long", "grpo-vs-ppo-cost")
+
+
 def cmd_experiment(args) -> int:
     """``unified-rl experiment NAME``: run a named experiment into a results folder."""
     from .experiments import run_experiment
@@ -438,7 +441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("experiment", help="reproduce a paper finding in miniature (writes a results folder)")
-    p.add_argument("name", help="online-vs-offline | maj-vs-pass | iterative | grpo-vs-ppo-cost | rl-vs-sft")
+    p.add_argument("name", help=" | ".join(EXPERIMENT_NAMES))
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
     p.add_argument("--no-progress", action="store_true")
