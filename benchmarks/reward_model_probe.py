@@ -48,6 +48,25 @@ _STEP = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)$")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
+def hard_example(prompt: str, rng: random.Random) -> tuple[str, str, float]:
+    """The rule's worked solution of ``prompt``, or (2 in 3) one with an error the start makes: a
+    step's result off by a little (carried on), a skipped operation, or one step too few. Labelled
+    by the rule."""
+    pr, kind = parse_problem(prompt), rng.choice(["none", "result", "result", "result", "skip", "short"])
+    ops, wrong, prev, steps = list(pr.ops), rng.randrange(len(pr.ops)), pr.start, []
+    if kind == "skip":
+        ops.pop(wrong)
+    elif kind == "short":
+        ops.pop()
+    for j, (op, b) in enumerate(ops):
+        value = _OPS[op](prev, b)
+        if kind == "result" and j == wrong:
+            value = max(0, value + rng.choice([-10, -2, -1, 1, 2, 10, rng.choice([-1, 1]) * rng.randint(3, 9)])) if value else value + rng.randint(1, 9)
+        steps.append(f"{prev}{op}{b}={value};")
+        prev = value
+    return prompt, "".join(steps) + f"#{prev}", float(prev == pr.answer)
+
+
 def prefixes(samples):
     """Each step's prefix, labelled correct while every step so far is; the whole completion keeps its label."""
     out = []
@@ -156,6 +175,20 @@ def own_check(base, samples) -> np.ndarray:
     return np.array(out)
 
 
+def first_errors(held) -> str:
+    """Where the wrong samples' first error lies: in a step's result (after its '='), or elsewhere
+    (an operand, a skipped operation, the count of steps, the answer)."""
+    kinds = collections.Counter()
+    for p, c, y in held:
+        labels = local_char_labels(p, c)
+        if y > 0.5 or all(labels):
+            continue
+        at = labels.index(False)
+        before = c[:at].rsplit(";", 1)[-1]  # the step's text before its first wrong character
+        kinds[chain_length(p), "a step's result" if "=" in before and "#" not in before else "elsewhere"] += 1
+    return ", ".join(f"{n}-step: {kind} {k}" for (n, kind), k in sorted(kinds.items()))
+
+
 def breakdown(pred: np.ndarray, held) -> str:
     """Accuracy by (chain length, rule label)."""
     groups = collections.defaultdict(list)
@@ -171,6 +204,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=1e-2, help="--token-level: the fresh head's lr")
+    ap.add_argument("--hard", type=int, default=0, help="add this many hard examples (hard_example) of the training questions")
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--process", action="store_true")
     kind.add_argument("--token-level", action="store_true")
@@ -191,10 +225,15 @@ def main() -> None:
     majority = {k: np.mean(v) > 0.5 for k, v in by_len.items()}
     length_rule = np.array([majority.get(chain_length(p), False) for p, _, _ in held])
     own = own_check(base, held)
-    print(f"{machine()}\n{len(train)} labels from {len({p for p, _, _ in train})} questions; held-out: 1024, {100 * truth.mean():.1f}% correct\n"
+    if a.hard:  # after the reference predictors, which see the start's samples only
+        rng, questions = random.Random(1), sorted({p for p, _, _ in train})
+        train = train + [hard_example(rng.choice(questions), rng) for _ in range(a.hard)]
+        random.Random(2).shuffle(train)
+    print(f"{machine()}\n{len(train)} labels ({a.hard} hard examples) from {len({p for p, _, _ in train})} questions; held-out: 1024, {100 * truth.mean():.1f}% correct\n"
           f"length-only predictor {100 * np.mean(length_rule == truth):.1f}%; the start's own check {100 * np.mean(own == truth):.1f}%; "
           f"both (correct when the length's majority is and the start would have written it) {100 * np.mean((length_rule & own) == truth):.1f}%\n"
-          f"  both, by length and label: {breakdown(length_rule & own, held)}", flush=True)
+          f"  both, by length and label: {breakdown(length_rule & own, held)}\n"
+          f"  held-out wrong samples, where the first error is: {first_errors(held)}", flush=True)
     torch.manual_seed(0)
     t = time.perf_counter()
     if a.token_level:
