@@ -2,8 +2,8 @@
 predictors: the best one that sees only the chain's length, and the SFT start's own check.
 
 Samples of the design's SFT start (seed 0, loaded from ``docs/results/starts``) on its 4-5-step RL
-questions, labelled by the rule (answer correct); the first 1,024 are held out (distinct questions
-from the rest when ``--per-question`` is 1 or divides 1,024).
+questions, labelled by the rule (answer correct); the first 1,024 are held out, and training
+samples of their questions are dropped (the RL split has 12,982 questions: larger pools revisit them).
 
 * Default: the classifier of ``figure6``, ``hf.reward_model_from_policy`` (the start's trunk, a fresh
   head, one logit per sequence), trained with ``ModelReward.fit``. ``--process`` trains it on every
@@ -11,13 +11,15 @@ from the rest when ``--per-question`` is 1 or divides 1,024).
 * ``--token-level``: a token classifier from the same trunk, labelled at *every* completion character
   by a local rule (is this character what a correct step would write here, given the steps written
   before it?); a sample's score is its lowest token score. Its accuracy is broken down by chain
-  length and label, so what it catches beyond the chain's length is visible.
+  length and label, so what it catches beyond the chain's length is visible. ``--hard N`` adds N
+  of the rule's worked solutions of training questions, two in three with an error of the kinds the
+  start makes (``hard_example``).
 * **The start's own check** predicts "correct" when every completion token is the start's greedy
   choice given the tokens before it (what the start would have written itself). Combined with the
   length rule, it is an estimate of what a classifier that only reads out the start's knowledge can
   reach. Session 12's runs are tabled in docs/results.md.
 
-    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2]]
+    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2] [--hard N]]
 """
 
 import argparse
