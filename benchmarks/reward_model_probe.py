@@ -27,7 +27,6 @@ import collections
 import dataclasses
 import os
 import random
-import re
 import sys
 import time
 
@@ -42,12 +41,11 @@ from _machine import machine  # noqa: E402
 from unified_rl.apps.design import Design, build_data, chain_length, labelled_samples, start  # noqa: E402
 from unified_rl.apps.figure6 import rm_accuracy  # noqa: E402
 from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem, step_checks  # noqa: E402
+from unified_rl.apps.tasks.arithmetic import _OPS, _STEP  # noqa: E402  (the task's own operations and step pattern)
 from unified_rl.hf import reward_model_from_policy  # noqa: E402
 from unified_rl.rewards import ModelReward, OutcomeReward  # noqa: E402
 
 STARTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "starts")
-_STEP = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)$")
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
 def hard_example(prompt: str, rng: random.Random) -> tuple[str, str, float]:
