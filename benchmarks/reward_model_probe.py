@@ -164,6 +164,32 @@ class TokenLevel:
         return np.array(out)
 
 
+def lm_pretrained(base, questions: list[str], n: int, lr: float = 3e-4, batch: int = 64):
+    """A copy of ``base`` trained further as a language model on the rule's worked solutions of ``n``
+    of ``questions`` (cycling), loss on the solution tokens, lr decaying linearly to 0: a trunk that
+    knows more arithmetic than the start, for the reward model."""
+    import copy
+    model, tok = copy.deepcopy(base), char_tokenizer()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = -(-n // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps)
+    model.train()
+    for k in range(steps):
+        rows = [questions[(k * batch + i) % len(questions)] for i in range(batch)]
+        ids = [tok(p).input_ids + tok(parse_problem(p).solution, add_special_tokens=False).input_ids for p in rows]
+        x = torch.zeros(batch, max(map(len, ids)), dtype=torch.long)
+        y = torch.full_like(x, -100)
+        for i, (p, r) in enumerate(zip(rows, ids)):
+            x[i, : len(r)] = torch.tensor(r)
+            y[i, len(tok(p).input_ids): len(r)] = torch.tensor(r[len(tok(p).input_ids):])
+        loss = model(input_ids=x, attention_mask=(torch.arange(x.shape[1]) < torch.tensor([len(r) for r in ids])[:, None]).long(), labels=y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
 @torch.no_grad()
 def own_check(base, samples) -> np.ndarray:
     """Per sample: is every completion token the start's greedy choice given the tokens before it?"""
@@ -204,6 +230,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=1e-2, help="--token-level: the fresh head's lr")
+    ap.add_argument("--lm-pretrain", type=int, default=0, help="--token-level: first train the trunk as a language model on this many "
+                    "of the rule's worked solutions of training questions (lm_pretrained)")
     ap.add_argument("--hard", type=int, default=0, help="add this many hard examples (hard_example) of the training questions")
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--process", action="store_true")
@@ -237,7 +265,13 @@ def main() -> None:
     torch.manual_seed(0)
     t = time.perf_counter()
     if a.token_level:
-        rm, rng = TokenLevel(base, a.lr, a.head_lr, a.epochs * -(-len(train) // 64)), random.Random(0)
+        trunk = base
+        if a.lm_pretrain:
+            trunk = lm_pretrained(base, sorted({p for p, _, _ in train}), a.lm_pretrain)
+            mine = own_check(trunk, held)
+            print(f"trunk trained on {a.lm_pretrain} worked solutions ({time.perf_counter() - t:.0f} s): its own check {100 * np.mean(mine == truth):.1f}%, "
+                  f"with the length rule {100 * np.mean((length_rule & mine) == truth):.1f}%; {breakdown(length_rule & mine, held)}", flush=True)
+        rm, rng = TokenLevel(trunk, a.lr, a.head_lr, a.epochs * -(-len(train) // 64)), random.Random(0)
         for epoch in range(1, a.epochs + 1):
             loss = rm.fit(train, rng)
             pred = rm.predict(held)
