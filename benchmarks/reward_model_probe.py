@@ -19,7 +19,7 @@ samples of their questions are dropped (the RL split has 12,982 questions: large
   length rule, it is an estimate of what a classifier that only reads out the start's knowledge can
   reach. Session 12's runs are tabled in docs/results.md.
 
-    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2] [--hard N]]
+    python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2] [--hard N] [--lm-pretrain N [--lm-from worked|correct]]]
 """
 
 import argparse
@@ -164,10 +164,10 @@ class TokenLevel:
         return np.array(out)
 
 
-def lm_pretrained(base, questions: list[str], n: int, lr: float = 3e-4, batch: int = 64):
-    """A copy of ``base`` trained further as a language model on the rule's worked solutions of ``n``
-    of ``questions`` (cycling), loss on the solution tokens, lr decaying linearly to 0: a trunk that
-    knows more arithmetic than the start, for the reward model."""
+def lm_pretrained(base, pairs: list[tuple[str, str]], n: int, lr: float = 3e-4, batch: int = 64):
+    """A copy of ``base`` trained further as a language model on ``n`` of the (prompt, solution)
+    ``pairs`` (cycling), loss on the solution tokens, lr decaying linearly to 0: a trunk that knows
+    more arithmetic than the start, for the reward model."""
     import copy
     model, tok = copy.deepcopy(base), char_tokenizer()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -175,11 +175,11 @@ def lm_pretrained(base, questions: list[str], n: int, lr: float = 3e-4, batch: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps)
     model.train()
     for k in range(steps):
-        rows = [questions[(k * batch + i) % len(questions)] for i in range(batch)]
-        ids = [tok(p).input_ids + tok(parse_problem(p).solution, add_special_tokens=False).input_ids for p in rows]
+        rows = [pairs[(k * batch + i) % len(pairs)] for i in range(batch)]
+        ids = [tok(p).input_ids + tok(c, add_special_tokens=False).input_ids for p, c in rows]
         x = torch.zeros(batch, max(map(len, ids)), dtype=torch.long)
         y = torch.full_like(x, -100)
-        for i, (p, r) in enumerate(zip(rows, ids)):
+        for i, ((p, _), r) in enumerate(zip(rows, ids)):
             x[i, : len(r)] = torch.tensor(r)
             y[i, len(tok(p).input_ids): len(r)] = torch.tensor(r[len(tok(p).input_ids):])
         loss = model(input_ids=x, attention_mask=(torch.arange(x.shape[1]) < torch.tensor([len(r) for r in ids])[:, None]).long(), labels=y).loss
@@ -231,7 +231,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=1e-2, help="--token-level: the fresh head's lr")
     ap.add_argument("--lm-pretrain", type=int, default=0, help="--token-level: first train the trunk as a language model on this many "
-                    "of the rule's worked solutions of training questions (lm_pretrained)")
+                    "solutions (lm_pretrained)")
+    ap.add_argument("--lm-from", choices=("worked", "correct"), default="worked",
+                    help="--lm-pretrain's solutions: the rule's worked solutions of the training questions, or the training samples "
+                    "the rule labels correct (no more supervision than the labels)")
     ap.add_argument("--hard", type=int, default=0, help="add this many hard examples (hard_example) of the training questions")
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--process", action="store_true")
@@ -267,9 +270,11 @@ def main() -> None:
     if a.token_level:
         trunk = base
         if a.lm_pretrain:
-            trunk = lm_pretrained(base, sorted({p for p, _, _ in train}), a.lm_pretrain)
+            pairs = ([(p, parse_problem(p).solution) for p in sorted({p for p, _, _ in train})] if a.lm_from == "worked"
+                     else [(p, c) for p, c, y in train if y > 0.5])
+            trunk = lm_pretrained(base, pairs, a.lm_pretrain)
             mine = own_check(trunk, held)
-            print(f"trunk trained on {a.lm_pretrain} worked solutions ({time.perf_counter() - t:.0f} s): its own check {100 * np.mean(mine == truth):.1f}%, "
+            print(f"trunk trained on {a.lm_pretrain} of {len(pairs)} {a.lm_from} solutions ({time.perf_counter() - t:.0f} s): its own check {100 * np.mean(mine == truth):.1f}%, "
                   f"with the length rule {100 * np.mean((length_rule & mine) == truth):.1f}%; {breakdown(length_rule & mine, held)}", flush=True)
         rm, rng = TokenLevel(trunk, a.lr, a.head_lr, a.epochs * -(-len(train) // 64)), random.Random(0)
         for epoch in range(1, a.epochs + 1):
