@@ -82,7 +82,9 @@ def prefixes(samples):
 def local_char_labels(prompt: str, completion: str) -> list[bool]:
     """For every completion character: does it agree with the correct step *given the steps written
     before it* (its left operand is the last written result), and is the answer the last written
-    result after as many steps as operations? An error marks the rest of its step (and the answer)."""
+    result after as many steps as operations? An error marks the rest of its step (and the answer).
+    Results are read unsigned, as the task's values stay in 0-99: a step after a negative result (which
+    only follows an error) is marked wrong too."""
     pr, (body, hash_, answer) = parse_problem(prompt), completion.partition("#")
     out, prev, parts = [], pr.start, body.split(";")
     for j, part in enumerate(parts):
