@@ -24,6 +24,7 @@ samples of their questions are dropped (the RL split has 12,982 questions: large
 
 import argparse
 import collections
+import copy
 import dataclasses
 import os
 import random
@@ -42,6 +43,7 @@ from unified_rl.apps.design import Design, build_data, chain_length, labelled_sa
 from unified_rl.apps.figure6 import rm_accuracy  # noqa: E402
 from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem, step_checks  # noqa: E402
 from unified_rl.apps.tasks.arithmetic import _OPS, _STEP  # noqa: E402  (the task's own operations and step pattern)
+from unified_rl.data.collate import to_rollout  # noqa: E402
 from unified_rl.hf import reward_model_from_policy  # noqa: E402
 from unified_rl.rewards import ModelReward, OutcomeReward  # noqa: E402
 
@@ -119,25 +121,21 @@ class TokenLevel:
         head = [p for n, p in self.model.named_parameters() if n.startswith("score")]
         trunk = [p for n, p in self.model.named_parameters() if not n.startswith("score")]
         self.opt = torch.optim.AdamW([{"params": trunk, "lr": lr}, {"params": head, "lr": head_lr}])
-        self.base_lrs = [lr, head_lr]
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
         self.tok = char_tokenizer()
 
     def _batch(self, samples):
-        rows, where, labels = [], [], []
-        for i, (p, c, _) in enumerate(samples):
-            prompt, comp = self.tok(p).input_ids, self.tok(c, add_special_tokens=False).input_ids
-            if len(comp) != len(c):
-                raise ValueError("TokenLevel: needs a tokenizer with one token per character")
-            rows.append(prompt + comp)
+        prompts = [self.tok(p).input_ids for p, _, _ in samples]
+        comps = [self.tok(c, add_special_tokens=False).input_ids for _, c, _ in samples]
+        if any(len(ids) != len(c) for ids, (_, c, _) in zip(comps, samples)):
+            raise ValueError("TokenLevel: needs a tokenizer with one token per character")
+        where, labels = [], []
+        for i, ((p, c, _), prompt) in enumerate(zip(samples, prompts)):
             lab = local_char_labels(p, c) if c else [False]
             where += [(i, len(prompt) + k) for k in range(len(lab))]
             labels += lab
-        ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-        mask = (torch.arange(ids.shape[1]) < torch.tensor([len(r) for r in rows])[:, None]).long()
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0]
+        r = to_rollout(prompts, comps, pad_id=self.tok.pad_token_id)
+        logits = self.model(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits[..., 0]
         w = torch.tensor(where)
         return logits[w[:, 0], w[:, 1]], w[:, 0], torch.tensor(labels, dtype=torch.float32)
 
@@ -170,7 +168,6 @@ def lm_pretrained(base, pairs: list[tuple[str, str]], n: int, lr: float = 3e-4, 
     """A copy of ``base`` trained further as a language model on ``n`` of the (prompt, solution)
     ``pairs`` (cycling), loss on the solution tokens, lr decaying linearly to 0: a trunk that knows
     more arithmetic than the start, for the reward model."""
-    import copy
     model, tok = copy.deepcopy(base), char_tokenizer()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     steps = -(-n // batch)
@@ -178,13 +175,9 @@ def lm_pretrained(base, pairs: list[tuple[str, str]], n: int, lr: float = 3e-4, 
     model.train()
     for k in range(steps):
         rows = [pairs[(k * batch + i) % len(pairs)] for i in range(batch)]
-        ids = [tok(p).input_ids + tok(c, add_special_tokens=False).input_ids for p, c in rows]
-        x = torch.zeros(batch, max(map(len, ids)), dtype=torch.long)
-        y = torch.full_like(x, -100)
-        for i, ((p, _), r) in enumerate(zip(rows, ids)):
-            x[i, : len(r)] = torch.tensor(r)
-            y[i, len(tok(p).input_ids): len(r)] = torch.tensor(r[len(tok(p).input_ids):])
-        loss = model(input_ids=x, attention_mask=(torch.arange(x.shape[1]) < torch.tensor([len(r) for r in ids])[:, None]).long(), labels=y).loss
+        r = to_rollout([tok(p).input_ids for p, _ in rows], [tok(c, add_special_tokens=False).input_ids for _, c in rows], pad_id=tok.pad_token_id)
+        labels = torch.where(r.completion_mask, r.input_ids, -100)  # the loss on the solution tokens only
+        loss = model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -193,13 +186,16 @@ def lm_pretrained(base, pairs: list[tuple[str, str]], n: int, lr: float = 3e-4, 
 
 
 @torch.no_grad()
-def own_check(base, samples) -> np.ndarray:
+def own_check(base, samples, batch: int = 256) -> np.ndarray:
     """Per sample: is every completion token the start's greedy choice given the tokens before it?"""
     tok, out = char_tokenizer(), []
-    for p, c, _ in samples:
-        prompt, comp = tok(p).input_ids, tok(c, add_special_tokens=False).input_ids
-        logits = base(input_ids=torch.tensor([prompt + comp])).logits[0, len(prompt) - 1: -1]
-        out.append(bool((logits.argmax(-1) == torch.tensor(comp)).all()))
+    for i in range(0, len(samples), batch):
+        rows = samples[i: i + batch]
+        r = to_rollout([tok(p).input_ids for p, _, _ in rows], [tok(c, add_special_tokens=False).input_ids for _, c, _ in rows],
+                       pad_id=tok.pad_token_id)
+        greedy = base(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits[:, :-1].argmax(-1)  # predicts tokens 1..
+        differs = (greedy != r.input_ids[:, 1:]) & r.completion_mask[:, 1:]
+        out += (~differs.any(1)).tolist()
     return np.array(out)
 
 
@@ -229,7 +225,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", type=int, default=4096)
     ap.add_argument("--per-question", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="0: only the reference predictors (and --lm-pretrain's trunk check)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=1e-2, help="--token-level: the fresh head's lr")
     ap.add_argument("--lm-pretrain", type=int, default=0, help="--token-level: first train the trunk as a language model on this many "
@@ -242,6 +238,9 @@ def main() -> None:
     kind.add_argument("--process", action="store_true")
     kind.add_argument("--token-level", action="store_true")
     a = ap.parse_args()
+    for name in ("labels", "per_question", "epochs", "lm_pretrain", "hard"):
+        if getattr(a, name) < (1 if name in ("labels", "per_question") else 0):
+            ap.error(f"--{name.replace('_', '-')} must be {'positive' if name in ('labels', 'per_question') else '0 or more'}, got {getattr(a, name)}")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     d = Design()
     data = build_data(d)
@@ -278,6 +277,8 @@ def main() -> None:
             mine = own_check(trunk, held)
             print(f"trunk trained on {a.lm_pretrain} of {len(pairs)} {a.lm_from} solutions ({time.perf_counter() - t:.0f} s): its own check {100 * np.mean(mine == truth):.1f}%, "
                   f"with the length rule {100 * np.mean((length_rule & mine) == truth):.1f}%; {breakdown(length_rule & mine, held)}", flush=True)
+        if not a.epochs:
+            return
         rm, rng = TokenLevel(trunk, a.lr, a.head_lr, a.epochs * -(-len(train) // 64)), random.Random(0)
         for epoch in range(1, a.epochs + 1):
             loss = rm.fit(train, rng)
