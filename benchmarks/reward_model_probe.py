@@ -45,7 +45,7 @@ from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem,
 from unified_rl.apps.tasks.arithmetic import _OPS, _STEP  # noqa: E402  (the task's own operations and step pattern)
 from unified_rl.data.collate import to_rollout  # noqa: E402
 from unified_rl.hf import reward_model_from_policy  # noqa: E402
-from unified_rl.rewards import ModelReward, OutcomeReward  # noqa: E402
+from unified_rl.rewards import ModelReward, OutcomeReward, VerifierReward  # noqa: E402
 
 STARTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "starts")
 
@@ -185,18 +185,10 @@ def lm_pretrained(base, pairs: list[tuple[str, str]], n: int, lr: float = 3e-4, 
     return model.eval()
 
 
-@torch.no_grad()
-def own_check(base, samples, batch: int = 256) -> np.ndarray:
-    """Per sample: is every completion token the start's greedy choice given the tokens before it?"""
-    tok, out = char_tokenizer(), []
-    for i in range(0, len(samples), batch):
-        rows = samples[i: i + batch]
-        r = to_rollout([tok(p).input_ids for p, _, _ in rows], [tok(c, add_special_tokens=False).input_ids for _, c, _ in rows],
-                       pad_id=tok.pad_token_id)
-        greedy = base(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits[:, :-1].argmax(-1)  # predicts tokens 1..
-        differs = (greedy != r.input_ids[:, 1:]) & r.completion_mask[:, 1:]
-        out += (~differs.any(1)).tolist()
-    return np.array(out)
+def own_check(base, samples) -> np.ndarray:
+    """Per sample: is every completion token the start's greedy choice given the tokens before it?
+    (``VerifierReward``'s acceptance: its lowest token margin is above 0.)"""
+    return (VerifierReward(base, char_tokenizer(), batch_size=256).score_pairs([(p, c) for p, c, _ in samples]) > 0.5).numpy()
 
 
 def first_errors(held) -> str:

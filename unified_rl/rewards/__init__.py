@@ -1,11 +1,12 @@
 """Reward functions: ``reward(rollout, texts) -> rollout`` with rewards (and scored / step rewards)."""
 
 from .answers import AfterMarker, normalize_number
-from .combine import FromCallable, WeightedSum
+from .combine import FromCallable, Product, WeightedSum
 from .concurrent import Concurrent
 from .length import OverlongPenalty, overlong_penalty
-from .model import ModelReward
+from .model import LearnedReward, ModelReward
 from .math import MathVerify, math_reward, verify_answer
 from .rule import OutcomeReward, ProcessReward
+from .verifier import VerifierReward
 
-__all__ = ["Concurrent", "MathVerify", "math_reward", "verify_answer", "AfterMarker", "normalize_number", "FromCallable", "WeightedSum", "ModelReward", "OverlongPenalty", "overlong_penalty", "OutcomeReward", "ProcessReward"]
+__all__ = ["Concurrent", "MathVerify", "math_reward", "verify_answer", "AfterMarker", "normalize_number", "FromCallable", "WeightedSum", "Product", "LearnedReward", "ModelReward", "VerifierReward", "OverlongPenalty", "overlong_penalty", "OutcomeReward", "ProcessReward"]

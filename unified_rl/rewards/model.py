@@ -16,12 +16,16 @@ from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
 
 
-class ModelReward(RewardFunction):
-    """r(q, o) = sigmoid(model(prompt + completion)); ``labeler`` gives training labels (a rule)."""
+class LearnedReward(RewardFunction):
+    """What a reward trained on rule-labelled policy samples shares: ``scores`` gives r in [0, 1]
+    per (prompt, completion); ``fit`` trains on (prompt, completion, label) triples; ``labeler``
+    (a rule reward) labels the policy samples it ``observe``s, and ``end_iteration`` re-trains on
+    them with replay (DeepSeekMath Algorithm 1). Subclasses define ``scores`` and ``fit``."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, *, labeler: Optional[Callable[[Rollout, Sequence[Sample]], Rollout]] = None,
-                 lr: float = 1e-3, batch_size: int = 64, seed: int = 0):
+                 lr: float = 1e-3, batch_size: int = 64, seed: int = 0, update_epochs: int = 1):
         self.model, self.tokenizer, self.labeler = model, tokenizer, labeler
+        self.update_epochs = update_epochs  # passes over the new samples (and replay) at each end_iteration
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         self.batch_size = batch_size
         self.history: list[tuple[str, str, float]] = []
@@ -29,54 +33,45 @@ class ModelReward(RewardFunction):
         self._metrics: dict[str, float] = {}
         self.rng = random.Random(seed)
 
-    def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer
-        rows = [tok(p, add_special_tokens=True).input_ids + tok(c, add_special_tokens=False).input_ids for p, c in pairs]
-        width = max(len(r) for r in rows)
-        device = next(self.model.parameters()).device
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            attn[i, : len(r)] = 1
-        return ids.to(device), attn.to(device)
-
-    def logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
-        """One logit per (prompt, completion) pair."""
-        ids, attn = self._encode(pairs)
-        return self.model(input_ids=ids, attention_mask=attn).logits.squeeze(-1).float()
-
-    @torch.no_grad()
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        was = self.model.training
-        self.model.eval()
-        scores = torch.cat([torch.sigmoid(self.logits([(s.prompt, s.completion) for s in texts[i: i + self.batch_size]]))
-                            for i in range(0, len(texts), self.batch_size)])
-        self.model.train(was)
-        return rollout.replace(rewards=scores.to(rollout.input_ids.device))
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """r in [0, 1] per (prompt, completion) pair (with grad: call under ``torch.no_grad`` to score)."""
+        raise NotImplementedError
 
     def fit(self, samples: Sequence[tuple[str, str, float]], epochs: int = 1) -> float:
-        """Binary cross-entropy on (prompt, completion, label in [0, 1]); returns the mean loss."""
-        self.model.train()
-        losses = []
+        """Train on (prompt, completion, label in [0, 1]) triples; returns the mean loss."""
+        raise NotImplementedError
+
+    def _batches(self, samples: Sequence, epochs: int):
+        """Shuffled batches of ``samples``, ``epochs`` times."""
         for _ in range(epochs):
             order = list(range(len(samples)))
             self.rng.shuffle(order)
             for i in range(0, len(order), self.batch_size):
-                batch = [samples[j] for j in order[i: i + self.batch_size]]
-                logits = self.logits([(p, c) for p, c, _ in batch])
-                labels = torch.tensor([y for _, _, y in batch], dtype=torch.float32, device=logits.device)
-                loss = F.binary_cross_entropy_with_logits(logits, labels)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                losses.append(float(loss.detach()))
-        return sum(losses) / max(len(losses), 1)
+                yield [samples[j] for j in order[i: i + self.batch_size]]
+
+    def _step(self, loss: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """:meth:`scores` in eval mode, in batches of ``batch_size``."""
+        was = self.model.training
+        self.model.eval()
+        out = torch.cat([self.scores(pairs[i: i + self.batch_size]).float() for i in range(0, len(pairs), self.batch_size)])
+        self.model.train(was)
+        return out
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        scores = self.score_pairs([(s.prompt, s.completion) for s in texts])
+        return rollout.replace(rewards=scores.to(rollout.input_ids.device))
 
     def label(self, rollout: Rollout) -> list[tuple[str, str, float]]:
         """(prompt, completion, label) triples for a rollout, labelled by the rule ``labeler``."""
         if self.labeler is None:
-            raise ValueError("ModelReward.label: no labeler (a rule reward) was given")
+            raise ValueError(f"{type(self).__name__}.label: no labeler (a rule reward) was given")
         scored = self.labeler(rollout, rollout.texts)
         return [(s.prompt, s.completion, float(r)) for s, r in zip(rollout.texts, scored.rewards.tolist())]
 
@@ -109,7 +104,7 @@ class ModelReward(RewardFunction):
         """Algorithm 1's continual training on the samples observed since the last call."""
         if not self.pending:
             return {}
-        out = self.continual_update(self.pending, replay)
+        out = self.continual_update(self.pending, replay, self.update_epochs)
         self.pending = []
         return out
 
@@ -123,3 +118,37 @@ class ModelReward(RewardFunction):
         self.history = [tuple(h) for h in state["history"]]
         self.pending = [tuple(p) for p in state["pending"]]
         self.rng.setstate((state["rng_version"], tuple(state["rng"]), None))
+
+
+class ModelReward(LearnedReward):
+    """r(q, o) = sigmoid(model(prompt + completion)); ``labeler`` gives training labels (a rule)."""
+
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokenizer
+        rows = [tok(p, add_special_tokens=True).input_ids + tok(c, add_special_tokens=False).input_ids for p, c in pairs]
+        width = max(len(r) for r in rows)
+        device = next(self.model.parameters()).device
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            attn[i, : len(r)] = 1
+        return ids.to(device), attn.to(device)
+
+    def logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """One logit per (prompt, completion) pair."""
+        ids, attn = self._encode(pairs)
+        return self.model(input_ids=ids, attention_mask=attn).logits.squeeze(-1).float()
+
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        return torch.sigmoid(self.logits(pairs))
+
+    def fit(self, samples: Sequence[tuple[str, str, float]], epochs: int = 1) -> float:
+        """Binary cross-entropy on (prompt, completion, label in [0, 1]); returns the mean loss."""
+        self.model.train()
+        losses = []
+        for batch in self._batches(samples, epochs):
+            logits = self.logits([(p, c) for p, c, _ in batch])
+            labels = torch.tensor([y for _, _, y in batch], dtype=torch.float32, device=logits.device)
+            losses.append(self._step(F.binary_cross_entropy_with_logits(logits, labels)))
+        return sum(losses) / max(len(losses), 1)
