@@ -52,7 +52,7 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 @dataclass
 class Figure6:
-    """Sizes (defaults: 20 minutes on 2 cores with the saved starts, session 12, before the verifier)."""
+    """Sizes (defaults: 24 minutes on 2 cores with the saved starts, session 13)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4
