@@ -4,6 +4,7 @@ learns; a composite reward's score is its parts', and it re-trains and checkpoin
 
 import copy
 
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -106,3 +107,7 @@ def test_a_weighted_sum_retrains_a_learned_part_too():
     total.observe(total(r, r.texts))
     assert total.end_iteration(0.1)["reward_model/replayed"] == 0.0
     assert len(rm.history) == 4
+    total.load_state_dict({})  # a checkpoint written before composites saved their parts: it still resumes
+    assert len(rm.history) == 4
+    with pytest.raises(ValueError, match="the checkpoint has 2 parts, this reward 1"):
+        Product([rm]).load_state_dict({"parts": [{}, {}]})

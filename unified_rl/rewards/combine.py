@@ -114,7 +114,9 @@ class _Composite(RewardFunction):
         return {"parts": [fn.state_dict() if hasattr(fn, "state_dict") else {} for fn in self._fns()]}
 
     def load_state_dict(self, state: dict) -> None:
-        parts = state.get("parts", [])
+        if not state:  # a checkpoint from before composites kept their parts' state: nothing to restore
+            return
+        parts = state["parts"]
         if len(parts) != len(self._fns()):
             raise ValueError(f"{type(self).__name__}.load_state_dict: the checkpoint has {len(parts)} parts, this reward {len(self._fns())}")
         for fn, s in zip(self._fns(), parts):
