@@ -41,7 +41,7 @@ def _starts() -> RLvsSFT:
 class Design:
     """Sizes and settings shared by the figures. With the SFT starts loaded from
     ``docs/results/starts``, on 2 cores: figure5-lr 13 minutes and figure5 19 (session 11), figure7 9
-    (session 12), figure6 24 (session 13)."""
+    (session 12), figure6 24-26 (session 13)."""
 
     starts: RLvsSFT = field(default_factory=_starts)  # the SFT starts' settings (their saved files are keyed on them)
     rl_ops: tuple[int, int] = (4, 5)

@@ -52,7 +52,7 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 @dataclass
 class Figure6:
-    """Sizes (defaults: 24 minutes on 2 cores with the saved starts, session 13)."""
+    """Sizes (defaults: 24-26 minutes on 2 cores with the saved starts, session 13)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4
@@ -145,9 +145,13 @@ def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) 
             for name, rm, iterations in (("non_iterative", rm_once, 1), ("iterative", rm_iter, f.iterations)):
                 dd = copy.deepcopy(d)
                 dd.steps = d.steps if iterations == 1 else k
-                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, progress, reward=copy.deepcopy(rm), iterations=iterations,
+                used = copy.deepcopy(rm)
+                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, progress, reward=used, iterations=iterations,
                                         reward_replay=f.replay)
                 trained[name] = model
+                if iterations > 1:  # the re-trained reward model of the last iteration, on the same held-out samples of the start
+                    for key, part in (("", used), ("_classifier", used.parts[0]), ("_verifier", used.parts[1])):
+                        rms[-1].setdefault(f"heldout_accuracy{key}_iterative_last", []).append(rm_accuracy(part, heldout))
                 log += [{**m, "run": name, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
                 policy_acc[name].append([m.get("reward_model/policy_accuracy", np.nan) for m in hist])
                 curves[name].append([m.get("reward/mean", np.nan) for m in hist])
@@ -176,6 +180,10 @@ def _report(out, f: Figure6, data, scores, rms, policy_acc, starts, seconds) -> 
         for name, label, n in (("iterative_start", "iterative's first", r["labels_iterative_start"]), ("non_iterative", "non-iterative", r["labels_non_iterative"])):
             parts = " | ".join(f"{100 * r[f'heldout_accuracy_{part}_{name}']:.1f}" for part in ("classifier", "verifier"))
             lines.append(f"| {label} ({r['sft_seed']}) | {n} | {100 * r[f'heldout_accuracy_{name}']:.1f} | {parts} " + rest)
+        if "heldout_accuracy_iterative_last" in r:  # one per RL seed: their mean
+            last = " | ".join(f"{100 * np.mean(r[f'heldout_accuracy{key}_iterative_last']):.1f}" for key in ("", "_classifier", "_verifier"))
+            lines.append(f"| iterative's last, re-trained on policy samples ({r['sft_seed']}; mean of {len(r['heldout_accuracy_iterative_last'])} RL seeds) "
+                         f"| {r['labels_non_iterative']} | {last} " + rest)
     lines += ["", "Reward-model accuracy on the policy's own samples during RL (mean over runs; first and last 10 updates):", "",
               "| run | first 10 updates | last 10 updates |", "|---|---|---|"]
     for name, accs in policy_acc.items():
