@@ -102,6 +102,15 @@ class _Composite(RewardFunction):
                 scored = scored & out.scored
         return rewards, scored
 
+    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
+        """The parts' rewards, combined into one per sample."""
+        raise NotImplementedError
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        rewards, scored = self._outputs(rollout, texts)
+        total = self._combine(rewards)
+        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+
     def observe(self, rollout: Rollout) -> None:
         for fn in self._fns():
             if hasattr(fn, "observe"):
@@ -136,9 +145,10 @@ class WeightedSum(_Composite):
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
         if not self.parts:
             raise ValueError("WeightedSum: no parts")
-        rewards, scored = self._outputs(rollout, texts)
-        total = sum(weight * r for (weight, _), r in zip(self.parts, rewards))
-        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+        return super().__call__(rollout, texts)
+
+    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
+        return sum(weight * r for (weight, _), r in zip(self.parts, rewards))
 
     def metrics(self) -> dict[str, float]:
         """The parts' metrics (summed where two parts report the same name)."""
@@ -162,10 +172,8 @@ class Product(_Composite):
         if not self.parts:
             raise ValueError("Product: no parts")
 
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        rewards, scored = self._outputs(rollout, texts)
-        total = torch.stack(rewards).prod(0)
-        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(rewards).prod(0)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """The product of the parts' ``score_pairs`` on (prompt, completion) pairs (learned parts: ``LearnedReward``)."""

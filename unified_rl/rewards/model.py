@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.collate import to_rollout
 from ..distributed import global_objects
 from ..protocols import RewardFunction
 from ..rollout import Rollout, Sample
@@ -40,6 +41,12 @@ class LearnedReward(RewardFunction):
     def fit(self, samples: Sequence[tuple[str, str, float]], epochs: int = 1) -> float:
         """Train on (prompt, completion, label in [0, 1]) triples; returns the mean loss."""
         raise NotImplementedError
+
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> Rollout:
+        """(prompt, completion) pairs as right-padded rows on the model's device, the completion masked."""
+        tok, device = self.tokenizer, next(self.model.parameters()).device
+        return to_rollout([tok(p, add_special_tokens=True).input_ids for p, _ in pairs],
+                          [tok(c, add_special_tokens=False).input_ids for _, c in pairs], pad_id=tok.pad_token_id, device=device)
 
     def _batches(self, samples: Sequence, epochs: int):
         """Shuffled batches of ``samples``, ``epochs`` times."""
@@ -123,22 +130,10 @@ class LearnedReward(RewardFunction):
 class ModelReward(LearnedReward):
     """r(q, o) = sigmoid(model(prompt + completion)); ``labeler`` gives training labels (a rule)."""
 
-    def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer
-        rows = [tok(p, add_special_tokens=True).input_ids + tok(c, add_special_tokens=False).input_ids for p, c in pairs]
-        width = max(len(r) for r in rows)
-        device = next(self.model.parameters()).device
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            attn[i, : len(r)] = 1
-        return ids.to(device), attn.to(device)
-
     def logits(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """One logit per (prompt, completion) pair."""
-        ids, attn = self._encode(pairs)
-        return self.model(input_ids=ids, attention_mask=attn).logits.squeeze(-1).float()
+        r = self._encode(pairs)
+        return self.model(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits.squeeze(-1).float()
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         return torch.sigmoid(self.logits(pairs))

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 
-from ..data.collate import to_rollout
 from .model import LearnedReward
 
 
@@ -28,14 +27,9 @@ class VerifierReward(LearnedReward):
         self.temperature = temperature
         self.lr = self.optimizer.param_groups[0]["lr"]
 
-    def _rollout(self, pairs: Sequence[tuple[str, str]]):
-        tok, device = self.tokenizer, next(self.model.parameters()).device
-        return to_rollout([tok(p, add_special_tokens=True).input_ids for p, _ in pairs],
-                          [tok(c, add_special_tokens=False).input_ids for _, c in pairs], pad_id=tok.pad_token_id, device=device)
-
     def margins(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Per pair: the lowest margin over the completion's tokens (+inf for an empty completion)."""
-        r = self._rollout(pairs)
+        r = self._encode(pairs)
         logits = self.model(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits[:, :-1].float()  # predicts tokens 1..
         target = r.input_ids[:, 1:, None]
         own = logits.gather(-1, target)[..., 0]
@@ -55,7 +49,7 @@ class VerifierReward(LearnedReward):
         for k, batch in enumerate(self._batches(right, epochs)):
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * (1 - k / steps)
-            r = self._rollout(batch)
+            r = self._encode(batch)
             labels = torch.where(r.completion_mask, r.input_ids, torch.full_like(r.input_ids, -100))  # the loss on the completion only
             losses.append(self._step(self.model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=labels).loss))
         return sum(losses) / max(len(losses), 1)
