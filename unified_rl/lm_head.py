@@ -20,7 +20,11 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 class _LinearLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk: int, temperature: float):  # type: ignore[override]
-        acc = torch.promote_types(hidden.dtype, torch.float32)
+        kind = hidden.device.type
+        ctx.autocast = (kind, torch.get_autocast_dtype(kind), torch.is_autocast_enabled(kind))  # replayed in backward
+        hidden_in, weight_in, bias_in = hidden, weight, bias
+        hidden, weight, bias = _autocast_once(ctx.autocast, hidden, weight, bias)
+        acc = torch.promote_types(hidden_in.dtype, torch.float32)
         n = hidden.shape[0]
         out = torch.empty(n, dtype=acc, device=hidden.device)
         lse = torch.empty(n, dtype=acc, device=hidden.device)
@@ -30,10 +34,8 @@ class _LinearLogProb(torch.autograd.Function):
                 logits = logits / temperature
             lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), targets, lse)
-        ctx.chunk, ctx.temperature, ctx.has_bias = chunk, temperature, bias is not None
-        kind = hidden.device.type
-        ctx.autocast = (kind, torch.get_autocast_dtype(kind), torch.is_autocast_enabled(kind))  # replayed in backward
+        ctx.save_for_backward(hidden_in, weight_in, bias_in if bias_in is not None else torch.empty(0), targets, lse)
+        ctx.chunk, ctx.temperature, ctx.has_bias = chunk, temperature, bias_in is not None
         return out
 
     @staticmethod
@@ -44,13 +46,15 @@ class _LinearLogProb(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_out):
-        hidden, weight, bias, targets, lse = ctx.saved_tensors
-        bias = bias if ctx.has_bias else None
+        hidden, weight_in, bias, targets, lse = ctx.saved_tensors
+        bias_in = bias if ctx.has_bias else None
+        out_dtype = hidden.dtype
+        hidden, weight, bias = _autocast_once(ctx.autocast, hidden, weight_in, bias_in)
         chunk, temp = ctx.chunk, ctx.temperature
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32)) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=grad_w.dtype if grad_w is not None else bias.dtype) if (need_b and bias is not None) else None
+        grad_h = torch.empty_like(hidden, dtype=out_dtype) if need_h else None
+        grad_w = torch.zeros_like(weight_in, dtype=torch.promote_types(weight_in.dtype, torch.float32)) if need_w else None
+        grad_b = torch.zeros_like(bias_in, dtype=grad_w.dtype if grad_w is not None else bias_in.dtype) if (need_b and bias_in is not None) else None
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s : s + chunk]
             g = grad_out[s : s + chunk].to(lse.dtype)
@@ -64,16 +68,25 @@ class _LinearLogProb(torch.autograd.Function):
                 gl = gl / temp
             if grad_b is not None:
                 grad_b += gl.sum(0)
-            gl = gl.to(hidden.dtype)
+            gl = gl.to(hidden.dtype)  # the matmul dtype (autocast's, when it is on)
             if grad_h is not None:
                 grad_h[s : s + chunk] = gl @ weight
             if grad_w is not None:
                 grad_w += (gl.t() @ h).to(grad_w.dtype)
         if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
+            grad_w = grad_w.to(weight_in.dtype)
         if grad_b is not None:
-            grad_b = grad_b.to(bias.dtype)
+            grad_b = grad_b.to(bias_in.dtype)
         return grad_h, grad_w, grad_b, None, None, None
+
+
+def _autocast_once(state, hidden: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The head's inputs cast once to autocast's dtype, as autocast would cast them for each chunk's
+    matmul (the same values; one copy of the vocabulary-sized weight instead of one per chunk)."""
+    _, dtype, enabled = state
+    if not enabled:
+        return hidden, weight, bias
+    return hidden.to(dtype), weight.to(dtype), (bias.to(dtype) if bias is not None else None)
 
 
 def linear_logprobs(

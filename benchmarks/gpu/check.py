@@ -62,10 +62,10 @@ def environment(device: str) -> dict:
     return env
 
 
-def run_section(name: str, device: str, sizes) -> dict:
+def run_section(name: str, device: str, sizes, profile_to: str = "") -> dict:
     calls = {"methods": lambda: correctness.methods(device), "fsdp": lambda: correctness.fsdp(device),
              "lora": lambda: correctness.lora(device), "cuda_tests": lambda: correctness.cuda_tests(ROOT),
-             "head_memory": lambda: speed.head_memory(device, sizes), "mfu": lambda: speed.mfu(device, sizes),
+             "head_memory": lambda: speed.head_memory(device, sizes), "mfu": lambda: speed.mfu(device, sizes, profile_to),
              "samplers": lambda: speed.samplers(device, sizes), "grpo_vs_trl": lambda: speed.grpo_vs_trl(device, sizes)}
     t = time.perf_counter()
     try:
@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU: every path runs, no number means anything")
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu-check"), help="folder for check.json and check.md")
     ap.add_argument("--only", default="", help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
+    ap.add_argument("--profile", action="store_true", help="write torch.profiler's kernel tables of the updates to profile.txt")
     a = ap.parse_args(argv)
     only = [s for s in a.only.split(",") if s] or list(SECTIONS)
     unknown = sorted(set(only) - set(SECTIONS))
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     failed = []
     for name in only:
         print(f"== {name}", flush=True)
-        results[name] = run_section(name, device, sizes)
+        results[name] = run_section(name, device, sizes, os.path.join(a.out, "profile.txt") if a.profile else "")
         if "error" in results[name] or results[name].get("pass") is False:
             failed.append(name)
         print(json.dumps(results[name], default=str)[:2000], flush=True)

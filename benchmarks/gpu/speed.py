@@ -81,43 +81,64 @@ def head_memory(device: str, s: Sizes) -> dict:
     return {"rows": out, "head_ratio": ratio, "tokens": r.num_completion_tokens, "vocab": s.vocab_big}
 
 
-def mfu(device: str, s: Sizes) -> dict:
-    """One GRPO update (engine.backward + AdamW) on the 0.5B-shaped model, fp32 weights under bf16
-    autocast, vs a plain transformers forward+backward (cross-entropy) of the same tokens.
-    MFU = 6 N tokens / time / peak, N all parameters (the tied head is a real matmul), attention's
-    own FLOPs not counted."""
-    model = qwen(s, device, torch.float32)
-    n = sum(p.numel() for p in model.parameters())
+def mfu(device: str, s: Sizes, profile_to: str = "") -> dict:
+    """One GRPO update (engine.backward + AdamW) on the 0.5B-shaped model vs a plain transformers
+    forward+backward (cross-entropy) + AdamW of the same tokens, with fp32 weights under bf16
+    autocast and with bf16 weights. MFU = 6 N tokens / time / peak, N all parameters (the tied head
+    is a real matmul), attention's own FLOPs not counted. ``profile_to``: write torch.profiler's
+    kernel table of one update of each kind there."""
+    peak = matmul_tflops(device)
     r = _grpo_batch(device, s.update_batch, s.update_prompt, s.update_completion, s.vocab_big)
     coef = url.methods.grpo(beta=0.04, group_size=8).coefficient
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    plan = url.ExecutionPlan(max_tokens=16384, precision="bf16")
-
-    def ours():
-        opt.zero_grad(set_to_none=True)
-        url.engine.backward(model, r, coef, plan)
-        opt.step()
-
-    def plain():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss = model(input_ids=r.input_ids, labels=r.input_ids).loss
-        loss.backward()
-        opt.step()
-
-    t = {"ours": [], "plain": []}
-    ours(), plain()
-    for _ in range(s.repeats):
-        for name, fn in (("ours", ours), ("plain", plain)):
-            t[name].append(timed(fn, device))
     tokens = r.input_ids.numel()
-    peak = matmul_tflops(device)
-    sec = statistics.median(t["ours"])
-    flops = 6 * n * tokens
-    del model, opt
-    return {"params_m": n / 1e6, "tokens": tokens, "seconds": sec, "plain_seconds": statistics.median(t["plain"]),
-            "tokens_per_s": tokens / sec, "measured_peak_tflops": peak,
-            "mfu_datasheet": flops / sec / (DATASHEET_BF16_TFLOPS * 1e12), "mfu_measured": flops / sec / (peak * 1e12)}
+    rows = {}
+    for weights, precision in (("fp32", "bf16"), ("bf16", "fp32")):
+        model = qwen(s, device, torch.float32 if weights == "fp32" else torch.bfloat16)
+        n = sum(p.numel() for p in model.parameters())
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        plan = url.ExecutionPlan(max_tokens=16384, precision=precision)
+
+        def ours():
+            opt.zero_grad(set_to_none=True)
+            url.engine.backward(model, r, coef, plan)
+            opt.step()
+
+        def plain():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model(input_ids=r.input_ids, labels=r.input_ids).loss
+            loss.backward()
+            opt.step()
+
+        t = {"ours": [], "plain": []}
+        ours(), plain()
+        for _ in range(s.repeats):
+            for name, fn in (("ours", ours), ("plain", plain)):
+                t[name].append(timed(fn, device))
+        if profile_to:
+            _profile(profile_to, f"{weights} weights", {"engine": ours, "plain": plain}, device)
+        sec = statistics.median(t["ours"])
+        flops = 6 * n * tokens
+        rows[f"{weights} weights" + (", bf16 autocast" if precision == "bf16" else "")] = {
+            "seconds": sec, "plain_seconds": statistics.median(t["plain"]), "tokens_per_s": tokens / sec,
+            "mfu_datasheet": flops / sec / (DATASHEET_BF16_TFLOPS * 1e12), "mfu_measured": flops / sec / (peak * 1e12),
+            "plain_mfu_measured": flops / statistics.median(t["plain"]) / (peak * 1e12)}
+        del model, opt
+        gc.collect()
+    return {"params_m": n / 1e6, "tokens": tokens, "measured_peak_tflops": peak, "rows": rows}
+
+
+def _profile(path: str, label: str, fns: dict, device: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with open(path, "a") as f:
+        for name, fn in fns.items():
+            with profile(activities=acts) as prof:
+                fn()
+                sync(device)
+            key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+            f.write(f"\n### {label}: {name}\n{prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70)}\n")
 
 
 def samplers(device: str, s: Sizes) -> dict:

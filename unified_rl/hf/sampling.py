@@ -24,6 +24,9 @@ from .lora import unwrap
 from .static_decoder import StaticDecoder, supports_fast_decode
 
 
+SYNC_EVERY = 16  # GPU decoding: tokens between looks at which rows have finished (rows past their eos are cut afterwards)
+
+
 def _decoder(model: nn.Module, device: torch.device):
     """``model``'s forward; under bf16/fp16 autocast, the forward of a half-precision copy of its
     weights with autocast off: decoding runs thousands of tiny ops, and autocast would cast the
@@ -56,6 +59,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if generator is not None and generator.device != device:  # a CPU generator drives a GPU draw: seed one there from it
+        generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     attn = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
@@ -90,13 +95,16 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
             toks[active, step] = tok  # a finished row's later tokens are cut at its eos below
             lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
             done |= tok == eos_id
-            n_done = int(done.sum())
-            if step == max_new_tokens - 1 or n_done == len(active):
+            if step == max_new_tokens - 1:
                 break
-            if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
-                keep = (~done).nonzero().squeeze(1)
-                fast.keep(keep) if fast is not None else cache.batch_select_indices(keep)
-                active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
+            if device.type == "cpu" or step % SYNC_EVERY == SYNC_EVERY - 1:  # a host sync: on a GPU every SYNC_EVERY tokens only
+                n_done = int(done.sum())
+                if n_done == len(active):
+                    break
+                if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
+                    keep = (~done).nonzero().squeeze(1)
+                    fast.keep(keep) if fast is not None else cache.batch_select_indices(keep)
+                    active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]
             if fast is not None:
                 with torch.autocast(device.type, enabled=False):
                     logits = fast.step(tok, next_pos)
