@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from .batching import micro_batch_views
-from .lm_head import DEFAULT_CHUNK_BYTES, logits_logprobs, on_mask
+from .lm_head import logits_logprobs, on_mask
 from .precision import PRECISIONS, autocast
 from .protocols import GradientCoefficient, ModelAdapter
 from .rollout import Rollout
@@ -31,19 +31,20 @@ class ExecutionPlan:
     """How the engine runs a pass; none of it changes the gradient.
 
     ``max_tokens``: padded tokens per forward call (rows bucketed by length; None: one call);
-    ``chunk_bytes``: working memory of the chunked loss head; ``share_prefix``: a prompt shared by
+    ``chunk_bytes``: working memory of the chunked loss head (None: the device's default,
+    ``lm_head.default_chunk_bytes``); ``share_prefix``: a prompt shared by
     several rows runs once (adapters that can); ``precision``: "fp32" or "bf16" autocast."""
 
     max_tokens: Optional[int] = None
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    chunk_bytes: Optional[int] = None
     share_prefix: bool = True
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
             raise ValueError(f"ExecutionPlan.max_tokens: expected an integer >= 1 or None, got {self.max_tokens!r}")
-        if not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1:
-            raise ValueError(f"ExecutionPlan.chunk_bytes: expected an integer >= 1, got {self.chunk_bytes!r}")
+        if self.chunk_bytes is not None and (not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1):
+            raise ValueError(f"ExecutionPlan.chunk_bytes: expected an integer >= 1 or None, got {self.chunk_bytes!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"ExecutionPlan.precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

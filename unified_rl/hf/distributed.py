@@ -29,7 +29,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..batching import micro_batch_views
 from ..distributed import global_max
-from ..lm_head import DEFAULT_CHUNK_BYTES
 from ..protocols import ModelAdapter
 from ..rollout import Rollout
 from .logprobs import completion_logprobs
@@ -80,7 +79,7 @@ class LogprobModule(nn.Module):
 
     def forward(self, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
                 completion_mask: Bool[Tensor, "batch seq"], temperature: float = 1.0,
-                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Float[Tensor, "batch seq"]:
+                chunk_bytes: Optional[int] = None) -> Float[Tensor, "batch seq"]:
         """log pi(o_t) at completion positions, 0 elsewhere (as ``completion_logprobs``)."""
         return completion_logprobs(self.model, input_ids, attention_mask, completion_mask, temperature=temperature,
                                    chunk_bytes=chunk_bytes, share_prefix=False)

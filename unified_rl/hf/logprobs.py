@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from ..batching import micro_batch_views
-from ..lm_head import DEFAULT_CHUNK_BYTES, linear_logprobs, logits_logprobs, on_mask
+from ..lm_head import linear_logprobs, logits_logprobs, on_mask
 from ..protocols import ModelAdapter
 from ..rollout import Rollout
 from .lora import is_peft, unwrap
@@ -44,7 +44,7 @@ def completion_logprobs(
     completion_mask: Bool[Tensor, "batch seq"],
     *,
     temperature: float = 1.0,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: Optional[int] = None,
     share_prefix: bool = True,
 ) -> Float[Tensor, "batch seq"]:
     """log pi(input_ids[b, t] | input_ids[b, :t]) where completion_mask, else 0; differentiable.
@@ -102,7 +102,7 @@ def suffix_lengths(prompts: PromptPass) -> Int[Tensor, " batch"]:
 
 def prompt_pass_logprobs(model: nn.Module, prompts: PromptPass, rows: Int[Tensor, " rows"],
                          completion_mask: Bool[Tensor, "rows seq"], *, temperature: float = 1.0,
-                         chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Float[Tensor, "rows seq"]:
+                         chunk_bytes: Optional[int] = None) -> Float[Tensor, "rows seq"]:
     """``completion_logprobs`` for ``rows`` of the batch ``prompts`` was made from, laid out on
     ``completion_mask`` (those rows' completion positions, any column window); differentiable."""
     hidden, completion = prompts.hidden(rows)
