@@ -98,3 +98,34 @@ def test_a_run_is_quiet_and_current(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Writing model shards" not in out.stderr and "Warning" not in out.stderr, out.stderr[-2000:]
     assert (tmp_path / "o" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("prompts, message", [
+    (["What is one plus one?", "Name a prime."], "line 1: column 'prompt' 'What is one plus one?' encodes to 21 unknown tokens of 21"),
+    (["1+1=", "hello"], "line 2: column 'prompt' 'hello' encodes to 5 unknown tokens of 5 with this tokenizer"),
+    (["1+1=", "1+xyz"], "line 2: column 'prompt' '1+xyz' encodes to 3 unknown tokens of 5 with this tokenizer"),
+])
+def test_prompts_the_tokenizer_cannot_read_are_refused(tmp_path, prompts, message):
+    """The demo model's arithmetic vocabulary cannot read English: one line naming file, line and why."""
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps({"prompt": p, "answer": "2"}) for p in prompts) + "\n")
+    proc = run(["train", "--method", "grpo", "--data", "rows.jsonl", "--steps", "1", "--out", "out"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert message in line and "rows.jsonl" in line and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_a_prompt_that_encodes_to_nothing_is_refused():
+    """A tokenizer whose pre-tokenizer drops every character of a prompt (here: it splits on
+    whitespace and keeps no piece) is refused, not trained on an empty prompt."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from unified_rl.data import Encoder
+
+    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1, "<unk>": 2, "yes": 3}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[^a-z]+"), behavior="removed")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    Encoder(fast).check([{"prompt": "yes yes"}])
+    with pytest.raises(ValueError, match=r"^row 1: column 'prompt' '1 \+ 1' encodes to no tokens with this tokenizer"):
+        Encoder(fast).check([{"prompt": "yes"}, {"prompt": "1 + 1"}])
