@@ -14,7 +14,6 @@
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -28,9 +27,8 @@ from tqdm import tqdm
 from . import engine, threads
 from . import distributed
 from .distributed import reduce_metrics
-from .sharded_checkpoint import is_sharded, load_sharded, read_manifest, read_rank_state, save_sharded
 from .interrupt import StopAfterStep
-from .checkpoint import CheckpointError, read_newest, save_state
+from .checkpointer import Checkpointer
 from .coefficients import groups_with_spread
 from .config import TrainConfig
 from .data.chat import render_rows
@@ -38,11 +36,11 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, shard_trained, launched_by_torchrun, enable_activation_checkpointing, load_policy_state, make_sampler, policy_state,
+from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, shard_trained, launched_by_torchrun, enable_activation_checkpointing, make_sampler,
                  trainable)
 from .methods import Method
 from .precision import autocast
-from .reporting import make_reporters
+from .metric_logger import MetricLogger, RunLogger, rewind
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 
 
@@ -84,7 +82,7 @@ class Trainer:
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
                  eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
-                 phase: Optional[str] = None):
+                 phase: Optional[str] = None, logger: Optional[MetricLogger] = None):
         self.cfg = c = config.check()
         if c.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
             init_process_group()
@@ -153,7 +151,10 @@ class Trainer:
         self.history: list[dict] = []
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
         self.interrupted = False  # set by run() when Ctrl-C stopped it early
-        self.reporters: Optional[list] = None  # report_to's backends, started with the first metrics
+        config = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+        self.logger = logger or RunLogger(c.out_dir, c.report_to, f"{self.phase}-{c.seed}", config, self.rank)
+        conforms(self.logger, MetricLogger, "logger")
+        self.checkpointer = Checkpointer(self)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -282,154 +283,40 @@ class Trainer:
         return gathered(self.train_model)
 
     def log_metrics(self, m: dict) -> None:
-        """Append one JSON line to out_dir/metrics.jsonl (when out_dir is set) and send the numbers to
-        ``report_to``'s backends; rank 0 only."""
-        if self.rank > 0:
-            return
-        if self.cfg.out_dir:
-            os.makedirs(self.cfg.out_dir, exist_ok=True)
-            with open(os.path.join(self.cfg.out_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(m) + "\n")
-        for r in self._reporters():
-            r.log(m, int(m.get("step", self.step_count)))
+        """Send one step's metrics to the run's :class:`~unified_rl.metric_logger.MetricLogger`."""
+        self.logger.log(m, int(m.get("step", self.step_count)))
 
     def log_completions(self, rollout, n: int = 8) -> None:
-        """The step's first ``n`` samples (prompt, completion, reward; None if unscored) to
-        out_dir/completions.jsonl and ``report_to``'s backends."""
+        """The step's first ``n`` samples (prompt, completion, reward; None if unscored) to the logger."""
         scored = rollout.scored.tolist() if rollout.scored is not None else [True] * rollout.batch_size
         rewards = rollout.rewards.tolist() if rollout.rewards is not None else [None] * rollout.batch_size
-        if self.rank > 0:
-            return
         rows = [{"step": self.step_count, "prompt": t.prompt, "completion": t.completion, "reward": rewards[i] if scored[i] else None}
                 for i, t in enumerate(rollout.texts[:n])]
-        if self.cfg.out_dir:
-            with open(os.path.join(self.cfg.out_dir, "completions.jsonl"), "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-        for r in self._reporters():
-            r.table(rows, self.step_count)
-
-    def _reporters(self) -> list:
-        if self.reporters is None:
-            config = {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)}
-            self.reporters = make_reporters(self.cfg.report_to, self.cfg.out_dir, f"{self.phase}-{self.cfg.seed}", config)
-        return self.reporters
+        self.logger.completions(rows, self.step_count)
 
     def close_reporters(self) -> None:
-        """Finish ``report_to``'s runs (``run`` does this at its end)."""
-        for r in self.reporters or []:
-            r.close()
-        self.reporters = None
+        """Finish the logger's runs (``run`` does this at its end)."""
+        self.logger.close()
 
     # ------------------------------------------------------------------ checkpoints
-    def _rank_state(self) -> dict:
-        """What each rank keeps of its own: scheduler, counters, RNG, data position, auxiliary state."""
-        return {"scheduler": self.scheduler.state_dict(), "step": self.step_count, "iteration": self.iteration,
-                "torch_rng": torch.get_rng_state(), "source": self.source.state_dict(), "coefficient": self.coefficient.state_dict(),
-                "reward": self.reward.state_dict() if self.reward is not None else {}}
-
-    def _load_rank_state(self, state: dict, data: bool = True) -> None:
-        """Restore :meth:`_rank_state`; ``data=False`` keeps this rank's RNG and data stream as they are."""
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step_count, self.iteration = int(state["step"]), int(state["iteration"])
-        if data:
-            torch.set_rng_state(state["torch_rng"])
-            self.source.load_state_dict(state["source"])
-        self.coefficient.load_state_dict(state["coefficient"])
-        if self.reward is not None:
-            self.reward.load_state_dict(state["reward"])
-
-    def _sharded_parts(self) -> dict:
-        """Models besides the policy that a sharded checkpoint stores through DCP, each with its
-        optimizer (None for the reference): the reference copy, the coefficient's own (PPO's value model)."""
-        parts = {f"coefficient.{k}": pair for k, pair in self.coefficient.owned_models().items()}
-        if self.reference is not None and self.reference.copy is not None:
-            parts["reference"] = (self.reference.copy, None)
-        return parts
-
     def state_dict(self) -> dict:
-        """Everything needed to resume bitwise: weights, optimizer, scheduler, RNG, data position, auxiliary models."""
-        parts = {"policy": policy_state(self.policy), "optimizer": self.optimizer.state_dict(), **self._rank_state()}
-        if self.reference is not None:
-            parts["reference"] = self.reference.state_dict()
-        return parts
+        """Everything needed to resume bitwise (:class:`~unified_rl.checkpointer.Checkpointer`)."""
+        return self.checkpointer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (every part is checked to be there before anything is restored)."""
-        needed = ["policy", "optimizer", "scheduler", "step", "iteration", "torch_rng", "source", "coefficient", "reward"]
-        missing = [k for k in needed + (["reference"] if self.reference is not None else []) if k not in state]
-        if missing:
-            raise CheckpointError(f"checkpoint state has no {', '.join(missing)}: it is not a checkpoint of this kind of run")
-        load_policy_state(self.policy, state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.reference is not None:
-            self.reference.load_state_dict(state["reference"])
-        self._load_rank_state(state)
-
-    def _meta(self) -> dict:
-        """What a checkpoint must agree on with the run that resumes it."""
-        return {"method": self.method.name, "world_size": self.world, "shapes": {k: list(v.shape) for k, v in policy_state(self.policy).items()}}
+        self.checkpointer.load_state_dict(state)
 
     def save(self, folder: str) -> None:
-        """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``).
-        Under torchrun every rank calls it: model and optimizer through DCP, each rank's own state
-        beside them (``unified_rl.sharded_checkpoint``)."""
-        meta = {**self._meta(), "step": self.step_count}
-        if self.world > 1:
-            save_sharded(folder, self.policy, self.optimizer, self._rank_state(), meta, others=self._sharded_parts())
-        else:
-            save_state(self.state_dict(), folder, meta=meta)
-
-    def _check_meta(self, folder: str, meta: dict, reshard: bool) -> None:
-        """A checkpoint of another method or model shape (or, unless ``reshard``, world size) is an error."""
-        mine = self._meta()
-        if meta.get("method", mine["method"]) != mine["method"]:
-            raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")
-        if not reshard and meta.get("world_size", 1) != mine["world_size"]:
-            raise CheckpointError(f"{folder}: saved by {meta['world_size']} process(es) in the one-process format, resumed by "
-                                  f"{mine['world_size']}; resume it with one process")
-        for name, shape in (meta.get("shapes") or mine["shapes"]).items():
-            if mine["shapes"].get(name) != shape:
-                raise CheckpointError(f"{folder}: parameter {name!r} has shape {shape} in the checkpoint but "
-                                      f"{mine['shapes'].get(name)} in this model (another model?)")
-
-    def _read_checkpoint(self, folder: str) -> dict:
-        """The verified state in ``folder``; if it is corrupted and the previous checkpoint is sound,
-        that one, said in a warning. A checkpoint of another method or model shape is an error."""
-        folder = folder.rstrip("/")
-        state, meta = read_newest(folder)
-        self._check_meta(folder, meta, reshard=False)
-        return state
-
-    def _resume_sharded(self, folder: str) -> None:
-        """Load a checkpoint that ``torchrun`` ranks wrote, into this job whatever its world size."""
-        where, manifest = read_manifest(folder)
-        self._check_meta(where, manifest["meta"], reshard=True)
-        load_sharded(where, self.policy, self.optimizer, others=self._sharded_parts())
-        state, own = read_rank_state(where, self.rank)
-        same = own and manifest["world_size"] == self.world
-        self._load_rank_state(state, data=same)
-        if not same and self.rank == 0:
-            logging.getLogger("unified_rl").warning(
-                f"{where}: written by {manifest['world_size']} rank(s), resumed by {self.world}: the model, optimizer, schedule "
-                "and step are restored (resharded); each rank's data stream starts afresh from its seed")
+        """Write a checkpoint atomically to ``folder`` (the previous one is kept as ``folder.prev``);
+        under torchrun every rank calls it (DCP shards plus each rank's own state)."""
+        self.checkpointer.save(folder)
 
     def resume(self, folder: str) -> None:
-        """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) and continue from it.
+        """Load the checkpoint in ``folder`` (verified, with the previous one as fallback) and continue from it.
         The run's ``metrics.jsonl`` keeps this phase's steps up to the checkpoint (steps done after
         it will be done again, so their lines go) and ``history`` starts from them."""
-        if is_sharded(folder):
-            self._resume_sharded(folder)
-        else:
-            self.load_state_dict(self._read_checkpoint(folder))
-        path = os.path.join(self.cfg.out_dir, "metrics.jsonl") if self.cfg.out_dir else None
-        if path is None or not os.path.exists(path):
-            return
-        with open(path) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        kept = [m for m in lines if m.get("phase") != self.phase or m.get("step", 0) <= self.step_count]
-        if self.rank == 0:  # rank 0 owns the run's files
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(m) + "\n" for m in kept)
-            os.replace(tmp, path)
-        self.history = [m for m in kept if m.get("phase") == self.phase]
+        self.checkpointer.resume(folder)
+        kept = rewind(self.cfg.out_dir, self.phase, self.step_count, self.rank)
+        if kept is not None:
+            self.history = kept

@@ -1,0 +1,79 @@
+"""The loop's parts: a MetricLogger of the user's own receives exactly what the Trainer records, a
+logger that lacks a method is refused when the Trainer is built, and the Checkpointer round-trips."""
+
+import pytest
+import torch
+
+import unified_rl as url
+from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer, task_reward
+from unified_rl.config import TrainConfig
+from unified_rl.hf import tiny_llama
+from unified_rl.loop import Trainer
+from unified_rl.metric_logger import MetricLogger, RunLogger
+
+TOK = char_tokenizer()
+ROWS = ArithmeticTask().train_rows(16)
+
+
+class Keep:
+    def __init__(self):
+        self.metrics, self.rows, self.closed = [], [], 0
+
+    def log(self, metrics, step):
+        self.metrics.append((step, metrics))
+
+    def completions(self, rows, step):
+        self.rows.append((step, list(rows)))
+
+    def close(self):
+        self.closed += 1
+
+
+def _trainer(logger=None, **kw):
+    method = url.methods.grpo(group_size=2)
+    cfg = TrainConfig(steps=3, questions_per_step=2, group_size=2, max_new_tokens=6, log_completions_every=2, checkpoint_every=0, **kw)
+    return Trainer(tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64), TOK, method, ROWS, cfg,
+                   reward=task_reward(method, TOK), logger=logger)
+
+
+def test_a_custom_logger_receives_every_step_and_the_completions():
+    keep = Keep()
+    history = _trainer(keep).run(progress=False)
+    assert [s for s, _ in keep.metrics] == [1, 2, 3]
+    assert [m for _, m in keep.metrics] == history
+    assert [s for s, _ in keep.rows] == [2] and len(keep.rows[0][1]) == 4
+    assert set(keep.rows[0][1][0]) == {"step", "prompt", "completion", "reward"}
+    assert keep.closed == 1
+
+
+def test_a_logger_without_close_is_refused_before_training():
+    class NoClose:
+        def log(self, metrics, step):
+            pass
+
+        def completions(self, rows, step):
+            pass
+
+    with pytest.raises(TypeError, match="logger"):
+        _trainer(NoClose())
+
+
+def test_the_default_logger_is_a_metric_logger_and_writes_the_run_files(tmp_path):
+    trainer = _trainer(out_dir=str(tmp_path))
+    assert isinstance(trainer.logger, RunLogger) and isinstance(trainer.logger, MetricLogger)
+    trainer.run(progress=False)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "completions.jsonl").read_text().splitlines()) == 4
+
+
+def test_the_checkpointer_round_trips_a_trainer_bitwise(tmp_path):
+    a = _trainer()
+    a.train_step()
+    a.save(str(tmp_path / "ck"))
+    b = _trainer()
+    b.resume(str(tmp_path / "ck"))
+    assert b.step_count == 1
+    for (n, p), (_, q) in zip(a.policy.named_parameters(), b.policy.named_parameters()):
+        assert torch.equal(p, q), n
+    ma, mb = a.train_step(), b.train_step()
+    assert ma["loss"] == mb["loss"] and ma["grad_norm"] == mb["grad_norm"]
