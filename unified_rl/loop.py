@@ -15,22 +15,23 @@
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import engine, threads
+from . import threads
 from . import distributed
 from .distributed import reduce_metrics
 from .interrupt import StopAfterStep
 from .checkpointer import Checkpointer
 from .coefficients import groups_with_spread
 from .config import TrainConfig
+from .learner import Learner, schedule
+from .producer import SourceProducer
 from .data.chat import render_rows
 from .data.recipes import Setup
 from .data.sources import Encoder
@@ -42,22 +43,6 @@ from .methods import Method
 from .precision import autocast
 from .metric_logger import MetricLogger, RunLogger, rewind
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
-
-
-def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
-    total = cfg.steps * cfg.iterations
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if cfg.schedule == "linear":
-            return max(0.0, 1 - progress)
-        return 1.0
-
-    return factor
 
 
 NO_SIGNAL_STEPS = 10  # steps without any reward spread in any group before the Trainer warns
@@ -145,8 +130,10 @@ class Trainer:
                 for model, optimizer in self.coefficient.owned_models().values():  # PPO's value model
                     shard_trained(model, optimizer)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
-        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(c))
+        self.learner = Learner(policy, self.train_model, self.params, self.coefficient, self.plan, lr=c.lr, weight_decay=c.weight_decay,
+                               lr_factor=schedule(c.warmup_steps, c.steps * c.iterations, c.schedule), mu=c.mu, grad_clip=c.grad_clip)
+        self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
+        self.producer = SourceProducer(self.source, policy, self.needs, self.plan, c.precision, self.full_weights)
         self.step_count, self.iteration = 0, 0
         self.history: list[dict] = []
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
@@ -158,50 +145,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
-        """One step of Algorithm 1: sample, reward, log-probs, prepare, mu updates; returns the step's metrics."""
+        """One step of Algorithm 1: produce, score, reference log-probs, prepare and mu updates; returns the step's metrics."""
         c = self.cfg
         t0 = time.perf_counter()
         n_threads = threads.adapt_threads()  # the cores other processes leave free (threads.py)
         if self.step_count % c.steps == 0:
             self._begin_iteration()
-        with self.full_weights():  # FSDP2: the policy's weights gathered for the no-grad passes
-            with autocast(self.policy, c.precision):
-                rollout = self.source.sample(self.policy, self.local_questions)
-            t_gen = time.perf_counter()
-            if "old_logprobs" in self.needs and rollout.old_logprobs is None:
-                rollout = rollout.replace(old_logprobs=engine.logprobs(self.policy, rollout, self.plan))
-            if "entropies" in self.needs and rollout.entropies is None:  # the sampling policy's (pi_old's)
-                rollout = rollout.replace(entropies=engine.entropies(self.policy, rollout, self.plan))
-        t_lp = time.perf_counter()
+        rollout = self.producer.produce(self.local_questions)  # sampled (or read), with log pi_old where needed
+        produced = self.producer.metrics()
+        t_rew = time.perf_counter()
         if self.reward is not None and rollout.rewards is None:  # a source that judges its samples (pairs, dynamic sampling) scored them already
             rollout = self.reward(rollout, rollout.texts)
-        t_rew = time.perf_counter()
+        t_ref = time.perf_counter()
         if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
             with self.full_weights() if self.reference.shares_policy else contextlib.nullcontext():  # LoRA: the base is the policy's
                 rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
-        t_ref = time.perf_counter()
-        rollout = self.coefficient.prepare(rollout)
-        self.policy.train()
-        for _ in range(c.mu):
-            self.optimizer.zero_grad(set_to_none=True)
-            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip if c.grad_clip else float("inf"))
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"step {self.step_count}: gradient norm is {float(norm)}; the update was skipped")
-            self.optimizer.step()
-        self.scheduler.step()
-        aux = self.coefficient.update(rollout)
+        t_upd = time.perf_counter()
+        rollout, stats, norm, aux = self.learner.update(rollout, self.step_count)
         if self.reward is not None:
             self.reward.observe(rollout)
         self.step_count += 1
         t_end = time.perf_counter()
-        m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **self.source.metrics(),
-             **(self.reward.metrics() if self.reward is not None else {}),
-             "grad_norm": float(norm), "lr": self.scheduler.get_last_lr()[0],
-             "time/generate": t_gen - t0, "time/reward": t_rew - t_lp, "time/logprobs": (t_lp - t_gen) + (t_ref - t_rew),
-             "time/update": t_end - t_ref,
+        times = {"time/generate": produced.pop("time/generate"), "time/reward": t_ref - t_rew,
+                 "time/logprobs": produced.pop("time/old_logprobs") + (t_upd - t_ref), "time/update": t_end - t_upd}
+        m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **produced,
+             **(self.reward.metrics() if self.reward is not None else {}), "grad_norm": norm, "lr": self.learner.lr(), **times,
              "tokens_per_s": rollout.num_completion_tokens * c.mu / max(t_end - t0, 1e-9),
              "completion_length": rollout.num_completion_tokens / rollout.batch_size, "threads": n_threads}
+        return self._finish_step(m, rollout)
+
+    def _finish_step(self, m: dict[str, Any], rollout) -> dict[str, Any]:
+        """The step's reward and entropy summaries, reduced over ranks; evaluation, logging and checkpoint when due."""
+        c = self.cfg
         if rollout.entropies is not None and rollout.num_completion_tokens:
             m["entropy/mean"] = float(rollout.entropies[rollout.completion_mask].double().mean())
         if rollout.rewards is not None:  # over scored samples only; an unscored sample is never a 0

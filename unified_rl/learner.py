@@ -1,0 +1,63 @@
+"""The learner: what turns a scored rollout into parameter updates -- the coefficient's ``prepare``,
+``mu`` engine passes each followed by gradient clipping and an AdamW step, the learning-rate
+schedule, and the coefficient's own update (PPO's value model). It owns the optimizer and schedule."""
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import engine
+from .engine import ExecutionPlan, Stats
+from .protocols import GradientCoefficient
+from .rollout import Rollout
+
+
+def schedule(warmup_steps: int, total: int, kind: str) -> Callable[[int], float]:
+    """The learning-rate factor of step ``step``: linear warm-up over ``warmup_steps``, then
+    constant, cosine or linear decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 1.0
+
+    return factor
+
+
+class Learner:
+    """Updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
+    ``params`` with AdamW under ``lr_factor``'s schedule."""
+
+    def __init__(self, policy: nn.Module, train_model: nn.Module, params: list, coefficient: GradientCoefficient, plan: ExecutionPlan,
+                 *, lr: float, weight_decay: float, lr_factor: Callable[[int], float], mu: int = 1, grad_clip: Any = 1.0):
+        self.policy, self.train_model, self.params, self.coefficient, self.plan = policy, train_model, params, coefficient, plan
+        self.mu, self.grad_clip = mu, grad_clip
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+
+    def update(self, rollout: Rollout, step: int) -> tuple[Rollout, Stats, float, dict]:
+        """Prepare ``rollout`` (advantages, weights) and take ``mu`` updates on it; returns the
+        prepared rollout, the last pass's stats, its gradient norm and the coefficient's update metrics.
+        A non-finite gradient norm stops before the optimizer moves (``FloatingPointError``)."""
+        rollout = self.coefficient.prepare(rollout)
+        self.policy.train()
+        for _ in range(self.mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float("inf"))
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")
+            self.optimizer.step()
+        self.scheduler.step()
+        return rollout, stats, float(norm), self.coefficient.update(rollout)
+
+    def lr(self) -> float:
+        """The learning rate the next update will use."""
+        return self.scheduler.get_last_lr()[0]
