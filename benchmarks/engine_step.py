@@ -1,4 +1,4 @@
-"""Engine step vs a hand-written loss vs the naive full-logits path (issue 2's micro-benchmark).
+"""Engine step vs a hand-written loss vs the naive full-logits path (a micro-benchmark).
 
 Same model, same GRPO batch, same coefficient maths; three ways to get the gradient:
   engine      url.engine.backward(model, rollout, grpo)  (chunked loss head at completion positions)

@@ -1,4 +1,4 @@
-"""GRPO steps per second: unified_rl vs TRL's GRPOTrainer, side by side (issue 5).
+"""GRPO steps per second: unified_rl vs TRL's GRPOTrainer, side by side.
 
 The same tiny model (saved once as safetensors, loaded by both), the same prompts in the same
 order, G, maximum completion length, sampling (temperature 1, no top-k/top-p), beta, epsilon,

@@ -17,7 +17,7 @@ samples of their questions are dropped (the RL split has 12,982 questions: large
 * **The start's own check** predicts "correct" when every completion token is the start's greedy
   choice given the tokens before it (what the start would have written itself). Combined with the
   length rule, it is an estimate of what a classifier that only reads out the start's knowledge can
-  reach. Session 12's runs are tabled in docs/results.md.
+  reach. Its runs are tabled in docs/results.md.
 
     python benchmarks/reward_model_probe.py [--labels 4096] [--per-question 1] [--epochs 2] [--lr 1e-4] [--process | --token-level [--head-lr 1e-2] [--hard N] [--lm-pretrain N [--lm-from worked|correct]]]
 """

@@ -1,6 +1,6 @@
-"""What the training-pass changes of session 3 buy, on one GRPO batch, alternating in one process:
+"""What the training-pass changes buy, on one GRPO batch, alternating in one process:
 
-    A  session 2: micro-batches filled greedily (longest first), prompts once per micro-batch
+    A  micro-batches filled greedily (longest first), prompts once per micro-batch
     B  micro-batches cut by dynamic programming, prompts once per micro-batch
     C  (current) prompts once per batch, micro-batches cut by completion length
 
@@ -35,7 +35,7 @@ PROMPT_PASS = hf_logprobs.prompt_pass
 
 
 def greedy_cut(rollout, max_tokens, keep_groups, lengths=None):
-    """Session 2's cut: rows longest first, a micro-batch closes when the next row would overflow."""
+    """The greedy cut: rows longest first, a micro-batch closes when the next row would overflow."""
     lengths = rollout.attention_mask.sum(-1).tolist()
     order = sorted(range(rollout.batch_size), key=lambda i: -lengths[i])
     rows, longest = [], 0

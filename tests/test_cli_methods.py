@@ -30,7 +30,7 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
     ("grpo", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(6)]),                        # prompts: no --format needed
     ("dapo", [{"prompt": f"{i}+1=", "completion": f"#{i + 1}", "answer": str(i + 1)} for i in range(6)]),  # prompt_completion
     ("hinge", [{"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"} for i in range(6)]),    # preference
-    ("sft", [{"question": f"What is {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(6)]),  # gsm8k
+    ("sft", [{"question": f"{i}+1=", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(6)]),  # gsm8k
 ])
 def test_the_format_is_read_from_the_rows(method, rows, tmp_path):
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

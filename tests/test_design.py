@@ -1,4 +1,4 @@
-"""Issue 18's figures' set-up (``apps/design.py``): the splits are what they claim, RFT's fixed pool
+"""The paper figures' set-up (``apps/design.py``): the splits are what they claim, RFT's fixed pool
 holds only correct samples of the frozen start and counts what it drew, the verdict reads the
 interval, and a reward model's agreement with the rule on the policy's samples is measured."""
 

@@ -1,4 +1,4 @@
-"""Issue 18's task design and its experiment: the splits are what they claim, and SFT starts are saved
+"""The RL-vs-SFT task design and its experiment: the splits are what they claim, and SFT starts are saved
 with their record and reused."""
 
 import json

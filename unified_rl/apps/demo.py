@@ -1,4 +1,4 @@
-"""The demo on the embedded default, telling issue 18's story: can RL add what more supervised data
+"""The demo on the embedded default, telling one story: can RL add what more supervised data
 does not?
 
 From a 0.86M-parameter Llama trained to convergence on short worked solutions (2,000 arithmetic

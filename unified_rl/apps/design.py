@@ -1,4 +1,4 @@
-"""The shared set-up of issue 18's paper figures on the task design where RL could win honestly.
+"""The shared set-up of the paper figures on the task design where RL could win honestly.
 
 * **Starts.** SFT to convergence on 2,000 worked 2-3-step solutions plus 200 worked 4-step ones
   (``ChainSplits(sft_long_size=200)``, the settings of ``rl-vs-sft-long``), cosine decay, the
@@ -40,8 +40,8 @@ def _starts() -> RLvsSFT:
 @dataclass
 class Design:
     """Sizes and settings shared by the figures. With the SFT starts loaded from
-    ``docs/results/starts``, on 2 cores: figure5-lr 13 minutes and figure5 19 (session 11), figure7 9
-    (session 12), figure6 24-26 (session 13)."""
+    ``docs/results/starts``, on 2 cores: figure5-lr 13 minutes and figure5 19, figure7 9,
+    figure6 24-26."""
 
     starts: RLvsSFT = field(default_factory=_starts)  # the SFT starts' settings (their saved files are keyed on them)
     rl_ops: tuple[int, int] = (4, 5)

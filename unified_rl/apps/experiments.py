@@ -1,7 +1,7 @@
 """Named experiments that reproduce DeepSeekMath's findings in miniature (``unified-rl experiment``).
 
 Each writes a results folder: ``metrics.jsonl``, PNG plots and ``results.md`` (a Markdown table).
-The figures run on issue 18's task design (``design.py``): SFT starts trained to convergence on
+The figures run on the RL-vs-SFT task design (``design.py``): SFT starts trained to convergence on
 short worked solutions, saved and reused; RL on longer answers-only questions; paired statistics
 over SFT seeds, RL seeds and problems.
 

@@ -1,4 +1,4 @@
-"""``unified-rl experiment figure5``: DeepSeekMath's Figure 5 on issue 18's design (``design.py``).
+"""``unified-rl experiment figure5``: DeepSeekMath's Figure 5 on the RL-vs-SFT design (``design.py``).
 
 RFT on a fixed pool collected once from the start, Online RFT, GRPO with outcome and with process
 supervision, and the SFT-continuation control, from the same saved SFT starts, the same number of

@@ -1,5 +1,5 @@
 """``unified-rl experiment figure6``: DeepSeekMath's Figure 6 (iterative RL with a reward model) on
-issue 18's design (``design.py``).
+the RL-vs-SFT design (``design.py``).
 
 * **The reward model** is the product (``rewards.Product``) of two models trained on the same
   ``rm_samples`` samples of the start on RL questions (``rm_group_size`` per question: 1, so as
@@ -9,7 +9,7 @@ issue 18's design (``design.py``).
     ``rm_epochs``), which learns mostly the chain's length (about 85% alone);
   - a generative verifier (``rewards.VerifierReward``): a copy of the start trained as a language
     model on the samples labelled correct (``verifier_epochs``), accepting a sample when every
-    token is its own greedy choice, so it checks each step's arithmetic (session 13: the pair
+    token is its own greedy choice, so it checks each step's arithmetic (the pair
     reaches 90% and more held out where each alone stays near 80-85%).
 
   Its accuracy (score > 0.5) is measured on ``rm_heldout`` more such samples, beside each part's
@@ -52,14 +52,14 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 @dataclass
 class Figure6:
-    """Sizes (defaults: 24-26 minutes on 2 cores with the saved starts, session 13)."""
+    """Sizes (defaults: 24-26 minutes on 2 cores with the saved starts)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4
     iterations: int = 3
     rm_samples: int = 8192
     rm_heldout: int = 1024
-    rm_epochs: int = 1                # session 11's probe: held-out accuracy peaked after one epoch, then fell (over-fitting)
+    rm_epochs: int = 1                # the reward-model probe: held-out accuracy peaked after one epoch, then fell (over-fitting)
     rm_group_size: int = 1            # the RM's labels: samples per question (1: as many distinct questions as labels)
     rm_lr: float = 1e-4
     verifier_epochs: int = 2          # passes over the correct samples, at the start and at each re-training

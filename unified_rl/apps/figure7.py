@@ -1,5 +1,5 @@
 """``unified-rl experiment figure7``: DeepSeekMath's Figure 7 (Maj@K and Pass@K before and after RL)
-on issue 18's design (``design.py``), on a split where Pass@64 starts far from 100%.
+on the RL-vs-SFT design (``design.py``), on a split where Pass@64 starts far from 100%.
 
 The problems are fresh ones of the RL length (4-5 operations): the start solves most 4-step ones
 and few 5-step ones, so its Pass@64 starts near 60% rather than at the ceiling. For each saved SFT
@@ -29,7 +29,7 @@ from .tasks import char_tokenizer, extract_answer
 
 @dataclass
 class Figure7:
-    """Sizes (defaults: 641 s on 2 cores with the saved starts, session 10)."""
+    """Sizes (defaults: 641 s on 2 cores with the saved starts)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4                  # GRPO's lr: the one figure5's grid chose for GRPO

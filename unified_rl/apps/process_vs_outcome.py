@@ -1,5 +1,5 @@
 """``unified-rl experiment process-vs-outcome``: GRPO with process vs outcome supervision on chains
-where outcome success starts at 20-40% (issue 18, item 3).
+where outcome success starts at 20-40%.
 
 Figure 5's RL length (4-5 steps) leaves the comparison little room: the start solves 82% of the
 4-step problems and 5% of the 5-step ones, so most GRPO groups are all right or all wrong. Here the
@@ -45,7 +45,7 @@ class ProcessVsOutcome:
     """Sizes (defaults: see ``docs/results/process-vs-outcome``)."""
 
     design: Design = field(default_factory=_design)
-    lr_grid: tuple[float, ...] = (3e-5, 1e-4)  # figure5-lr chose 1e-4 for all three on 4-5 steps; process collapsed at it here (session 11)
+    lr_grid: tuple[float, ...] = (3e-5, 1e-4)  # figure5-lr chose 1e-4 for all three on 4-5 steps; process collapsed at it here
 
     @classmethod
     def quick(cls) -> "ProcessVsOutcome":

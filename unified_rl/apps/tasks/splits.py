@@ -1,4 +1,4 @@
-"""A task design where RL can win honestly (issue 18): worked solutions only for short chains, longer
+"""A task design where RL can win honestly: worked solutions only for short chains, longer
 chains as answers-only questions, evaluation on large fresh sets of both the RL length and a harder one.
 
 * ``sft``: worked solutions of ``sft_steps`` (2-3) operations -- the only supervised data -- plus,
