@@ -18,13 +18,29 @@ def cpu_model() -> str:
     return cpu
 
 
+def code_commit() -> "str | None":
+    """The git commit of the checkout this package runs from (with ``+changes`` when files differ
+    from it); None outside a git checkout."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def environment() -> dict:
-    """The machine and library versions a result was measured with."""
+    """The machine, library versions and code commit a result was measured with."""
     import transformers
 
     return {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "commit": code_commit()}
 
 
 def measured_on(env: dict, seconds: float) -> str:
