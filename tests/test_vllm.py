@@ -165,3 +165,47 @@ def test_torchrun_fsdp2_ranks_each_sample_with_their_own_engine(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [m for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(steps) == 2 and all(m["mismatch/logp_diff_max"] < 1e-4 for m in steps)
+
+
+TRUNCATED = r"""
+import sys, torch
+from unified_rl.apps.tasks import char_tokenizer
+from unified_rl.hf import completion_logprobs, tiny_llama
+from unified_rl.hf.sampling import truncated
+from unified_rl.hf.vllm_sampler import VLLMSampler
+tok = char_tokenizer()
+model = tiny_llama(len(tok), hidden=64, layers=2, heads=2, intermediate=128, seed=1).float()
+s = VLLMSampler(tok.eos_token_id, tok.pad_token_id, max_model_len=128, top_k=3, top_p=0.9)
+prompts = [tok.encode("12+7=")[:5], tok.encode("3*4+2=")[:6]]
+g = s.sample(model, prompts, 4, 10, 1.0, torch.Generator().manual_seed(0))
+worst, outside, mass = 0.0, 0, []
+for p, c, lp in zip(g.prompt_ids, g.completion_ids, g.logprobs):
+    ids = torch.tensor([p + c])
+    with torch.no_grad():
+        full = torch.log_softmax(model(input_ids=ids).logits[0, len(p) - 1:-1].double(), -1)
+    own = full.gather(1, torch.tensor(c)[:, None]).squeeze(1)
+    worst = max(worst, float((own - lp.double()).abs().max()))
+    keep = truncated(full, 3, 0.9) > 0
+    outside += int((~keep.gather(1, torch.tensor(c)[:, None])).sum())
+    mass += full.exp().masked_fill(~keep, 0).sum(-1).log().abs().tolist()
+print(f"RESULT {worst} {outside} {sum(mass) / len(mass)}")
+"""
+
+
+def test_truncated_sampling_records_whole_vocabulary_logprobs(tmp_path):
+    """top_k / top_p under vLLM (its own engine, in a fresh process): every token from the kept set, and
+    the recorded log-prob is the policy's over the whole vocabulary (not renormalised over the kept tokens)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", TRUNCATED], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line is not None, proc.stderr[-3000:]
+    worst, outside, log_mass = line.split()[1:]
+    assert float(worst) < TOL and int(outside) == 0 and float(log_mass) > 0.05, line
+
+
+def test_truncated_sampling_at_another_temperature_is_refused():
+    s = VLLMSampler(TOK.eos_token_id, TOK.pad_token_id, top_k=5)
+    with pytest.raises(ValueError, match="temperature 0.7 with top_k/top_p"):
+        s.sample(policy(0), PROMPTS, 2, 4, 0.7, torch.Generator().manual_seed(0))

@@ -31,6 +31,8 @@ class TrainConfig:
     max_new_tokens: int = 48
     max_prompt_tokens: int = 256
     temperature: float = 1.0
+    top_k: int = 0                    # sample among the k most likely tokens only (0: all); recorded log-probs stay over the whole vocabulary
+    top_p: float = 1.0                # sample from the smallest set of tokens holding this probability (1: all); the same
     beta: Optional[float] = None      # KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); None: the method's default
     epsilon: Optional[float] = None   # clip range; None: the method's default (0.2 for most, GSPO 3e-4)
     dpo_beta: Optional[float] = None  # beta of the preference losses (dpo, ipo, hinge, simpo); None: the method's default
@@ -116,6 +118,13 @@ class TrainConfig:
             raise bad("vllm_max_model_len", "must be a positive integer or null")
         if not isinstance(self.vllm_sync_every, int) or self.vllm_sync_every < 1:
             raise bad("vllm_sync_every", "must be a positive integer")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise bad("top_k", "must be an integer >= 0 (0: no top-k)")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise bad("top_p", "must be a number in (0, 1] (1: no top-p)")
+        if self.sampler == "vllm" and (self.top_k or self.top_p < 1) and self.temperature != 1:
+            raise bad("temperature", "must be 1 with top_k/top_p under --sampler vllm: vLLM reports a truncated sample's log-prob "
+                      "either over the whole vocabulary at temperature 1 or renormalised over the kept tokens (docs/samplers.md)")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -139,10 +148,11 @@ class TrainConfig:
 
     def sampler_options(self) -> dict[str, Any]:
         """The ``hf.make_sampler`` options this config sets for its sampler."""
+        truncation = {k: v for k, v in (("top_k", self.top_k), ("top_p", self.top_p)) if v != {"top_k": 0, "top_p": 1.0}[k]}
         if self.sampler != "vllm":
-            return {}
+            return truncation
         return dict(gpu_memory_utilization=self.vllm_gpu_memory_utilization, max_model_len=self.vllm_max_model_len,
-                    sync_every=self.vllm_sync_every)
+                    sync_every=self.vllm_sync_every, **truncation)
 
     @classmethod
     def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":

@@ -15,13 +15,31 @@ from typing import Any, Optional, Sequence
 
 import torch
 from einops import repeat
-from torch import nn
+from torch import Tensor, nn
 from transformers import GenerationConfig
 
 from ..protocols import Generated, Sampler
 from .compat import CACHE_KWARG, output_cache
 from .lora import unwrap
 from .static_decoder import StaticDecoder, supports_fast_decode
+
+
+def truncated(lp: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Sampling weights from log-probs ``lp`` [rows, vocab]: the probabilities, zero outside the
+    ``top_k`` most likely tokens and then outside the smallest set holding ``top_p`` of what is left
+    (transformers' order; ties at the k-th value are kept). Unnormalised (``torch.multinomial``
+    normalises); with neither set, exactly ``lp.exp()``. The log-probs a sampler records stay ``lp``,
+    over the whole vocabulary, so that they equal the trainer's log pi of the same token."""
+    probs = lp.exp()
+    if 0 < top_k < probs.shape[-1]:
+        kth = probs.topk(top_k, dim=-1).values[:, -1:]
+        probs = probs.masked_fill(probs < kth, 0.0)
+    if top_p < 1.0:  # as transformers' TopPLogitsWarper: drop the least likely tokens whose mass is at most 1 - top_p
+        ordered, order = lp.masked_fill(probs == 0, -float("inf")).sort(dim=-1)
+        drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        probs = probs.masked_fill(drop.scatter(-1, order, drop), 0.0)
+    return probs
 
 
 SYNC_EVERY = 16  # GPU decoding: tokens between looks at which rows have finished (rows past their eos are cut afterwards)
@@ -47,7 +65,7 @@ def _decoder(model: nn.Module, device: torch.device):
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: int = 1, max_new_tokens: int = 64,
              eos_id: int, pad_id: int, temperature: float = 1.0, greedy: bool = False,
-             generator: Optional[torch.Generator] = None, fast_decode: bool = True) -> Generated:
+             generator: Optional[torch.Generator] = None, fast_decode: bool = True, top_k: int = 0, top_p: float = 1.0) -> Generated:
     """Sample ``group_size`` completions for each prompt (or the greedy one) with the KV cache; see
     the module docstring. Llama-family models decode with ``StaticDecoder`` (``fast_decode=False``:
     every step through transformers' forward instead; same logits)."""
@@ -91,7 +109,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         next_pos = attn.long().sum(-1)
         for step in range(max_new_tokens):
             lp = torch.log_softmax(logits.float() / (1.0 if greedy else temperature), dim=-1)
-            tok = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(1)
+            tok = lp.argmax(-1) if greedy else torch.multinomial(truncated(lp, top_k, top_p), 1, generator=generator).squeeze(1)
             toks[active, step] = tok  # a finished row's later tokens are cut at its eos below
             lps[active, step] = lp.gather(1, tok[:, None]).squeeze(1)
             done |= tok == eos_id
@@ -133,24 +151,29 @@ class StaticCacheSampler(Sampler):
     eos_id: int
     pad_id: int
     fast_decode: bool = True
+    top_k: int = 0
+    top_p: float = 1.0
 
     def sample(self, policy: nn.Module, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
                temperature: float, generator: Optional[torch.Generator]) -> Generated:
         """See :class:`~unified_rl.protocols.Sampler`."""
         return generate(policy, prompts, group_size=group_size, max_new_tokens=max_new_tokens, eos_id=self.eos_id, pad_id=self.pad_id,
                         temperature=temperature if temperature > 0 else 1.0, greedy=temperature == 0, generator=generator,
-                        fast_decode=self.fast_decode)
+                        fast_decode=self.fast_decode, top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclass
 class HFSampler(Sampler):
-    """transformers' own ``model.generate`` (ancestral sampling, no top-k/top-p, ``num_return_sequences=G``).
+    """transformers' own ``model.generate`` (ancestral sampling, ``top_k`` / ``top_p`` as set, ``num_return_sequences=G``;
+    the recorded log-probs are over the whole vocabulary, from its unprocessed logits).
 
     Its randomness comes from torch's global generator, so a draw is seeded from ``generator``
     inside ``torch.random.fork_rng`` (the caller's global RNG is left as it was): runs repeat exactly."""
 
     eos_id: int
     pad_id: int
+    top_k: int = 0
+    top_p: float = 1.0
 
     @torch.no_grad()
     def sample(self, policy: nn.Module, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
@@ -168,7 +191,7 @@ class HFSampler(Sampler):
             ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
             attn[i, width - len(p):] = 1
         greedy = temperature == 0
-        config = GenerationConfig(do_sample=not greedy, temperature=None if greedy else float(temperature), top_k=0, top_p=1.0,
+        config = GenerationConfig(do_sample=not greedy, temperature=None if greedy else float(temperature), top_k=self.top_k, top_p=self.top_p,
                                   max_new_tokens=max_new_tokens, num_return_sequences=group_size, eos_token_id=self.eos_id,
                                   pad_token_id=self.pad_id, return_dict_in_generate=True, output_logits=True)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None

@@ -5,9 +5,10 @@ The engine is built on the first ``sample`` from the policy's config alone (``lo
 no weights are written or read), then receives the policy's weights through vLLM's in-place
 ``reload_weights`` -- every ``sync_every`` calls, before sampling. Each prompt is one request with
 ``n = G`` (prefilled once for its group) and its own seed drawn from the caller's generator, so a
-run repeats. Sampling is ancestral from softmax(logits / T) (``top_k`` and ``top_p`` off) and the
-recorded log-probs are vLLM's ``processed_logprobs``: log softmax(logits / T) of the sampled token,
-the distribution the trainer differentiates. They come from another engine (kernels, batching), so
+run repeats. Sampling is ancestral from softmax(logits / T), truncated by ``top_k`` / ``top_p`` when set, and the
+recorded log-probs are log softmax(logits / T) of the sampled token over the whole vocabulary, the
+distribution the trainer differentiates: vLLM's ``processed_logprobs`` without truncation, its
+``raw_logprobs`` (temperature 1 only) with it. They come from another engine (kernels, batching), so
 ``exact`` is False: the Trainer recomputes log pi_old, and a ``corrected`` term weighs the mismatch
 (``docs/samplers.md``).
 
@@ -115,6 +116,8 @@ class VLLMSampler(Sampler):
     sync_every: int = 1
     cpu_kv_cache_gib: float = 1.0
     enforce_eager: bool = False
+    top_k: int = 0
+    top_p: float = 1.0
     exact = False
     llm: Any = field(default=None, init=False, repr=False)
     calls: int = field(default=0, init=False, repr=False)  # sample() calls so far
@@ -127,8 +130,15 @@ class VLLMSampler(Sampler):
             raise ValueError(f"VLLMSampler: gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if not isinstance(self.sync_every, int) or self.sync_every < 1:
             raise ValueError(f"VLLMSampler: sync_every must be a positive integer, got {self.sync_every}")
+        if not isinstance(self.top_k, int) or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"VLLMSampler: top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
         if importlib.util.find_spec("vllm") is None:  # said before any training starts
             raise ValueError(f"--sampler vllm needs vLLM, which is not installed; {INSTALL}")
+
+    @property
+    def truncates(self) -> bool:
+        """True when top-k or top-p sampling is on."""
+        return self.top_k > 0 or self.top_p < 1
 
     def _start(self, policy: nn.Module) -> None:
         """Build the engine from the policy's config (no weights: they come by :meth:`sync`)."""
@@ -155,13 +165,20 @@ class VLLMSampler(Sampler):
             with _rng_kept():
                 self.llm = vllm.LLM(model=self._folder.name, load_format="dummy", skip_tokenizer_init=True, dtype=weight.dtype,
                                     max_model_len=self.max_model_len, enforce_eager=self.enforce_eager, seed=0,
-                                    logprobs_mode="processed_logprobs", enable_sleep_mode=self._sleeps, **options)
+                                    logprobs_mode=self._logprobs_mode(), enable_sleep_mode=self._sleeps, **options)
         except Exception as e:  # vLLM's own (pydantic, RuntimeError ...), often many lines: one line for the user
             said = " ".join(str(e).split())
             raise ValueError(f"vLLM could not start an engine for this {type(model).__name__} ({type(e).__name__}: "
                              f"{said[:600]})") from e
         finally:
             torch.set_num_threads = set_threads
+
+    def _logprobs_mode(self) -> str:
+        """Which log-probs vLLM reports. Without truncation, the processed ones: at the sampling
+        temperature, over the whole vocabulary. With top-k/top-p the processed ones would be
+        renormalised over the kept tokens (off from the trainer's log pi by the kept mass), so the
+        raw ones, over the whole vocabulary at temperature 1 -- the only temperature allowed then."""
+        return "raw_logprobs" if self.truncates else "processed_logprobs"
 
     @torch.no_grad()
     def sync(self, policy: nn.Module) -> None:
@@ -178,6 +195,9 @@ class VLLMSampler(Sampler):
             raise ValueError("VLLMSampler.sample: no prompts")
         if not temperature >= 0:
             raise ValueError(f"VLLMSampler.sample: temperature must be >= 0, got {temperature}")
+        if self.truncates and temperature not in (0, 1):
+            raise ValueError(f"VLLMSampler.sample: temperature {temperature} with top_k/top_p; vLLM's whole-vocabulary log-probs "
+                             "are at temperature 1 only (docs/samplers.md)")
         SamplingParams = _import_vllm().SamplingParams
         if self.llm is not None and self._sleeps:
             self.llm.wake_up()
@@ -186,7 +206,7 @@ class VLLMSampler(Sampler):
         self.calls += 1
         greedy = temperature == 0  # no draw then: greedy evaluation leaves the caller's (or torch's global) RNG as it was
         seeds = [None] * len(prompts) if greedy else torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator).tolist()
-        params = [SamplingParams(n=group_size, temperature=float(temperature), top_k=0, top_p=1.0, max_tokens=max_new_tokens,
+        params = [SamplingParams(n=group_size, temperature=float(temperature), top_k=self.top_k, top_p=float(self.top_p), max_tokens=max_new_tokens,
                                  logprobs=0, seed=s, stop_token_ids=[self.eos_id], detokenize=False) for s in seeds]
         with _rng_kept():
             outputs = self.llm.generate([{"prompt_token_ids": list(map(int, p))} for p in prompts], params, use_tqdm=False)
