@@ -127,3 +127,15 @@ def shared_prompt_rollout(seed: int, n_groups: int = 3, group_size: int = 3, pro
     groups = torch.arange(n_groups).repeat_interleave(group_size)
     rewards = torch.randint(0, 3, (len(rows),), generator=g).double()
     return url.Rollout(ids, attn, comp, group_ids=groups, rewards=rewards)
+
+
+def run_cli(args, cwd):
+    """``unified-rl`` (the installed script, else ``python -m unified_rl.apps.cli``) in ``cwd``."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("unified-rl")
+    cmd = [exe] if exe else [sys.executable, "-m", "unified_rl.apps.cli"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})

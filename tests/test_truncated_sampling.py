@@ -15,18 +15,9 @@ from unified_rl.data import Encoder, SampledSource
 from unified_rl.hf import HFSampler, StaticCacheSampler, tiny_llama
 from unified_rl.hf.sampling import truncated
 
+from helpers import run_cli as run
+
 TOK = char_tokenizer()
-
-
-def run(args, cwd):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    exe = shutil.which("unified-rl")
-    cmd = [exe] if exe else [sys.executable, "-m", "unified_rl.apps.cli"]
-    return subprocess.run(cmd + args, capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 @given(seed=st.integers(0, 10_000), top_k=st.integers(0, 30), top_p=st.sampled_from([1.0, 0.95, 0.9, 0.5, 0.1]))

@@ -39,6 +39,7 @@ class TrainConfig:
     reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
     reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
     share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
+    packed: bool = False              # a micro-batch's rows run as one sequence, no padded token computed (same gradient; where prompts are not shared)
     precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
     sampler: str = "static"           # static (lean static-cache decoder) | hf (transformers generate) | vllm (needs unified_rl[vllm])
     sampler_correction: str = "auto"  # the mismatch weight on the policy terms: auto (token_truncate for vllm, none otherwise) | none | token_truncate | token_mask | sequence_truncate | sequence_mask
@@ -102,7 +103,7 @@ class TrainConfig:
             raise bad("lora_targets", "must name modules, comma-separated, or all-linear")
         if self.lora_r is None and (self.lora_alpha is not None or self.lora_dropout or self.lora_targets != "all-linear"):
             raise bad("lora_r", "is null (full fine-tuning), so the other lora_* settings would have no effect; set lora_r")
-        for f in ("share_prefix", "reset_reference", "gradient_checkpointing"):
+        for f in ("share_prefix", "packed", "reset_reference", "gradient_checkpointing"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be true or false")
         if self.sampler not in SAMPLER_NAMES:

@@ -33,12 +33,14 @@ class ExecutionPlan:
     ``max_tokens``: padded tokens per forward call (rows bucketed by length; None: one call);
     ``chunk_bytes``: working memory of the chunked loss head (None: the device's default,
     ``lm_head.default_chunk_bytes``); ``share_prefix``: a prompt shared by
-    several rows runs once (adapters that can); ``precision``: "fp32" or "bf16" autocast."""
+    several rows runs once (adapters that can); ``precision``: "fp32" or "bf16" autocast; ``packed``:
+    a micro-batch's rows run as one sequence without padding (adapters that can; same gradient)."""
 
     max_tokens: Optional[int] = None
     chunk_bytes: Optional[int] = None
     share_prefix: bool = True
     precision: str = "fp32"
+    packed: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):

@@ -94,7 +94,7 @@ class Trainer:
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
         self.coefficient = method.coefficient
         self.needs = self.coefficient.needs
-        self.plan = ExecutionPlan(max_tokens=c.max_tokens, share_prefix=c.share_prefix, precision=c.precision)
+        self.plan = ExecutionPlan(max_tokens=c.max_tokens, share_prefix=c.share_prefix, precision=c.precision, packed=c.packed)
         self.encoder = Encoder(tokenizer, c.max_prompt_tokens, c.max_new_tokens + 1)
         self.eval_rows = render_rows(list(eval_rows), tokenizer) if eval_rows is not None else None
         if self.eval_rows and extract is None:

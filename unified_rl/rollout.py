@@ -151,6 +151,12 @@ class Rollout:
         if ids.shape[1] and bool(self.completion_mask[:, 0].any()):
             row = int(self.completion_mask[:, 0].nonzero()[0, 0])
             raise ValueError(f"Rollout.completion_mask: sample {row} marks position 0 as output; the first token has no context")
+        first = self.attention_mask.long().argmax(-1)  # each row's first real token (left padding moves it)
+        starts_as_output = self.completion_mask.gather(1, first[:, None]).squeeze(1) & self.attention_mask.any(-1)
+        if ids.shape[1] and bool(starts_as_output.any()):
+            row = int(starts_as_output.nonzero()[0, 0])
+            raise ValueError(f"Rollout.completion_mask: sample {row} marks its first real token (position {int(first[row])}) as output; "
+                             "the first token has no context")
         if bool((self.completion_mask & ~self.attention_mask).any()):
             row = int((self.completion_mask & ~self.attention_mask).any(1).nonzero()[0, 0])
             raise ValueError(f"Rollout.completion_mask: sample {row} marks a padding token (attention_mask False) as output")

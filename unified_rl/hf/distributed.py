@@ -79,10 +79,10 @@ class LogprobModule(nn.Module):
 
     def forward(self, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
                 completion_mask: Bool[Tensor, "batch seq"], temperature: float = 1.0,
-                chunk_bytes: Optional[int] = None) -> Float[Tensor, "batch seq"]:
+                chunk_bytes: Optional[int] = None, packed: bool = False) -> Float[Tensor, "batch seq"]:
         """log pi(o_t) at completion positions, 0 elsewhere (as ``completion_logprobs``)."""
         return completion_logprobs(self.model, input_ids, attention_mask, completion_mask, temperature=temperature,
-                                   chunk_bytes=chunk_bytes, share_prefix=False)
+                                   chunk_bytes=chunk_bytes, share_prefix=False, packed=packed)
 
 
 def _sum_hook(state, bucket):
@@ -224,7 +224,7 @@ class DistributedAdapter(ModelAdapter):
                 sync = contextlib.nullcontext() if last or not grad else model.no_sync()
             with sync:
                 return model(mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
-                             chunk_bytes=plan.chunk_bytes)
+                             chunk_bytes=plan.chunk_bytes, packed=plan.packed)
 
         for k in range(padding):  # the same collectives as the other ranks, nothing added to the gradient
             logp = forward(blank, k)

@@ -46,13 +46,16 @@ def completion_logprobs(
     temperature: float = 1.0,
     chunk_bytes: Optional[int] = None,
     share_prefix: bool = True,
+    packed: bool = False,
 ) -> Float[Tensor, "batch seq"]:
     """log pi(input_ids[b, t] | input_ids[b, :t]) where completion_mask, else 0; differentiable.
 
     Position ids follow the attention mask (cumsum - 1), as ``generate`` does, so left- or
     right-padded rows give the same values. Works with any ``transformers`` causal LM; models
     with a non-linear head (soft-capping, logit scaling) fall back to full logits. With
-    ``share_prefix``, rows that share a prompt run it once (see prefix.py; Llama-like models).
+    ``share_prefix``, rows that share a prompt run it once (see prefix.py; Llama-like models). With
+    ``packed``, the rows' real tokens run as one sequence with per-row positions (no padded token is
+    computed; transformers' packed-sequence mask keeps the rows apart), same values.
     """
     model = unwrap(model)  # a PeftModel: the transformers model inside, adapters active
     shared = _shared_prompts(model, input_ids, attention_mask, completion_mask) if share_prefix else None
@@ -61,6 +64,8 @@ def completion_logprobs(
         return prompt_pass_logprobs(model, PromptPass(*shared), rows, completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
     split = _split_head(model)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+    if packed:
+        return _packed_logprobs(model, split, input_ids, attention_mask, completion_mask, position_ids, temperature, chunk_bytes)
     target_mask = completion_mask[:, 1:]
     targets = input_ids[:, 1:][target_mask]
     out = (split[0] if split is not None else model)(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
@@ -70,6 +75,24 @@ def completion_logprobs(
         logp = linear_logprobs(picked, head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
     else:
         logp = logits_logprobs(picked, targets, temperature)
+    return on_mask(completion_mask, logp)
+
+
+def _packed_logprobs(model: nn.Module, split, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
+                     completion_mask: Bool[Tensor, "batch seq"], position_ids: Int[Tensor, "batch seq"], temperature: float,
+                     chunk_bytes: Optional[int]) -> Float[Tensor, "batch seq"]:
+    """:func:`completion_logprobs` over the rows' real tokens packed into one sequence: positions
+    restart at each row, and with no attention mask and no cache transformers builds the
+    packed-sequence mask from those restarts (``masking_utils.find_packed_sequence_indices``). A
+    row's first real token is never a completion token, so each target's predictor is its own row's."""
+    flat_ids = input_ids[attention_mask][None]
+    out = (split[0] if split is not None else model)(input_ids=flat_ids, position_ids=position_ids[attention_mask][None], use_cache=False)
+    targets = completion_mask[attention_mask].nonzero().squeeze(1)
+    picked = (out.last_hidden_state if split is not None else out.logits)[0, targets - 1]
+    if split is not None:
+        logp = linear_logprobs(picked, split[1].weight, split[1].bias, flat_ids[0, targets], temperature=temperature, chunk_bytes=chunk_bytes)
+    else:
+        logp = logits_logprobs(picked, flat_ids[0, targets], temperature)
     return on_mask(completion_mask, logp)
 
 
@@ -139,7 +162,7 @@ class TransformersAdapter(ModelAdapter):
                                             chunk_bytes=plan.chunk_bytes)
             else:
                 logp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
-                                           chunk_bytes=plan.chunk_bytes, share_prefix=plan.share_prefix)
+                                           chunk_bytes=plan.chunk_bytes, share_prefix=plan.share_prefix, packed=plan.packed)
             yield idx, lo, hi, mb, logp
         if prompts is not None:
             prompts.finish()
