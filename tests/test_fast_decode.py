@@ -56,6 +56,47 @@ def test_static_decoder_logits_equal_the_models(seed, group, steps, kind):
             dec.step(tok, torch.tensor([len(r) for r in rows]))
 
 
+@given(seed=st.integers(0, 10_000), group=st.integers(1, 3), steps=st.integers(1, 6), kind=st.sampled_from(["llama", "qwen2", "qwen3"]))
+@settings(max_examples=15, deadline=None)
+def test_fixed_shape_steps_equal_the_models(seed, group, steps, kind):
+    """The fixed-shape step (every position allocated, the write position on the device: what a
+    CUDA graph replays) gives the model's own logits too (fp64), and never grows its buffers."""
+    model = tiny_arch(kind)
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(1, 23, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist() for _ in range(3)]
+    ids, attn = _left_padded(prompts)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=attn.long(), position_ids=(attn.long().cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        dec = StaticDecoder(model)
+        dec.start(output_cache(out), attn, group, steps, fixed=True)
+        shape = dec.keys[0].shape
+        rows = [list(p) for p in prompts for _ in range(group)]
+        for _ in range(steps):
+            tok = torch.randint(1, 23, (len(rows),), generator=g)
+            rows = [r + [t] for r, t in zip(rows, tok.tolist())]
+            logits = dec.step(tok, torch.tensor([len(r) - 1 for r in rows]))
+            torch.testing.assert_close(logits, _reference_logits(model, rows), rtol=1e-12, atol=1e-12)
+        assert dec.keys[0].shape == shape and int(dec.position) == ids.shape[1] + steps
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_decoding_samples_what_eager_decoding_samples():
+    """On a GPU, decode steps replayed as a CUDA graph choose the same tokens with the same log-probs."""
+    import unified_rl.hf.sampling as sampling
+
+    model = tiny_arch("qwen2").float().cuda()
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]]
+    out = {}
+    for graphs in (True, False):
+        sampling.CUDA_GRAPHS = graphs
+        out[graphs] = generate(model, prompts, group_size=4, max_new_tokens=20, eos_id=-1, pad_id=0, greedy=True)
+    sampling.CUDA_GRAPHS = True
+    assert out[True].completion_ids == out[False].completion_ids
+    for a, b in zip(out[True].logprobs, out[False].logprobs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("greedy", [True, False])
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_generate_fast_and_transformers_decode_agree(kind, greedy):

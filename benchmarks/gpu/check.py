@@ -11,6 +11,7 @@ run. The results files are rewritten after every section, so a run cut short kee
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU: every path runs, no number means anything")
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu-check"), help="folder for check.json and check.md")
     ap.add_argument("--only", default="", help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
+    ap.add_argument("--quick", action="store_true", help="one GRPO-vs-TRL round and two timed repeats (a short lease)")
     ap.add_argument("--profile", action="store_true", help="write torch.profiler's kernel tables of the updates to profile.txt")
     a = ap.parse_args(argv)
     only = [s for s in a.only.split(",") if s] or list(SECTIONS)
@@ -92,6 +94,8 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("no CUDA device here; --dry-run runs every path on CPU at tiny sizes")
     sizes = DRY if a.dry_run else FULL
+    if a.quick:
+        sizes = dataclasses.replace(sizes, grpo_rounds=1, repeats=min(2, sizes.repeats))
     os.makedirs(a.out, exist_ok=True)
     results = {"environment": environment(device), "dry_run": a.dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     failed = []

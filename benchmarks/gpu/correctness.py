@@ -119,7 +119,8 @@ def lora(device: str) -> dict:
 
 def cuda_tests(root: str) -> dict:
     """The suite's tests marked ``cuda`` (skipped without a device), run by pytest."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_logprobs.py"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_logprobs.py",
+                           "tests/test_fast_decode.py"],
                           cwd=root, capture_output=True, text=True, timeout=180)
     tail = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|skipped|error)", line)][-1:] or [
         (proc.stdout + proc.stderr).strip()[-300:]]

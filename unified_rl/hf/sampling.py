@@ -42,6 +42,7 @@ def truncated(lp: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     return probs
 
 
+CUDA_GRAPHS = True  # on a GPU, the static decoder replays each decode step as one CUDA graph (rows then stay to the end)
 SYNC_EVERY = 16  # GPU decoding: tokens between looks at which rows have finished (rows past their eos are cut afterwards)
 
 
@@ -98,8 +99,12 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
         if fast_decode and supports_fast_decode(model):
             half = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
             fast = StaticDecoder(model, half)
-            fast.start(cache, attn, group_size, max_new_tokens)
+            graph = device.type == "cuda" and CUDA_GRAPHS
+            fast.start(cache, attn, group_size, max_new_tokens, fixed=graph)
             del cache
+            if graph:
+                with torch.autocast(device.type, enabled=False):
+                    fast.graphed()
         elif group_size > 1:  # share the prefill across the group
             cache.batch_repeat_interleave(group_size)
         if group_size > 1:
@@ -119,7 +124,7 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
                 n_done = int(done.sum())
                 if n_done == len(active):
                     break
-                if 4 * n_done >= len(active):  # drop finished rows once they are a quarter (each drop copies the cache)
+                if 4 * n_done >= len(active) and (fast is None or fast.graph is None):  # drop finished rows once they are a quarter
                     keep = (~done).nonzero().squeeze(1)
                     fast.keep(keep) if fast is not None else cache.batch_select_indices(keep)
                     active, attn, next_pos, tok, done = active[keep], attn[keep], next_pos[keep], tok[keep], done[keep]

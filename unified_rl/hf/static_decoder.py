@@ -136,14 +136,20 @@ class StaticDecoder:
         self.values: list[Tensor] = []
         self.bias: Optional[Tensor] = None
         self.length = 0
+        self.position: Optional[Tensor] = None  # fixed-shape mode: the write position, on the device
+        self.graph: Optional["_Graphed"] = None
 
-    def start(self, cache, attention_mask: Bool[Tensor, "prompts width"], group_size: int, max_new_tokens: int) -> None:
+    def start(self, cache, attention_mask: Bool[Tensor, "prompts width"], group_size: int, max_new_tokens: int,
+              fixed: bool = False) -> None:
         """Copy a transformers prefill cache (left-padded prompts) into the decoder's buffers, each
-        prompt's entries repeated for its ``group_size`` rows; room for ``max_new_tokens`` more."""
+        prompt's entries repeated for its ``group_size`` rows; room for ``max_new_tokens`` more.
+        ``fixed``: allocate every position now and keep the write position on the device, so a
+        step has the same shapes and no host value each time (what :meth:`graphed` needs)."""
         p, width = attention_mask.shape
         n, total = p * group_size, width + max_new_tokens
         dev = attention_mask.device
-        shape = (n, self.kv_heads, min(width + GROW, total), self.head_dim)
+        shape = (n, self.kv_heads, total if fixed else min(width + GROW, total), self.head_dim)
+        self.position = torch.tensor([width], device=dev) if fixed else None
         self.keys, self.values = [], []
         for layer in cache.layers:
             for src, dst in ((layer.keys, self.keys), (layer.values, self.values)):
@@ -174,10 +180,31 @@ class StaticDecoder:
         b, t = tokens.shape[0], self.length
         if t >= self.bias.shape[-1]:
             raise RuntimeError(f"StaticDecoder.step: the cache holds {self.bias.shape[-1]} positions, all used")
-        hq, hk, d = self.heads, self.kv_heads, self.head_dim
-        if t >= self.keys[0].shape[2]:
+        if self.graph is not None:
+            self.length = t + 1
+            return self.graph(tokens, positions)
+        if self.position is None and t >= self.keys[0].shape[2]:
             self._grow()
-        self.bias[:, :, :, t] = 0.0
+        self.length = t + 1
+        return self._step(tokens, positions, t if self.position is None else self.position)
+
+    def graphed(self) -> None:
+        """From now on, replay each step as one CUDA graph (captured here, after :meth:`start` with
+        ``fixed=True``): one launch per token instead of several hundred. Rows cannot leave then."""
+        if self.position is None or not self.keys or self.keys[0].device.type != "cuda":
+            raise RuntimeError("StaticDecoder.graphed: needs start(..., fixed=True) on a CUDA device")
+        self.graph = _Graphed(self)
+
+    def _step(self, tokens: Int[Tensor, " batch"], positions: Int[Tensor, " batch"], t) -> Float[Tensor, "batch vocab"]:
+        """One step writing at ``t``: a Python int (growing cache), or a one-element device tensor
+        (fixed shapes: every op's shape is the same each step, and ``t`` advances on the device)."""
+        b = tokens.shape[0]
+        hq, hk, d = self.heads, self.kv_heads, self.head_dim
+        fixed = isinstance(t, Tensor)
+        if fixed:
+            self.bias.index_fill_(-1, t, 0.0)
+        else:
+            self.bias[:, :, :, t] = 0.0
         cap = self.keys[0].shape[2]
         x = F.embedding(tokens, self.embed)                                   # [b, hidden]
         cos, sin = self.rotary(x[:, None], positions[:, None])                # [b, 1, d]
@@ -191,8 +218,12 @@ class StaticDecoder:
                 q, k = _rms(q, L.qn, self.eps), _rms(k, L.kn, self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.keys[i][:, :, t] = k
-            self.values[i][:, :, t] = v
+            if fixed:
+                self.keys[i].index_copy_(2, t, k[:, :, None].to(self.acc))
+                self.values[i].index_copy_(2, t, v[:, :, None].to(self.acc))
+            else:
+                self.keys[i][:, :, t] = k
+                self.values[i][:, :, t] = v
             keys, values = self.keys[i], self.values[i]                       # [b, hk, cap, d], whole: contiguous
             q = q.to(self.acc).view(b, hk, hq // hk, d)                       # grouped query heads share a key head
             scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(bias)
@@ -200,8 +231,37 @@ class StaticDecoder:
             x = x + F.linear(att, L.o, L.b_o)
             gate, up = F.linear(_rms(x, L.n2, self.eps), L.gate_up, L.b_gate_up).chunk(2, -1)
             x = x + F.linear(self.act(gate) * up, L.down, L.b_down)
-        self.length = t + 1
+        if fixed:
+            t.add_(1)
         return F.linear(_rms(x, self.norm, self.eps), self.head, self.head_bias)
+
+
+class _Graphed:
+    """A fixed-shape decode step captured as a CUDA graph; calling it copies the tokens and positions
+    into the graph's inputs, replays it and returns its logits (overwritten by the next call)."""
+
+    def __init__(self, dec: StaticDecoder):
+        n, dev = dec.bias.shape[0], dec.bias.device
+        self.tokens = torch.zeros(n, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(n, dtype=torch.long, device=dev)
+        at = dec.position.clone()
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):  # warm-up (allocations, library handles); it writes only the slot the first real step writes
+            for _ in range(2):
+                dec._step(self.tokens, self.positions, dec.position)
+                dec.position.copy_(at)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = dec._step(self.tokens, self.positions, dec.position)
+        dec.position.copy_(at)
+
+    def __call__(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        return self.logits
 
 
 def _rotate_half(x: Tensor) -> Tensor:
