@@ -45,6 +45,15 @@ from .metric_logger import MetricLogger, RunLogger, rewind
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """A block whose random draws (parameter initialisation) come from ``seed``; the global RNG is
+    restored afterwards, so the caller's stream is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 NO_SIGNAL_STEPS = 10  # steps without any reward spread in any group before the Trainer warns
 
 
@@ -88,7 +97,8 @@ class Trainer:
                                  "give it in one place (methods.from_config(config) builds the method from the config)")
         if c.lora_r is not None:  # adapters first: everything below (data, reference, optimizer) sees the LoRA model
             targets = c.lora_targets if c.lora_targets == "all-linear" else [t.strip() for t in c.lora_targets.split(",") if t.strip()]
-            policy = add_lora(policy, r=c.lora_r, alpha=c.lora_alpha, targets=targets, dropout=c.lora_dropout)
+            with seeded(c.seed):  # the adapters' initialisation comes from the run's seed, not from the caller's RNG
+                policy = add_lora(policy, r=c.lora_r, alpha=c.lora_alpha, targets=targets, dropout=c.lora_dropout)
         if c.gradient_checkpointing:
             enable_activation_checkpointing(policy)
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
@@ -118,7 +128,8 @@ class Trainer:
                              "set reset_reference = false, or iterations = 1")
         if not any(True for _ in trainable(policy)):
             raise ValueError("Trainer: no parameter of the policy requires grad; nothing would be trained")
-        self.coefficient.attach(policy)
+        with seeded(c.seed + 1):  # a value model the coefficient builds (PPO) starts from the run's seed too
+            self.coefficient.attach(policy)
         self.train_model = policy
         if self.world > 1:
             if c.parallel == "ddp":

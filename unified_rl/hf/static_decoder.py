@@ -16,6 +16,12 @@ repeating keys, Qwen3's per-head q/k norms, and the keys/values written in place
 that grows ``GROW`` positions at a time (fp32 keys/values and attention also under bf16: on CPU
 bf16 batched matmuls were slower). Finished rows leave the cache by an index select, as before.
 The prefill still runs through transformers. Logits equal the model's own (tested in fp64).
+
+On a GPU a decode step of a small model is bound by kernel launches (several hundred per token), so
+there the sampler starts the decoder with ``fixed=True`` -- every cache position allocated up front,
+the write position kept on the device, so each step has the same shapes and reads no host value --
+and replays the step as one CUDA graph (:meth:`StaticDecoder.graphed`); rows then stay in the batch
+to the end.
 """
 
 from dataclasses import dataclass
