@@ -36,7 +36,7 @@ def test_a_folder_s_split(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     for split, n in (("train", 5), ("test", 3)):
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"prompt": f"{split} {i}=", "answer": "1"}) + "\n" for i in range(n)))
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"prompt": f"{len(split)}{i}+1=", "answer": "1"}) + "\n" for i in range(n)))
     assert len(load_table(str(folder))) == 5 and len(load_table(str(folder), split="test")) == 3
     with pytest.raises(ValueError, match=r"no split 'validation' \(has test, train"):
         load_table(str(folder), split="validation")
