@@ -28,6 +28,17 @@ def _reference_logits(model, rows):
     return model(input_ids=ids, attention_mask=attn.long(), position_ids=pos).logits[:, -1]
 
 
+def _prefilled(model, g, group, steps, fixed=False):
+    """Three random left-padded prompts prefilled through transformers into a StaticDecoder with room
+    for ``steps`` tokens: (decoder, each row's tokens so far, padded prompt width)."""
+    prompts = [torch.randint(1, 23, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist() for _ in range(3)]
+    ids, attn = _left_padded(prompts)
+    out = model(input_ids=ids, attention_mask=attn.long(), position_ids=(attn.long().cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    dec = StaticDecoder(model)
+    dec.start(output_cache(out), attn, group, steps, fixed=fixed)
+    return dec, [list(p) for p in prompts for _ in range(group)], ids.shape[1]
+
+
 @given(seed=st.integers(0, 10_000), group=st.integers(1, 3), steps=st.integers(1, 6),
        kind=st.sampled_from(["llama", "qwen2", "qwen3", "mistral"]))
 @settings(max_examples=25, deadline=None)
@@ -36,13 +47,8 @@ def test_static_decoder_logits_equal_the_models(seed, group, steps, kind):
     a random subset of rows half-way: every step's logits == a full forward of each row (fp64)."""
     model = tiny_arch(kind)
     g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(1, 23, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist() for _ in range(3)]
-    ids, attn = _left_padded(prompts)
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=attn.long(), position_ids=(attn.long().cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        dec = StaticDecoder(model)
-        dec.start(output_cache(out), attn, group, steps)
-        rows = [list(p) for p in prompts for _ in range(group)]
+        dec, rows, _ = _prefilled(model, g, group, steps)
         for step in range(steps):
             if step == steps // 2 and len(rows) > 1:  # finished samples leave the batch
                 keep = torch.randperm(len(rows), generator=g)[: max(1, len(rows) // 2)].sort().values
@@ -63,20 +69,15 @@ def test_fixed_shape_steps_equal_the_models(seed, group, steps, kind):
     CUDA graph replays) gives the model's own logits too (fp64), and never grows its buffers."""
     model = tiny_arch(kind)
     g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(1, 23, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist() for _ in range(3)]
-    ids, attn = _left_padded(prompts)
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=attn.long(), position_ids=(attn.long().cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        dec = StaticDecoder(model)
-        dec.start(output_cache(out), attn, group, steps, fixed=True)
+        dec, rows, width = _prefilled(model, g, group, steps, fixed=True)
         shape = dec.keys[0].shape
-        rows = [list(p) for p in prompts for _ in range(group)]
         for _ in range(steps):
             tok = torch.randint(1, 23, (len(rows),), generator=g)
             rows = [r + [t] for r, t in zip(rows, tok.tolist())]
             logits = dec.step(tok, torch.tensor([len(r) - 1 for r in rows]))
             torch.testing.assert_close(logits, _reference_logits(model, rows), rtol=1e-12, atol=1e-12)
-        assert dec.keys[0].shape == shape and int(dec.position) == ids.shape[1] + steps
+        assert dec.keys[0].shape == shape and int(dec.position) == width + steps
 
 
 @pytest.mark.cuda
