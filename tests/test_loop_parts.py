@@ -90,3 +90,17 @@ def test_the_run_seed_decides_the_lora_initialisation():
 
     a, b, c = lora_a(0, 1), lora_a(0, 2), lora_a(1, 1)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_library_leaves_the_thread_count_alone():
+    """Importing the package and running a Python-built Trainer change no thread count (the app fits them)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(7); import unified_rl, unified_rl.rollout, unified_rl.loop; "
+            "assert torch.get_num_threads() == 7, torch.get_num_threads()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    before = torch.get_num_threads()
+    m = _trainer().train_step()
+    assert torch.get_num_threads() == before and m["threads"] == before

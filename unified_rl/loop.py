@@ -76,7 +76,7 @@ class Trainer:
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
                  eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
-                 phase: Optional[str] = None, logger: Optional[MetricLogger] = None):
+                 phase: Optional[str] = None, logger: Optional[MetricLogger] = None, adapt_threads: bool = False):
         self.cfg = c = config.check()
         if c.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
             init_process_group()
@@ -149,6 +149,7 @@ class Trainer:
         self.history: list[dict] = []
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
         self.interrupted = False  # set by run() when Ctrl-C stopped it early
+        self.adapt_threads = adapt_threads  # fit torch's threads to the free cores each step (changes rounding with the load)
         config = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
         self.logger = logger or RunLogger(c.out_dir, c.report_to, f"{self.phase}-{c.seed}", config, self.rank)
         conforms(self.logger, MetricLogger, "logger")
@@ -159,7 +160,7 @@ class Trainer:
         """One step of Algorithm 1: produce, score, reference log-probs, prepare and mu updates; returns the step's metrics."""
         c = self.cfg
         t0 = time.perf_counter()
-        n_threads = threads.adapt_threads()  # the cores other processes leave free (threads.py)
+        n_threads = threads.adapt_threads() if self.adapt_threads else torch.get_num_threads()  # threads.py
         if self.step_count % c.steps == 0:
             self._begin_iteration()
         rollout = self.producer.produce(self.local_questions)  # sampled (or read), with log pi_old where needed

@@ -14,9 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .threads import fit_threads
 
-fit_threads()  # no more torch threads than the cores this process may use (affinity, cgroup quota)
 
 # field -> (axes, dtype kind); "batch" and "seq" come from input_ids.
 _SPEC: dict[str, tuple[tuple[str, ...], str]] = {

@@ -278,7 +278,7 @@ def cmd_train(args) -> int:
     if preference:  # the file's own pairs instead of sampled ones
         method = dataclasses.replace(method, data_source=Preferences())
     reward = None if preference else _reward(args, method, tok)
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args))
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args), adapt_threads=True)
     if args.merge and sharded(trainer.train_model):
         raise ValueError("--merge: the adapters of an FSDP2-sharded policy are merged in one process; train with "
                          "--parallel ddp, or load --out/adapter with peft and merge_and_unload() after the run")
@@ -462,6 +462,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args) -> int:
     """The subcommand; a user's mistake is one line and status 2, a second Ctrl-C status 130."""
     try:
+        from ..threads import fit_threads
+
+        fit_threads()  # the app, not the library: no more torch threads than the cores this process may use
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback
         print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
