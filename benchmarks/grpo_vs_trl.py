@@ -90,7 +90,7 @@ def update_vs_plain(trainer):
     (cross-entropy on every token) of the same model on the same tokens; medians of 5."""
     r = trainer.source.sample(trainer.policy, trainer.cfg.questions_per_step)
     r = trainer.reward(r, r.texts)
-    r = trainer.coefficient.prepare(r.replace(ref_logprobs=url.trainer.reference.logprobs(r, trainer.plan)))
+    r = trainer.coefficient.prepare(r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan)))
     model, opt = trainer.policy, trainer.optimizer
 
     def ours():
@@ -139,24 +139,26 @@ def main() -> None:
         model.save_pretrained(path)
         tok.save_pretrained(path)
         n_params = sum(p.numel() for p in model.parameters())
-        ours, trl, phases, tokens, trl_lengths = [], [], [], [], []
+        ours, trl, phases, tokens, trl_lengths, round_ratios = [], [], [], [], [], []
         for k in range(a.rounds):
             t, m, trainer = run_ours(path, rows, a, seed=k)
             ours += t
             phases += m
             tokens += [x["tokens"] for x in m]
-            t, length = run_trl(path, rows, a, seed=k)
-            trl += t
+            t2, length = run_trl(path, rows, a, seed=k)
+            trl += t2
             trl_lengths.append(length)
+            round_ratios.append(statistics.median(t2) / statistics.median(t))
         upd, plain, n_tok = update_vs_plain(trainer)
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
     print(f"model: Llama {n_params / 1e6:.2f}M parameters (width {a.width}); {a.questions} questions x G={a.group}, "
           f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
-    print("| library | median s/step | steps/s | ratio (TRL time / ours) |")
+    print("| library | median s/step (range) | steps/s | ratio (TRL time / ours) |")
     print("|---|---|---|---|")
-    print(f"| unified_rl | {mo:.3f} | {1 / mo:.2f} | {mt / mo:.2f}x |")
-    print(f"| TRL {__import__('trl').__version__} GRPOTrainer | {mt:.3f} | {1 / mt:.2f} | 1.00x |")
+    print(f"| unified_rl | {mo:.3f} ({min(ours):.3f}-{max(ours):.3f}) | {1 / mo:.2f} | {mt / mo:.2f}x "
+          f"(rounds {min(round_ratios):.2f}-{max(round_ratios):.2f}x) |")
+    print(f"| TRL {__import__('trl').__version__} GRPOTrainer | {mt:.3f} ({min(trl):.3f}-{max(trl):.3f}) | {1 / mt:.2f} | 1.00x |")
     med_tok = statistics.median(tokens)
     trl_tok = statistics.mean(trl_lengths) * a.questions * a.group
     print(f"\nunified_rl: {med_tok / mo:.0f} completion tokens/s (median {med_tok:.0f} completion tokens per step)")
