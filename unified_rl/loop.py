@@ -150,6 +150,8 @@ class Trainer:
         self.flat_steps = 0  # consecutive steps in which every group's rewards were equal
         self.interrupted = False  # set by run() when Ctrl-C stopped it early
         self.adapt_threads = adapt_threads  # fit torch's threads to the free cores each step (changes rounding with the load)
+        if adapt_threads:
+            threads.fit_threads()  # no more torch threads than the cores this process may use (affinity, cgroup quota)
         config = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
         self.logger = logger or RunLogger(c.out_dir, c.report_to, f"{self.phase}-{c.seed}", config, self.rank)
         conforms(self.logger, MetricLogger, "logger")

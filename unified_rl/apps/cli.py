@@ -462,9 +462,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args) -> int:
     """The subcommand; a user's mistake is one line and status 2, a second Ctrl-C status 130."""
     try:
-        from ..threads import fit_threads
-
-        fit_threads()  # the app, not the library: no more torch threads than the cores this process may use
         return args.fn(args)
     except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback
         print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
