@@ -149,7 +149,11 @@ class TrainConfig:
 
     def sampler_options(self) -> dict[str, Any]:
         """The ``hf.make_sampler`` options this config sets for its sampler."""
-        truncation = {k: v for k, v in (("top_k", self.top_k), ("top_p", self.top_p)) if v != {"top_k": 0, "top_p": 1.0}[k]}
+        truncation: dict[str, Any] = {}  # set only when on: a sampler of one's own need not know them otherwise
+        if self.top_k:
+            truncation["top_k"] = self.top_k
+        if self.top_p < 1:
+            truncation["top_p"] = self.top_p
         if self.sampler != "vllm":
             return truncation
         return dict(gpu_memory_utilization=self.vllm_gpu_memory_utilization, max_model_len=self.vllm_max_model_len,

@@ -47,9 +47,9 @@ from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, c
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """A block whose random draws (parameter initialisation) come from ``seed``; the global RNG is
-    restored afterwards, so the caller's stream is untouched."""
-    with torch.random.fork_rng(devices=[]):
+    """A block whose random draws (parameter initialisation) come from ``seed``; the global RNGs (CPU,
+    and CUDA where it is in use) are restored afterwards, so the caller's streams are untouched."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
         torch.manual_seed(seed)
         yield
 

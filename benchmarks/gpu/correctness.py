@@ -33,18 +33,13 @@ def _grads(model) -> list[torch.Tensor]:
     return out
 
 
-def _method(name: str):
-    method = from_config(TrainConfig(method=name, group_size=2, max_new_tokens=48))
-    return method
-
-
 def methods(device: str) -> dict:
     """Every registered method: gradient on ``device`` at three precisions vs CPU fp64."""
     model64 = small_qwen(VOCAB)
     batch = method_batch(model64, VOCAB, seed=0)
     rows = []
     for name in REGISTRY:
-        method = _method(name)
+        method = from_config(TrainConfig(method=name, group_size=2, max_new_tokens=48))
         if hasattr(method.coefficient, "attach"):
             method.coefficient.attach(copy.deepcopy(model64))  # PPO's value model (fp64; used by prepare only)
         prepared = method.coefficient.prepare(batch)

@@ -63,37 +63,29 @@ def completion_logprobs(
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         return prompt_pass_logprobs(model, PromptPass(*shared), rows, completion_mask, temperature=temperature, chunk_bytes=chunk_bytes)
     split = _split_head(model)
+    run = split[0] if split is not None else model  # the trunk (last hidden states), or the whole model (logits)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-    if packed:
-        return _packed_logprobs(model, split, input_ids, attention_mask, completion_mask, position_ids, temperature, chunk_bytes)
-    target_mask = completion_mask[:, 1:]
-    targets = input_ids[:, 1:][target_mask]
-    out = (split[0] if split is not None else model)(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
-    picked = (out.last_hidden_state if split is not None else out.logits)[:, :-1][target_mask]
-    if split is not None:
-        head = split[1]
-        logp = linear_logprobs(picked, head.weight, head.bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
+    if packed:  # positions restart per row; with no attention mask and no cache, transformers builds the packed-sequence
+        # mask from the restarts (masking_utils.find_packed_sequence_indices). A row's first real token is never
+        # output (Rollout checks), so each target's predictor is in its own row.
+        flat_ids = input_ids[attention_mask][None]
+        out = run(input_ids=flat_ids, position_ids=position_ids[attention_mask][None], use_cache=False)
+        at = completion_mask[attention_mask].nonzero().squeeze(1)
+        states, targets = _states(out, split)[0, at - 1], flat_ids[0, at]
     else:
-        logp = logits_logprobs(picked, targets, temperature)
+        target_mask = completion_mask[:, 1:]
+        out = run(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
+        states, targets = _states(out, split)[:, :-1][target_mask], input_ids[:, 1:][target_mask]
+    if split is not None:
+        logp = linear_logprobs(states, split[1].weight, split[1].bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
+    else:
+        logp = logits_logprobs(states, targets, temperature)
     return on_mask(completion_mask, logp)
 
 
-def _packed_logprobs(model: nn.Module, split, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
-                     completion_mask: Bool[Tensor, "batch seq"], position_ids: Int[Tensor, "batch seq"], temperature: float,
-                     chunk_bytes: Optional[int]) -> Float[Tensor, "batch seq"]:
-    """:func:`completion_logprobs` over the rows' real tokens packed into one sequence: positions
-    restart at each row, and with no attention mask and no cache transformers builds the
-    packed-sequence mask from those restarts (``masking_utils.find_packed_sequence_indices``). A
-    row's first real token is never a completion token, so each target's predictor is its own row's."""
-    flat_ids = input_ids[attention_mask][None]
-    out = (split[0] if split is not None else model)(input_ids=flat_ids, position_ids=position_ids[attention_mask][None], use_cache=False)
-    targets = completion_mask[attention_mask].nonzero().squeeze(1)
-    picked = (out.last_hidden_state if split is not None else out.logits)[0, targets - 1]
-    if split is not None:
-        logp = linear_logprobs(picked, split[1].weight, split[1].bias, flat_ids[0, targets], temperature=temperature, chunk_bytes=chunk_bytes)
-    else:
-        logp = logits_logprobs(picked, flat_ids[0, targets], temperature)
-    return on_mask(completion_mask, logp)
+def _states(out, split) -> Tensor:
+    """What the head reads: the trunk's last hidden states, or the model's own logits (no split head)."""
+    return out.last_hidden_state if split is not None else out.logits
 
 
 def _shared_prompts(model: nn.Module, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
