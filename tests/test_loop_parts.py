@@ -104,3 +104,27 @@ def test_the_library_leaves_the_thread_count_alone():
     before = torch.get_num_threads()
     m = _trainer().train_step()
     assert torch.get_num_threads() == before and m["threads"] == before
+
+
+def test_one_method_object_starts_two_runs_that_share_nothing():
+    """PPO's critic belongs to the run: a second Trainer built from the same ``methods.ppo()`` object
+    starts from exactly what a fresh object gives, and the Method itself is left untouched."""
+    def ppo_trainer(method):
+        cfg = TrainConfig(steps=1, questions_per_step=2, max_new_tokens=6, checkpoint_every=0, seed=3)
+        return Trainer(tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64), TOK, method, ROWS, cfg,
+                       reward=task_reward(method, TOK))
+
+    def critic(trainer):
+        return {k: v.clone() for k, v in trainer.coefficient.owned_models()["0.value_model"][0].state_dict().items()}
+
+    shared = url.methods.ppo()
+    first = ppo_trainer(shared)
+    first.run(progress=False)
+    second, fresh = ppo_trainer(shared), ppo_trainer(url.methods.ppo())
+    assert shared.coefficient.pieces[0].value_model is None  # the Method holds no run's state
+    trained, a, b = critic(first), critic(second), critic(fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], trained[k]) for k in a)  # the first run did train its own critic
+    second.run(progress=False)
+    fresh.run(progress=False)
+    assert all(torch.equal(critic(second)[k], critic(fresh)[k]) for k in a)

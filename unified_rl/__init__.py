@@ -7,8 +7,10 @@
 
 Three floors (docs/architecture.md): the core (``rollout``, ``protocols``, ``coefficients``,
 ``engine``; torch, numpy, jaxtyping and einops only), ``hf`` (the one seam to transformers) and
-the library built on the protocols (``data``, ``rewards``, ``methods``, ``loop``). The core
-imports without transformers installed; then only the core is loaded. ``unified_rl.apps`` (CLI,
+the library built on the protocols (``data``, ``rewards``, ``methods``; the ``loop`` trains
+transformers models through ``hf``). The core and ``data``, ``rewards`` and ``methods`` import
+without transformers installed; the engine never imports ``hf``: importing ``hf`` registers its
+model adapters (chunked head, shared prompts) and PPO's default value model. ``unified_rl.apps`` (CLI,
 demo, experiments, the arithmetic task) is built on the library and never imported by it.
 
 ``import unified_rl`` itself loads nothing heavy (``unified-rl --help`` answers without torch); each
@@ -16,7 +18,6 @@ name below is imported on first use.
 """
 
 import importlib
-import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -24,27 +25,20 @@ __version__ = "0.1.0"
 _CORE = {"Rollout": "rollout", "Stats": "engine", "ExecutionPlan": "engine", "DataSource": "protocols", "RewardFunction": "protocols",
          "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols"}
 _CORE_MODULES = ("coefficients", "distributed", "engine", "protocols", "threads")
-_LIBRARY_MODULES = ("config", "data", "evaluate", "hf", "loop", "methods", "rewards")
+_LIBRARY_MODULES = ("config", "data", "evaluate", "methods", "rewards")
+_TRANSFORMERS_MODULES = ("hf", "loop")
 
 
-def _has_transformers() -> bool:
-    try:
-        return importlib.util.find_spec("transformers") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-__all__ = [*_CORE, *_CORE_MODULES] + (["Method", *_LIBRARY_MODULES] if _has_transformers() else [])
+__all__ = [*_CORE, *_CORE_MODULES, "Method", *_LIBRARY_MODULES, *_TRANSFORMERS_MODULES]
 
 
 def __getattr__(name: str) -> Any:
-    """Import a floor (or the module holding a public name) on first use. The engine loads the
-    transformers adapter itself when it first runs a model (``engine.adapter_for``)."""
-    if name in _CORE_MODULES or (name in _LIBRARY_MODULES and _has_transformers()):
+    """Import a floor (or the module holding a public name) on first use."""
+    if name in _CORE_MODULES or name in _LIBRARY_MODULES or name in _TRANSFORMERS_MODULES:  # hf, loop: ImportError without transformers
         value = importlib.import_module(f".{name}", __name__)
     elif name in _CORE:
         value = getattr(importlib.import_module(f".{_CORE[name]}", __name__), name)
-    elif name == "Method" and _has_transformers():
+    elif name == "Method":
         value = importlib.import_module(".methods", __name__).Method
     else:
         raise AttributeError(f"module 'unified_rl' has no attribute {name!r}")

@@ -12,6 +12,7 @@ nothing here knows a method's name or a model library. How a model computes log-
 Log-probs are taken at the temperature the rollout was sampled at (``rollout.temperature``).
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -66,7 +67,16 @@ def forward_logits(model: nn.Module, mb: Rollout) -> Float[Tensor, "rows cols vo
     """``model``'s logits on a micro-batch, through its forward (where FSDP2 and PEFT hook in)."""
     position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
     out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
-    return out if isinstance(out, Tensor) else out.logits
+    if isinstance(out, Tensor):
+        return out
+    if not _warned:
+        _warned.append(type(out).__name__)
+        warnings.warn(f"engine: {type(model).__name__} returns {type(out).__name__}; its full logits are used. For a transformers "
+                      "model, import unified_rl.hf first: it registers the adapter with the chunked head and shared prompts", stacklevel=4)
+    return out.logits
+
+
+_warned: list = []  # the plain path's hint is given once per process
 
 
 class PlainAdapter(ModelAdapter):
@@ -98,26 +108,10 @@ def register_adapter(adapter: ModelAdapter) -> None:
         _ADAPTERS.insert(0, adapter)
 
 
-def _load_builtin_adapters() -> None:
-    """The floors that register an adapter when imported (``unified_rl.hf``, if transformers is
-    installed), loaded on first use: the core itself never imports a model library."""
-    import importlib
-    import importlib.util
-    import sys
-
-    if "unified_rl.hf" in sys.modules:
-        return
-    try:
-        installed = importlib.util.find_spec("transformers") is not None
-    except (ImportError, ValueError):  # blocked or broken: the core runs without it
-        installed = False
-    if installed:
-        importlib.import_module("unified_rl.hf")
-
-
 def adapter_for(model: nn.Module) -> ModelAdapter:
-    """The registered adapter that accepts ``model``, else :class:`PlainAdapter`."""
-    _load_builtin_adapters()
+    """The registered adapter that accepts ``model``, else :class:`PlainAdapter`. The engine never
+    imports a model library: ``unified_rl.hf`` registers the transformers adapters when it is
+    imported (any of its helpers), the caller registers its own with :func:`register_adapter`."""
     return next((a for a in _ADAPTERS if a.accepts(model)), PlainAdapter())
 
 

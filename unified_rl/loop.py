@@ -13,6 +13,7 @@
 """
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
@@ -102,7 +103,7 @@ class Trainer:
         if c.gradient_checkpointing:
             enable_activation_checkpointing(policy)
         self.policy, self.tokenizer, self.method, self.phase = policy, tokenizer, method, phase or method.name
-        self.coefficient = method.coefficient
+        self.coefficient = copy.deepcopy(method.coefficient)  # the run's own pieces: a Method can start several runs, sharing no critic
         self.needs = self.coefficient.needs
         self.plan = ExecutionPlan(max_tokens=c.max_tokens, share_prefix=c.share_prefix, precision=c.precision, packed=c.packed)
         self.encoder = Encoder(tokenizer, c.max_prompt_tokens, c.max_new_tokens + 1)

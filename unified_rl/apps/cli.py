@@ -471,5 +471,19 @@ def _run(args) -> int:
         return 130
 
 
+def console() -> None:
+    """The ``unified-rl`` executable: :func:`main`, then the exit. Under torchrun a rank ends with
+    ``os._exit`` once its outputs are flushed and the process group is left: objects that still
+    hold gloo's process group (FSDP2's device mesh) would otherwise be destroyed during interpreter
+    finalisation, where a gloo worker thread taking the GIL aborts the rank (SIGABRT, "terminate
+    called without an active exception") after its work is done, and torchrun then fails the job."""
+    status = main()
+    if "torch.distributed" in sys.modules:
+        from ..hf.distributed import exit_rank
+
+        exit_rank(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

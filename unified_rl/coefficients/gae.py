@@ -57,10 +57,31 @@ def _last_token(mask: Bool[Tensor, "batch seq"]) -> Bool[Tensor, "batch seq"]:
     return pos == last[:, None]
 
 
+_CRITIC_BUILDERS: list[Callable[[nn.Module], Optional[nn.Module]]] = []
+
+
+def register_critic_builder(builder: Callable[[nn.Module], Optional[nn.Module]]) -> None:
+    """Let ``builder(policy)`` build the value model of a ``gae()`` given none (it returns None for a
+    policy it does not know). ``unified_rl.hf`` registers one for transformers policies."""
+    if builder not in _CRITIC_BUILDERS:
+        _CRITIC_BUILDERS.insert(0, builder)
+
+
+def default_critic(policy: nn.Module) -> nn.Module:
+    """The value model the first registered builder makes for ``policy``."""
+    for builder in _CRITIC_BUILDERS:
+        critic = builder(policy)
+        if critic is not None:
+            return critic
+    raise ValueError(f"gae(): no value model for a {type(policy).__name__} policy: pass value_model= or value_model_factory= "
+                     "(a transformers policy gets one once unified_rl.hf is imported)")
+
+
 @dataclass
 class GAE(AdvantageEstimator):
     """Advantages by GAE(gamma, lambda) with a value model; ``update`` trains the value model.
-    Without ``value_model``, ``attach(policy)`` builds one with ``value_model_factory(policy)``."""
+    Without ``value_model``, ``attach(policy)`` builds one with ``value_model_factory(policy)``, or
+    else with the registered builder for the policy's kind (:func:`register_critic_builder`)."""
 
     value_model: Optional[nn.Module] = None
     gamma: float = 1.0
@@ -91,9 +112,7 @@ class GAE(AdvantageEstimator):
 
     def attach(self, policy: nn.Module) -> None:
         if self.value_model is None:
-            if self.value_model_factory is None:
-                raise ValueError("gae(): no value model and no value_model_factory to build one from the policy")
-            self.value_model = self.value_model_factory(policy)
+            self.value_model = self.value_model_factory(policy) if self.value_model_factory else default_critic(policy)
         if self.optimizer is None:
             self.optimizer = torch.optim.AdamW(self.value_model.parameters(), lr=self.value_lr)
 

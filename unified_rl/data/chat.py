@@ -17,7 +17,7 @@ without added special tokens (the template wrote them).
 from itertools import takewhile
 from typing import Any, Sequence
 
-from .rows import Row, where
+from .row import Row, where
 
 CHAT = "_chat_prompt"  # the conversational prompt a rendered row came from
 TURN_COLUMNS = ("prompt", "completion", "chosen", "rejected", "messages")

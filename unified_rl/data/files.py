@@ -7,7 +7,7 @@ it came from (``file, row N``), so later checks name it.
 import os
 from typing import Mapping, Optional
 
-from .rows import Row
+from .row import Row
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 

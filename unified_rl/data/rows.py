@@ -8,6 +8,9 @@ import os
 import re
 from typing import Any, Iterator, Optional, Sequence
 
+from .chat import check_messages, normalize
+from .row import Row
+
 GSM8K_TEMPLATE = "Question: {question}\nAnswer:"
 SCHEMAS = {
     "prompt_completion": ("prompt", "completion"),
@@ -15,22 +18,6 @@ SCHEMAS = {
     "gsm8k": ("question", "answer"),
     "prompts": ("prompt",),
 }
-
-
-class Row(dict):
-    """A row read from a file: a plain dict of its columns that also knows where it came from
-    (``origin``, e.g. ``"train.jsonl, line 7"``), so later checks can name the line."""
-
-    origin: str = ""
-
-    def __init__(self, columns: dict, origin: str):
-        super().__init__(columns)
-        self.origin = origin
-
-
-def where(row: dict, index: int) -> str:
-    """How errors name a row: its file and line if it was read from one, else its index."""
-    return getattr(row, "origin", "") or f"row {index}"
 
 
 class _DuplicateKey(Exception):
@@ -100,8 +87,6 @@ def read_jsonl(path: str, required: Sequence[str], *, max_prompt_chars: Optional
                nonempty: Sequence[str] = ()) -> list[dict]:
     """Rows of a JSONL file (see :func:`jsonl_objects`); each must be an object whose ``required``
     columns are strings (the prompt and the ``nonempty`` columns non-empty)."""
-    from .chat import normalize
-
     rows = []
     for line_no, row in jsonl_objects(path):
         row = normalize(Row(row, f"{path}, line {line_no}"))  # messages / implicit prompts in explicit form
@@ -120,8 +105,6 @@ def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_c
         if col not in row:
             raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)})")
         if isinstance(row[col], list) and col in ("prompt", "completion", "chosen", "rejected"):  # messages (chat.py)
-            from .chat import check_messages
-
             check_messages(row[col], where, col)
             continue
         if not isinstance(row[col], str):

@@ -18,7 +18,7 @@ from ..protocols import DataSource, Sampler
 from ..rollout import Rollout, Sample
 from .chat import CHAT
 from .collate import concat, to_rollout
-from .rows import where
+from .row import where
 
 
 class RowCursor:

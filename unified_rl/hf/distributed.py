@@ -17,7 +17,10 @@ ordinary module until the block ends, then it is sharded again.
 
 import contextlib
 import datetime
+import gc
 import os
+import sys
+import weakref
 from typing import Iterator, Optional
 
 import torch
@@ -35,6 +38,9 @@ from .logprobs import completion_logprobs
 from .lora import unwrap
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+_HANDED_OUT: "weakref.WeakSet[DistributedDataParallel]" = weakref.WeakSet()  # torn down by leave_process_group
 
 
 def launched_by_torchrun() -> bool:
@@ -60,13 +66,34 @@ def init_process_group(backend: Optional[str] = None, timeout_s: float = 600.0) 
 
 
 def leave_process_group() -> None:
-    """End this process's part of the job (every rank, after its last collective): destroy the
-    process group. Without it, gloo's worker threads can still hold the last collective's work when
-    the interpreter shuts down, and the rank dies with SIGABRT ("terminate called without an active
-    exception", pytorch/pytorch#190489) after it has finished. Not called on an exception: other
-    ranks may be waiting in a collective, and torchrun stops them."""
+    """End this process's part of the job (every rank, after its last collective): tear down the
+    DDP wrappers :func:`ddp` handed out, then destroy the process group. Without it, gloo's worker
+    threads can still hold the last collective's work when the interpreter shuts down, and the rank
+    dies with SIGABRT ("terminate called without an active exception") after it has finished; and a
+    DDP wrapper still alive when the group goes can hang the exit (its reducer's destructor joins a
+    gloo thread that waits for the GIL). Not called on an exception: other ranks may be waiting in
+    a collective, and torchrun stops them. A wrapper is unusable afterwards."""
+    for wrapped in list(_HANDED_OUT):
+        for name in ("logger", "reducer"):  # the C++ objects that hold the process group
+            if hasattr(wrapped, name):
+                delattr(wrapped, name)
+    _HANDED_OUT.clear()
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_rank(status: int) -> None:
+    """End a rank of a torchrun job now, with ``status``: leave the process group, flush the standard
+    streams and ``os._exit``, skipping interpreter finalisation (whose destruction of objects that
+    still hold a gloo process group can abort a finished rank). A no-op outside torchrun."""
+    if not launched_by_torchrun():
+        return
+    leave_process_group()
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 class LogprobModule(nn.Module):
@@ -101,6 +128,7 @@ def ddp(model: nn.Module) -> DistributedDataParallel:
     wrapped = DistributedDataParallel(LogprobModule(model), device_ids=[device] if device.type == "cuda" else None,
                                       broadcast_buffers=False)
     wrapped.register_comm_hook(None, _sum_hook)
+    _HANDED_OUT.add(wrapped)
     return wrapped
 
 

@@ -1,10 +1,12 @@
 """PPO's value model for transformers policies: the policy's trunk with a scalar head."""
 
 import copy
+from typing import Optional
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from .lora import unwrap
 
@@ -32,3 +34,9 @@ def value_model_from_policy(policy: nn.Module) -> ValueModel:
     trunk = copy.deepcopy(policy.base_model)
     weight = next(trunk.parameters())
     return ValueModel(trunk, policy.config.hidden_size).to(device=weight.device, dtype=weight.dtype)
+
+
+def critic_for(policy: nn.Module) -> Optional[ValueModel]:
+    """PPO's default value model for a transformers policy (:func:`value_model_from_policy`); None
+    for another kind of model (registered with ``coefficients.register_critic_builder``)."""
+    return value_model_from_policy(policy) if isinstance(unwrap(policy), PreTrainedModel) else None

@@ -17,7 +17,6 @@ from ..coefficients import (
     sequence_mean,
 )
 from ..data.recipes import Pairs, Sampled, SourceRecipe, Supervised
-from ..hf.value import value_model_from_policy
 from ..protocols import RewardFunction
 from .method import Method
 
@@ -53,9 +52,9 @@ def ppo(epsilon: float = 0.2, beta: float = 0.04, *, gamma: float = 1.0, lam: fl
         reward: Optional[RewardFunction] = None) -> Method:
     """PPO: GC = A_t * rho_t * 1_clip, A_t by GAE(gamma, lambda) against a value model that the
     coefficient trains; KL in the reward, r_t = r(q, o) 1[t = |o|] - beta log(pi_old / pi_ref).
-    The value model defaults to a copy of the policy's trunk with a scalar head (``hf.value_model_from_policy``)."""
-    advantage = gae(value_model, gamma=gamma, lam=lam, kl_beta=beta, whiten=whiten, value_lr=value_lr, value_clip=value_clip,
-                    value_model_factory=value_model_from_policy)
+    The value model defaults to the one registered for the policy's kind: for a transformers policy,
+    a copy of its trunk with a scalar head (``hf.value_model_from_policy``)."""
+    advantage = gae(value_model, gamma=gamma, lam=lam, kl_beta=beta, whiten=whiten, value_lr=value_lr, value_clip=value_clip)
     coef = chain(advantage, ppo_clip(epsilon), aggregation=sequence_mean(), name="ppo")
     return Method("ppo", coef, data_source or Sampled(1, online=True), reward)
 
