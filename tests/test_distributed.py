@@ -136,6 +136,30 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(two_steps, tmp_path):
     assert more.returncode == 0 and "at step 2" in more.stdout, more.stderr[-3000:]  # and trains on (optimizer state included)
 
 
+def _one_process(args, cwd):
+    return subprocess.run([sys.executable, "-m", "unified_rl.apps.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_resume_never_goes_back_to_an_older_checkpoint(two_steps, tmp_path):
+    """2 ranks to step 2, one process on to step 3 (a one-process checkpoint; the sharded one becomes
+    .prev): torchrun --resume is then refused with both world sizes named, and rewrites nothing; one
+    process resumes the newest (step 3) and continues."""
+    run = _copy(two_steps, tmp_path)
+    _ok(_one_process([*COMMON, "--steps", "3", "--resume"], tmp_path))
+    metrics = (run / "metrics.jsonl").read_text()
+    assert (run / "checkpoint" / "state.json").exists() and (run / "checkpoint.prev" / "manifest.json").exists()
+    refused = _torchrun([*COMMON, "--steps", "4", "--resume"], tmp_path)
+    assert refused.returncode != 0
+    said = [line for line in refused.stderr.splitlines() if line.startswith("unified-rl train: error:")]
+    assert said and "saved by 1 process" in said[0] and "resumed by 2 ranks" in said[0] and "without torchrun" in said[0], refused.stderr[-2000:]
+    assert (run / "metrics.jsonl").read_text() == metrics and (run / "checkpoint" / "state.json").exists()
+    more = _ok(_one_process([*COMMON, "--steps", "4", "--resume"], tmp_path))
+    assert "at step 3" in more.stdout
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if "reward/mean" in x]
+    assert steps == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("victim,where", [(1, "shards"), (0, "rename")])
 def test_a_rank_killed_mid_save_leaves_the_last_checkpoint(two_steps, tmp_path, victim, where):
     from unified_rl.sharded_checkpoint import read_manifest

@@ -42,7 +42,7 @@ def test_a_custom_logger_receives_every_step_and_the_completions():
     assert [s for s, _ in keep.metrics] == [1, 2, 3]
     assert [m for _, m in keep.metrics] == history
     assert [s for s, _ in keep.rows] == [2] and len(keep.rows[0][1]) == 4
-    assert set(keep.rows[0][1][0]) == {"step", "prompt", "completion", "reward"}
+    assert set(keep.rows[0][1][0]) == {"phase", "step", "prompt", "completion", "reward"}
     assert keep.closed == 1
 
 
@@ -128,3 +128,24 @@ def test_one_method_object_starts_two_runs_that_share_nothing():
     second.run(progress=False)
     fresh.run(progress=False)
     assert all(torch.equal(critic(second)[k], critic(fresh)[k]) for k in a)
+
+
+def test_a_resume_moves_later_lines_aside_and_loses_none(tmp_path):
+    """Resumed at step 2: the phase's later metrics and completions move to the .superseded files;
+    other phases' lines and earlier steps stay; nothing is lost."""
+    import json
+
+    from unified_rl.metric_logger import rewind
+
+    metrics = [{"phase": "sft", "step": 5}] + [{"phase": "grpo", "step": s, "loss": s / 10} for s in (1, 2, 3, 4)]
+    rows = [{"phase": "grpo", "step": s, "completion": str(s)} for s in (2, 4)]
+    for name, lines in (("metrics.jsonl", metrics), ("completions.jsonl", rows)):
+        (tmp_path / name).write_text("".join(json.dumps(m) + "\n" for m in lines))
+    kept = rewind(str(tmp_path), "grpo", 2)
+    assert [m["step"] for m in kept] == [1, 2]
+
+    def read(name):
+        return [json.loads(x) for x in (tmp_path / name).read_text().splitlines()]
+
+    assert read("metrics.jsonl") == metrics[:3] and read("metrics.superseded.jsonl") == metrics[3:]
+    assert read("completions.jsonl") == rows[:1] and read("completions.superseded.jsonl") == rows[1:]

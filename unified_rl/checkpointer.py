@@ -4,6 +4,7 @@ shards that ``torchrun`` ranks write (``unified_rl.sharded_checkpoint``: reshard
 size). The :class:`Checkpointer` reads and writes what a :class:`~unified_rl.loop.Trainer` holds."""
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -84,8 +85,9 @@ class Checkpointer:
         if meta.get("method", mine["method"]) != mine["method"]:
             raise CheckpointError(f"{folder}: a checkpoint of method {meta['method']!r}, but this run trains {mine['method']!r}")
         if not reshard and meta.get("world_size", 1) != mine["world_size"]:
-            raise CheckpointError(f"{folder}: saved by {meta['world_size']} process(es) in the one-process format, resumed by "
-                                  f"{mine['world_size']}; resume it with one process")
+            raise CheckpointError(f"{folder}: saved by {meta.get('world_size', 1)} process in the one-process format, resumed by "
+                                  f"{mine['world_size']} ranks, which read only the sharded format; resume it in one process "
+                                  "(unified-rl train ... --resume, without torchrun)")
         for name, shape in (meta.get("shapes") or mine["shapes"]).items():
             if mine["shapes"].get(name) != shape:
                 raise CheckpointError(f"{folder}: parameter {name!r} has shape {shape} in the checkpoint but "
@@ -113,8 +115,13 @@ class Checkpointer:
                 "and step are restored (resharded); each rank's data stream starts afresh from its seed")
 
     def resume(self, folder: str) -> None:
-        """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) into the trainer."""
-        if is_sharded(folder):
-            self._resume_sharded(folder)
+        """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) into the trainer.
+        The newest checkpoint decides the format, whichever it is: ``folder`` itself, or its
+        ``.prev`` only when a save stopped between its two renames. A one-process checkpoint is
+        never passed over for an older sharded one (nor the other way round)."""
+        folder = folder.rstrip("/")
+        newest = folder if os.path.isdir(folder) else folder + ".prev"
+        if is_sharded(newest):
+            self._resume_sharded(newest)
         else:
             self.load_state_dict(self._read_checkpoint(folder))

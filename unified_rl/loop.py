@@ -280,7 +280,7 @@ class Trainer:
         """The step's first ``n`` samples (prompt, completion, reward; None if unscored) to the logger."""
         scored = rollout.scored.tolist() if rollout.scored is not None else [True] * rollout.batch_size
         rewards = rollout.rewards.tolist() if rollout.rewards is not None else [None] * rollout.batch_size
-        rows = [{"step": self.step_count, "prompt": t.prompt, "completion": t.completion, "reward": rewards[i] if scored[i] else None}
+        rows = [{"phase": self.phase, "step": self.step_count, "prompt": t.prompt, "completion": t.completion, "reward": rewards[i] if scored[i] else None}
                 for i, t in enumerate(rollout.texts[:n])]
         self.logger.completions(rows, self.step_count)
 

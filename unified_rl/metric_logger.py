@@ -22,7 +22,7 @@ class MetricLogger(Protocol):
         """One step's metrics (numbers, plus ``phase``) -- the dict the Trainer returns from ``train_step``."""
 
     def completions(self, rows: Sequence[dict[str, Any]], step: int) -> None:
-        """Sample completions of one step: dicts with ``step``, ``prompt``, ``completion``, ``reward`` (None if unscored)."""
+        """Sample completions of one step: dicts with ``phase``, ``step``, ``prompt``, ``completion``, ``reward`` (None if unscored)."""
 
     def close(self) -> None:
         """The run is over (or paused): flush and finish."""
@@ -70,19 +70,39 @@ class RunLogger:
         self._reporters = None
 
 
-def rewind(out_dir: Optional[str], phase: str, step: int, rank: int = 0) -> Optional[list[dict]]:
-    """A run resumed at ``step``: drop the lines of ``phase`` after ``step`` from ``out_dir/metrics.jsonl``
-    (they will be done again; rank 0 rewrites the file atomically) and return the phase's kept lines
-    (None when there is no such file)."""
-    path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
-    if path is None or not os.path.exists(path):
-        return None
+def _split_file(path: str, later) -> list[dict]:
+    """Keep the lines of a JSON-lines file for which ``later`` is false (atomic rewrite); the others
+    are appended to ``<name>.superseded.jsonl`` beside it, so a resume loses no line. Returns the kept lines."""
     with open(path) as f:
         lines = [json.loads(line) for line in f if line.strip()]
-    kept = [m for m in lines if m.get("phase") != phase or m.get("step", 0) <= step]
-    if rank == 0:
+    kept, dropped = [m for m in lines if not later(m)], [m for m in lines if later(m)]
+    if dropped:
+        with open(path.removesuffix(".jsonl") + ".superseded.jsonl", "a") as f:
+            f.writelines(json.dumps(m) + "\n" for m in dropped)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.writelines(json.dumps(m) + "\n" for m in kept)
         os.replace(tmp, path)
+    return kept
+
+
+def rewind(out_dir: Optional[str], phase: str, step: int, rank: int = 0) -> Optional[list[dict]]:
+    """A run resumed at ``step``: the lines of ``phase`` after ``step`` leave ``out_dir/metrics.jsonl``
+    and ``completions.jsonl`` (those steps will be done again) for ``metrics.superseded.jsonl`` and
+    ``completions.superseded.jsonl`` (rank 0 rewrites the files atomically). Returns the phase's kept
+    metrics lines (None when there is no metrics file)."""
+    path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+    if path is None or not os.path.exists(path):
+        return None
+    def later(m):
+        return m.get("phase", phase) == phase and m.get("step", 0) > step
+
+    if rank == 0:
+        completions = os.path.join(out_dir, "completions.jsonl")
+        if os.path.exists(completions):
+            _split_file(completions, later)
+        kept = _split_file(path, later)
+    else:
+        with open(path) as f:
+            kept = [m for m in (json.loads(line) for line in f if line.strip()) if not later(m)]
     return [m for m in kept if m.get("phase") == phase]

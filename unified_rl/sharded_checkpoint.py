@@ -28,9 +28,8 @@ _OPTIONS = StateDictOptions(ignore_frozen_params=True)  # LoRA: the adapters (th
 
 
 def is_sharded(folder: str) -> bool:
-    """True when ``folder`` (or its ``.prev``) holds a checkpoint of this kind."""
-    folder = folder.rstrip("/")
-    return any(os.path.exists(os.path.join(f, MANIFEST)) for f in (folder, folder + ".prev"))
+    """True when ``folder`` holds a checkpoint of this kind."""
+    return os.path.exists(os.path.join(folder.rstrip("/"), MANIFEST))
 
 
 def _barrier() -> None:
