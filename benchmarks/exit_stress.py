@@ -18,6 +18,7 @@ saved); as a hang when it outlives ``--timeout`` seconds (it is then killed); ot
 import argparse
 import collections
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,11 +63,15 @@ def one_run(case: str, folder: str, timeout: float) -> str:
     """``clean``, ``abort`` or ``hang`` for one torchrun job of ``case``."""
     script = CLI if case == "cli" else [os.path.abspath(__file__), "--rank", case]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder, start_new_session=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=folder,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stdout, _ = job.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)  # torchrun and its ranks: a hung rank outlives its launcher otherwise
+        job.communicate()
         return "hang"
+    done = subprocess.CompletedProcess(cmd, job.returncode, stdout)
     finished = (os.path.exists(os.path.join(folder, "run", "model")) if case == "cli"
                 else done.stdout.count(" done") == 2)
     return "clean" if done.returncode == 0 and finished else "abort"

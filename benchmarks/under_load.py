@@ -29,10 +29,13 @@ from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
 from unified_rl.config import TrainConfig
 from unified_rl.hf import tiny_llama
 from unified_rl.loop import Trainer
+from unified_rl import threads
+threads.fit_threads()  # as the command-line app does
 tok = char_tokenizer()
 cfg = TrainConfig(steps=100, questions_per_step=16, group_size=8, max_new_tokens=40, lr=1e-5)
 reward = url.rewards.FromCallable(lambda prompts, completions, **_: [float(len(c) % 3 == 0) for c in completions])
-t = Trainer(tiny_llama(len(tok)), tok, url.methods.grpo(group_size=8), ArithmeticTask().train_rows(256), cfg, reward=reward)
+t = Trainer(tiny_llama(len(tok)), tok, url.methods.grpo(group_size=8), ArithmeticTask().train_rows(256), cfg, reward=reward,
+            adapt_threads=threads.per_step())
 times = []
 for _ in range(int(sys.argv[1]) + 1):
     s = time.perf_counter(); t.train_step(); times.append(time.perf_counter() - s)
@@ -64,12 +67,12 @@ def main() -> None:
     print("| threads and waits | alone (s/step) | beside busy processes (s/step) | fair share (s/step) | loaded / fair share |")
     print("|---|---|---|---|---|")
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "UNIFIED_RL_ADAPT_THREADS")}
-    fixed = {"UNIFIED_RL_ADAPT_THREADS": "0"}
+    fixed = {"UNIFIED_RL_ADAPT_THREADS": "0"}  # the command-line default: one count for the run
     fair = None
     for label, extra in (("fixed threads, OpenMP default waits (spin, then sleep)", fixed),
                          ("fixed threads, passive waits (OMP_WAIT_POLICY=PASSIVE)", {**fixed, "OMP_WAIT_POLICY": "PASSIVE"}),
                          ("one thread (OMP_NUM_THREADS=1)", {"OMP_NUM_THREADS": "1"}),
-                         ("threads fitted to the free cores each step (unified_rl's default)", {})):
+                         ("threads fitted to the free cores each step (--adapt-threads)", {"UNIFIED_RL_ADAPT_THREADS": "1"})):
         env = {**base, **extra}
         alone = statistics.median(measure(a.steps, 0, env, a.timeout)["times"])
         loaded_times = measure(a.steps, a.busy, env, a.timeout)["times"]

@@ -137,6 +137,7 @@ def test_bad_lora_settings_are_clear_errors():
         add_lora(copy.deepcopy(tiny_model()), r=2, targets=["no_such_module"])
 
 
+@pytest.mark.slow
 def test_cli_trains_a_lora_adapter_resumes_and_merges(tmp_path, capsys):
     from unified_rl.apps.cli import main
 

@@ -2,12 +2,12 @@
 
 ``os.cpu_count()`` counts the machine's cores, not the ones a container or a CPU affinity mask
 grants; a process that starts more compute threads than it has cores makes them wait on each
-other at every OpenMP barrier. ``unified_rl`` caps torch's threads at the cores it may use when it
-is imported, and the Trainer re-fits them before each step to the cores other processes leave
-free (:func:`adapt_threads`): OpenMP threads that wait at a barrier for a core that is busy
-elsewhere make a step cost several times its fair share of a shared machine, while one thread per
-free core keeps it near its share (benchmarks/under_load.py, docs/reliability.md).
-``OMP_NUM_THREADS`` (or ``UNIFIED_RL_ADAPT_THREADS=0``) fixes the count instead.
+other at every OpenMP barrier. The command-line app caps torch's threads at the cores it may use
+(:func:`fit_threads`, once per run); with ``--adapt-threads`` the Trainer re-fits them before each
+step to the cores other processes leave free (:func:`adapt_threads`): OpenMP threads that wait at a
+barrier for a core that is busy elsewhere make a step cost several times its fair share of a shared
+machine, while one thread per free core keeps it near its share (benchmarks/under_load.py,
+docs/reliability.md) -- at the price of bitwise reproducibility. ``OMP_NUM_THREADS`` fixes the count.
 """
 
 import functools
@@ -78,6 +78,13 @@ def others_running(samples: int = 3, gap: float = 5e-4) -> int:
         return least
     except (OSError, StopIteration, ValueError):
         return 0
+
+
+def per_step() -> bool:
+    """Whether the command-line app refits the threads before every step (``--adapt-threads``, or
+    ``UNIFIED_RL_ADAPT_THREADS=1``): off by default, since the count then follows the load and a
+    different count rounds differently."""
+    return os.environ.get("UNIFIED_RL_ADAPT_THREADS") == "1"
 
 
 _previous = [0]  # other running tasks seen before the previous step

@@ -177,12 +177,24 @@ def _reward(args, method, tok):
     return task_reward(method, tok) if not args.data else OutcomeReward(_extract(args))
 
 
+def _threads(args) -> None:
+    """A training command's CPU threads: capped once at the cores this process may use (the same
+    count for the whole run, so its numbers do not depend on the machine's load); with
+    ``--adapt-threads``, refitted to the free cores before every step (``threads.per_step``)."""
+    from .. import threads
+
+    if args.adapt_threads:
+        os.environ["UNIFIED_RL_ADAPT_THREADS"] = "1"
+    threads.fit_threads()
+
+
 def cmd_demo(args) -> int:
     """``unified-rl demo``: from the shipped SFT start, GRPO on longer answers-only questions beside the
     SFT-continuation control; prints their accuracies and GRPO's gain with its interval."""
     from .demo import DemoSettings, run_demo
 
     _out_folder(args.out)
+    _threads(args)
     s = DemoSettings.quick() if args.quick else DemoSettings()
     s.rl_seed = args.seed
     summary = run_demo(args.out, s, progress=not args.no_progress, from_scratch=args.sft_from_scratch)
@@ -250,7 +262,7 @@ def cmd_train(args) -> int:
     file_fields = _recipe(args)
     if not (args.method or file_fields.get("method")):  # before any heavy import: a usage error answers at once
         raise ValueError("--method is required (or a method key in the --config file)")
-    from .. import checkpoint, methods
+    from .. import checkpoint, methods, threads
     from ..data.recipes import Pairs, Preferences, Supervised
     from ..hf import full_state, sharded
     from ..loop import Trainer
@@ -278,7 +290,9 @@ def cmd_train(args) -> int:
     if preference:  # the file's own pairs instead of sampled ones
         method = dataclasses.replace(method, data_source=Preferences())
     reward = None if preference else _reward(args, method, tok)
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args), adapt_threads=True)
+    _threads(args)
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=reward, extract=_extract(args),
+                      adapt_threads=threads.per_step())
     if args.merge and sharded(trainer.train_model):
         raise ValueError("--merge: the adapters of an FSDP2-sharded policy are merged in one process; train with "
                          "--parallel ddp, or load --out/adapter with peft and merge_and_unload() after the run")
@@ -384,6 +398,7 @@ def cmd_experiment(args) -> int:
 
     out = args.out or os.path.join("runs", "experiments", args.name)
     _out_folder(out)
+    _threads(args)
     print(run_experiment(args.name, out, quick=args.quick, progress=not args.no_progress))
     print(f"results: {out}/results.md, plots and metrics.jsonl in {out}")
     return 0
@@ -400,7 +415,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sft-from-scratch", action="store_true",
                    help="train the SFT start here (1,000 steps, several minutes) instead of loading the shipped one (results then vary with the CPU)")
     p.add_argument("--seed", type=int, default=None, help="the RL phase's seed (GRPO's sampling, both arms' data order); the task and the SFT start stay")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--adapt-threads", action="store_true",
+                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
+                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
@@ -422,7 +440,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--adapt-threads", action="store_true",
+                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
+                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)
 
@@ -444,7 +465,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("name", help=" | ".join(EXPERIMENT_NAMES))
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--adapt-threads", action="store_true",
+                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
+                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
     p.set_defaults(fn=cmd_experiment)
 
     _table.cache_clear()  # a table is read once per command, never reused by the next one

@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import methods
+from .. import methods, threads
 from ..config import TrainConfig
 from ..data import Encoder, SampledSource
 from ..hf import make_sampler
@@ -142,10 +142,10 @@ def arm_trainer(arm: str, base, data: dict, d: Design, lr: float, seed: int, poo
             return None
         batch = d.control_batch if arm == "control" else d.questions_per_step * d.group_size
         cfg = _cfg(d, "sft", lr, seed, batch, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
-        return Trainer(model, tok, methods.sft(), rows, cfg, phase=arm, **ev, adapt_threads=True)
+        return Trainer(model, tok, methods.sft(), rows, cfg, phase=arm, **ev, adapt_threads=threads.per_step())
     cfg = _cfg(d, arm, lr, seed, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
     method = methods.from_config(cfg)
-    return Trainer(model, tok, method, data["rl"], cfg, reward=reward or task_reward(method, tok), phase=arm, **ev, adapt_threads=True)
+    return Trainer(model, tok, method, data["rl"], cfg, reward=reward or task_reward(method, tok), phase=arm, **ev, adapt_threads=threads.per_step())
 
 
 def train_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, progress: bool, pool: Optional[list[dict]] = None,

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import methods
+from .. import methods, threads
 from ..config import TrainConfig
 from ..data import Encoder
 from ..evaluate import greedy_correct
@@ -96,7 +96,7 @@ def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress:
     torch.manual_seed(seed)
     cfg = TrainConfig(method="sft", steps=size.sft_steps, questions_per_step=size.sft_batch, lr=size.sft_lr, schedule="cosine",
                       warmup_steps=min(20, size.sft_steps // 5), max_new_tokens=size.max_new_tokens, seed=seed)
-    sft = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft", adapt_threads=True)
+    sft = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft", adapt_threads=threads.per_step())
     best, best_step, best_state, curve = -1.0, 0, None, []
     while sft.step_count < size.sft_steps:
         for _ in range(min(size.sft_check_every, size.sft_steps - sft.step_count)):
@@ -134,7 +134,7 @@ def _grpo(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
                       lr=size.rl_lr, warmup_steps=min(10, size.rl_steps // 2), beta=size.beta, epsilon=size.epsilon,
                       max_new_tokens=size.max_new_tokens, seed=seed)
     method = methods.from_config(cfg)
-    history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo", adapt_threads=True).run(progress=progress)
+    history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo", adapt_threads=threads.per_step()).run(progress=progress)
     return model, history
 
 
@@ -143,7 +143,7 @@ def _control(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
     model = copy.deepcopy(start)
     cfg = TrainConfig(method="sft", steps=size.rl_steps, questions_per_step=size.control_batch, lr=size.rl_lr,
                       warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
-    history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control", adapt_threads=True).run(progress=progress)
+    history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control", adapt_threads=threads.per_step()).run(progress=progress)
     return model, history
 
 
