@@ -12,11 +12,12 @@ peft = pytest.importorskip("peft")
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from helpers import random_rollout, tiny_model, true_logprobs  # noqa: E402
+from helpers import random_rollout, run_cli, shared_prompt_rollout, tiny_model, true_logprobs  # noqa: E402
 from test_loop import ROWS, TOK, has_seven, small_model  # noqa: E402
 from unified_rl import engine, methods  # noqa: E402
 from unified_rl.config import TrainConfig  # noqa: E402
 from unified_rl.hf import Reference, add_lora, merged, save_model  # noqa: E402
+from unified_rl.hf.prefix import plan_shared_prefix  # noqa: E402
 from unified_rl.hf.sampling import generate  # noqa: E402
 from unified_rl.loop import Trainer  # noqa: E402
 from unified_rl.rewards import FromCallable  # noqa: E402
@@ -51,6 +52,34 @@ def test_gradients_reach_only_the_adapters_and_equal_autograd_through_peft():
         if "lora_" in n:
             torch.testing.assert_close(grads[n], p.grad, rtol=1e-10, atol=1e-12)
             assert p.grad.abs().max() > 0, n
+
+
+def test_lora_on_some_projections_trains_through_the_shared_prompt_pass(tmp_path):
+    """LoRA on q_proj and v_proj only: the first layer's keys depend on no trained weight. The
+    shared-prompt pass (prompts once per batch) gives the per-row pass's gradient, through the engine
+    and through the command line."""
+    model = add_lora(tiny_model(0), r=4, alpha=8, targets=["q_proj", "v_proj"])
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    rollout = shared_prompt_rollout(3, n_groups=2, group_size=3)
+    coef = methods.grpo(beta=0.0).coefficient
+    prepared = coef.prepare(rollout.replace(old_logprobs=engine.logprobs(model, rollout)))
+    assert plan_shared_prefix(rollout.input_ids, rollout.attention_mask, rollout.completion_mask) is not None
+    grads = {}
+    for share in (True, False):
+        model.zero_grad()
+        engine.backward(model, prepared, coef, engine.ExecutionPlan(max_tokens=1000, share_prefix=share))
+        grads[share] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and grads[True]
+    for n in grads[True]:
+        torch.testing.assert_close(grads[True][n], grads[False][n], rtol=1e-10, atol=1e-12)
+    assert any(float(v.abs().max()) > 0 for v in grads[True].values())
+    done = run_cli(["train", "--method", "grpo", "--steps", "1", "--lora-r", "2", "--lora-targets", "q_proj,v_proj", "--questions-per-step", "2",
+                    "--group-size", "2", "--max-new-tokens", "8", "--eval-size", "4", "--no-progress", "--out", "run"], tmp_path)
+    assert done.returncode == 0 and (tmp_path / "run" / "adapter").is_dir(), done.stderr[-2000:]
 
 
 def test_reference_is_the_base_model_with_adapters_off():

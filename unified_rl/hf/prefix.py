@@ -107,7 +107,9 @@ class PromptPass:
         last = out.last_hidden_state[torch.arange(len(plan.prefix_len), device=dev), plan.prefix_len - 1]
         self.outputs = [t for layer in output_cache(out).layers for t in (layer.keys, layer.values)] + [last]
         split = split and last.requires_grad
-        self.inputs = [t.detach().requires_grad_() for t in self.outputs] if split else self.outputs
+        # a leaf for each output the trained weights reach; with LoRA on some projections only
+        # (q_proj, v_proj) the first layers' keys depend on no trained weight and stay as they are
+        self.inputs = [t.detach().requires_grad_() if t.requires_grad else t for t in self.outputs] if split else self.outputs
         self.trunk, self.plan, self.split = trunk, plan, split
 
     def hidden(self, rows: Int[Tensor, " rows"]):
@@ -133,7 +135,7 @@ class PromptPass:
         """Back-propagate the gradients gathered at the leaves through the prompt pass (``split`` only)."""
         if not self.split:
             return
-        pairs = [(o, i.grad) for o, i in zip(self.outputs, self.inputs) if i.grad is not None]
+        pairs = [(o, i.grad) for o, i in zip(self.outputs, self.inputs) if o is not i and i.grad is not None]
         if pairs:
             torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
         self.outputs, self.inputs = [], []
