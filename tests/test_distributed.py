@@ -173,6 +173,72 @@ def test_a_rank_killed_mid_save_leaves_the_last_checkpoint(two_steps, tmp_path, 
     assert "at step 2" in out.stdout
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _reseal(folder):
+    """Recompute a sharded checkpoint's manifest after a change (as someone crafting a folder could)."""
+    import hashlib
+
+    from unified_rl.sharded_checkpoint import _file_digests
+
+    doc = json.loads((folder / "manifest.json").read_text())
+    doc.pop("sha256")
+    doc["files"] = {k: v for k, v in _file_digests(str(folder)).items() if k != "manifest.json"}
+    (folder / "manifest.json").write_text(json.dumps({**doc, "sha256": hashlib.sha256(json.dumps(doc).encode()).hexdigest()}))
+
+
+def _fault(kind, folder, marker):
+    """Damage one sharded checkpoint folder; returns what the warning must say."""
+    shard, meta = folder / "weights" / "__1_0.distcp", folder / "weights" / ".metadata"
+    if kind == "flipped byte in a shard":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        shard.write_bytes(bytes(data))
+        return "does not match its checksum"
+    if kind == "truncated shard":
+        shard.write_bytes(shard.read_bytes()[:100])
+        return "does not match its checksum"
+    if kind == "a rank's state missing":
+        (folder / "rank1" / "state.json").unlink()
+        return "is missing"
+    if kind == "a shard linked to /dev/zero":
+        shard.unlink()
+        shard.symlink_to("/dev/zero")
+        return "not a plain file"
+    import pickle
+
+    meta.write_bytes(pickle.dumps(_Payload(marker)))  # crafted, with a manifest that agrees
+    _reseal(folder)
+    return "not DCP's metadata"
+
+
+@pytest.mark.parametrize("kind", ["flipped byte in a shard", "truncated shard", "a rank's state missing", "a shard linked to /dev/zero",
+                                  "crafted metadata"])
+def test_a_damaged_sharded_checkpoint_is_refused_before_anything_loads(two_steps, tmp_path, kind):
+    """Damage in the newest sharded checkpoint: the resume says so and continues from the previous
+    one; damage in both: one line, nothing trained; a crafted metadata pickle never runs."""
+    run = _copy(two_steps, tmp_path)
+    marker = tmp_path / "payload-ran"
+    said = _fault(kind, run / "checkpoint", marker)
+    back = _one_process([*COMMON, "--steps", "2", "--resume"], tmp_path)
+    assert back.returncode == 0 and "at step 1" in back.stdout, back.stderr[-2000:]
+    assert said in back.stderr and "resuming from the previous checkpoint" in back.stderr
+    run2 = tmp_path / "again"
+    shutil.copytree(two_steps, run2 / "run")
+    _fault(kind, run2 / "run" / "checkpoint", marker)
+    _fault(kind, run2 / "run" / "checkpoint.prev", marker)
+    refused = _one_process([*COMMON, "--steps", "3", "--resume"], run2)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("unified-rl train: error:")]
+    assert refused.returncode == 2 and errors and said in errors[0], refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr and not marker.exists()
+
+
 def test_torchrun_with_ddp(tmp_path):
     args = [*COMMON, "--parallel", "ddp", "--steps", "1"]
     _ok(_torchrun(args, tmp_path))

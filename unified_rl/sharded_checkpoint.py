@@ -7,21 +7,33 @@ written by rank 0 last, after every rank has finished. The save goes to ``checkp
 renamed into place only then (the old one kept as ``checkpoint.prev``): a rank killed mid-save
 leaves the last good checkpoint as it was. Reading needs no process group: one plain process can
 resume (or export) a checkpoint that N ranks wrote.
+
+Verified before any state changes, as the one-process format is: the manifest holds a SHA-256 of
+every file of the checkpoint (DCP shards and metadata, each rank's files), each must be there, a
+plain file (no link to a device) and match; otherwise the previous checkpoint is used, with a
+warning. DCP's metadata file is a pickle: it is read first by an unpickler that admits only the
+classes DCP writes there (its metadata dataclasses, ``torch.Size``, dtypes, layouts), so a crafted
+file is refused instead of run.
 """
 
 import hashlib
 import json
+import logging
 import os
+import pickle
 import shutil
+import stat
 from typing import Any, Optional
 
+import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint.metadata as dcp_metadata
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from . import distributed
-from .checkpoint import CheckpointError, read_newest, save_state
+from .checkpoint import CheckpointError, _sha256, read_newest, save_state
 
 MANIFEST = "manifest.json"
 _OPTIONS = StateDictOptions(ignore_frozen_params=True)  # LoRA: the adapters (the frozen base is the model's own)
@@ -65,7 +77,7 @@ def save_sharded(folder: str, model: nn.Module, optimizer, rank_state: dict, met
     save_state(rank_state, os.path.join(tmp, f"rank{distributed.rank()}"))
     _barrier()  # every rank's part is on disk
     if distributed.rank() == 0:
-        doc = {"format": "dcp-1", "world_size": distributed.world_size(), "meta": meta}
+        doc = {"format": "dcp-1", "world_size": distributed.world_size(), "meta": meta, "files": _file_digests(tmp)}
         text = json.dumps(doc)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump({**doc, "sha256": hashlib.sha256(text.encode()).hexdigest()}, f)
@@ -78,24 +90,89 @@ def save_sharded(folder: str, model: nn.Module, optimizer, rank_state: dict, met
     _barrier()
 
 
+def _file_digests(folder: str) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by path relative to it."""
+    out = {}
+    for where, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(where, name)
+            out[os.path.relpath(path, folder)] = _sha256(path)
+    return out
+
+
+def _check_files(folder: str, digests: dict[str, str]) -> None:
+    """Every file the manifest lists is a plain file with its checksum; a ValueError naming the first that is not."""
+    for rel, digest in sorted(digests.items()):
+        path = os.path.join(folder, rel)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            raise ValueError(f"{path} is missing") from None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path} is not a plain file (a link?)")
+        if _sha256(path) != digest:
+            raise ValueError(f"{path} does not match its checksum (changed or damaged since it was written)")
+
+
+_DCP_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"),
+                ("torch.distributed.checkpoint.filesystem", "_StorageInfo")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Admits only what DCP's metadata holds; anything else (a function, ``os.system``) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        admitted = ((module, name) in _DCP_GLOBALS
+                    or (module == dcp_metadata.__name__ and isinstance(getattr(dcp_metadata, name, None), type))
+                    or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)))
+        if not admitted:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which DCP's metadata never holds")
+        return super().find_class(module, name)
+
+
+def check_metadata(folder: str) -> None:
+    """Read ``folder``'s DCP metadata with :class:`_MetadataUnpickler` (nothing in it is run); a ValueError if it is not DCP's."""
+    path = os.path.join(folder, "weights", ".metadata")
+    try:
+        with open(path, "rb") as f:
+            doc = _MetadataUnpickler(f).load()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror})") from None
+    except Exception as e:  # a crafted or damaged pickle: never passed on to DCP
+        raise ValueError(f"{path}: not DCP's metadata, not loaded ({type(e).__name__}: {e})") from None
+    if not isinstance(doc, dcp_metadata.Metadata):
+        raise ValueError(f"{path}: not DCP's metadata (a {type(doc).__name__}), not loaded")
+
+
+def _verified(candidate: str) -> dict:
+    """The manifest of ``candidate``, after checking it, every file it lists and the DCP metadata."""
+    with open(os.path.join(candidate, MANIFEST), encoding="utf-8") as f:
+        doc = json.load(f)
+    digest = doc.pop("sha256")
+    if hashlib.sha256(json.dumps(doc).encode()).hexdigest() != digest:
+        raise ValueError(f"{os.path.join(candidate, MANIFEST)}: its content does not match its checksum")
+    _check_files(candidate, doc.get("files", {}))
+    check_metadata(candidate)
+    return doc
+
+
 def read_manifest(folder: str) -> tuple[str, dict]:
-    """(the folder to read, its manifest): ``folder``, else ``folder.prev`` when a save stopped
-    between its two renames; a CheckpointError naming the file when neither is sound."""
+    """(the folder to read, its manifest), verified (:func:`_verified`): ``folder``, else
+    ``folder.prev`` -- when a save stopped between its two renames, or when ``folder`` fails the
+    check (said in a warning); a CheckpointError naming the fault when neither is sound."""
     folder = folder.rstrip("/")
     errors = []
     for candidate in (folder, folder + ".prev"):
-        path = os.path.join(candidate, MANIFEST)
-        if not os.path.exists(path):
+        if not os.path.exists(os.path.join(candidate, MANIFEST)):
             continue
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-            digest = doc.pop("sha256")
-            if hashlib.sha256(json.dumps(doc).encode()).hexdigest() != digest:
-                raise ValueError("its content does not match its checksum")
-            return candidate, doc
+            doc = _verified(candidate)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            errors.append(f"{path}: {e}")
+            errors.append(str(e) if str(e).startswith(candidate) else f"{os.path.join(candidate, MANIFEST)}: {e}")
+            continue
+        if errors:
+            logging.getLogger("unified_rl").warning(f"{errors[0]}; resuming from the previous checkpoint {candidate} instead")
+        return candidate, doc
     raise CheckpointError("; ".join(errors) or f"no sharded checkpoint at {folder!r} ({MANIFEST} missing)")
 
 
