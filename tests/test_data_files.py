@@ -60,3 +60,42 @@ def test_a_datasets_dataset_works_wherever_rows_do():
     cfg = TrainConfig(method="grpo", steps=2, questions_per_step=2, group_size=2, max_new_tokens=6)
     history = Trainer(small_model(), TOK, from_config(cfg), rows, cfg, reward=FromCallable(has_seven)).run(progress=False)
     assert len(history) == 2
+
+
+def test_a_csv_keeps_the_user_s_text(tmp_path):
+    """No type inference: answers stay the text written (an exact-match reward compares text)."""
+    (tmp_path / "q.csv").write_text('prompt,answer\n1+2=,3\n40+2=,42\nx,NA\ny,True\nz,123456789012345678901234567890\nw,007\nv,\n')
+    rows = load_table(str(tmp_path / "q.csv"))
+    assert [r["answer"] for r in rows] == ["3", "42", "NA", "True", "123456789012345678901234567890", "007", ""]
+
+
+@pytest.mark.parametrize("name,content,said", [
+    ("bad.json", '[{"prompt": "a", "answer": "1"},\n {"prompt": "b",, "answer": "2"}]\n', "bad.json, line 2, column 17: not valid JSON"),
+    ("lines.json", '{"prompt": "a", "answer": "1"}\n{"prompt": "b" "answer": "2"}\n', "lines.json, line 2: not valid JSON at column 16"),
+    ("latin.csv", b"prompt,answer\ncaf\xe9=,1\n", "latin.csv, line 2: not UTF-8"),
+    ("latin.json", b'[{"prompt": "caf\xe9", "answer": "1"}]', "latin.json, line 1: not UTF-8"),
+    ("empty.csv", "prompt,answer\n", "empty.csv: zero rows"),
+    ("nothing.csv", "", "nothing.csv: empty (no header line)"),
+])
+def test_a_file_datasets_cannot_read_is_one_line_with_its_line(tmp_path, capsys, name, content, said):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["train", "--method", "grpo", "--data", str(path), "--out", str(tmp_path / "o"), *RL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and said in err and not (tmp_path / "o").exists(), err
+
+
+def test_zero_row_parquet_and_mixed_folders_are_one_line(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string()), "answer": pa.array([], pa.string())}), tmp_path / "none.parquet")
+    assert main(["train", "--method", "grpo", "--data", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "o"), *RL]) == 2
+    assert "none.parquet: zero rows" in capsys.readouterr().err
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "train-a.csv").write_text("prompt,answer\n1+1=,2\n")
+    (folder / "train-b.csv").write_text("question,gold\n1+2=,3\n")
+    assert main(["train", "--method", "grpo", "--data", str(folder), "--out", str(tmp_path / "o"), *RL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mixed: cannot be read as csv" in err and "An error occurred while generating" not in err, err
