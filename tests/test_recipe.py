@@ -46,3 +46,23 @@ def test_recipe_keys_are_checked(tmp_path, capsys):
     broken.write_text("method: [grpo\n")
     assert main(["train", "--config", str(broken), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,text,said", [
+    ("bool.yaml", "method: grpo\nsteps: true\n", "'steps' = True: must be an integer, not bool"),
+    ("boolfloat.yaml", "method: grpo\nlr: true\n", "'lr' = True: must be a number, not bool"),
+    ("text.yaml", "method: grpo\nsteps: '3'\n", "'steps' = '3': must be an integer, not str"),
+    ("twice.yaml", "method: grpo\nsteps: 3\nsteps: 4\n", "line 3: key 'steps' given twice"),
+    ("twice.json", '{"method": "grpo", "lr": 0.1, "lr": 0.2}', "key 'lr' given twice"),
+    ("list.yaml", "method: grpo\nmodel: [a, b]\n", "model = ['a', 'b'] must be text (a path or a name), not list"),
+    ("merge.yaml", "method: grpo\nmerge: 'yes'\n", "merge = 'yes' must be true/false, not str"),
+    ("bomb.yaml", "method: grpo\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nreward: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n", "line 3: an alias"),
+])
+def test_a_recipe_is_read_strictly(tmp_path, capsys, name, text, said):
+    """Types, duplicate keys, paths that are not text and alias bombs: one line naming the file, nothing started."""
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and name in err and said in err and not (tmp_path / "o").exists(), err

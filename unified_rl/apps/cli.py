@@ -251,6 +251,9 @@ def _recipe(args) -> dict:
     for key, value in table.items():
         if key in fields:
             continue
+        if not isinstance(value, bool if key == "merge" else str):
+            raise ValueError(f"config file {args.config!r}: {key} = {value!r} must be {'true/false' if key == 'merge' else 'text (a path or a name)'}, "
+                             f"not {type(value).__name__}")
         if getattr(args, key) in (None, False):  # a flag on the command line wins
             setattr(args, key, value)
     return {k: v for k, v in table.items() if k in fields}
