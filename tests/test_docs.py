@@ -1,10 +1,14 @@
-"""Every public name of the package has a docstring (the API pages are generated from them)."""
+"""Every public name of the package has a docstring (the API pages are generated from them), and every
+config field is documented."""
 
 import importlib
 import inspect
+import os
 import pkgutil
 
 import unified_rl
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _public_objects():
@@ -68,3 +72,12 @@ def test_the_method_table_in_the_docs_is_the_code_s():
     held = doc[doc.index(START): doc.index(END) + len(END)]
     assert held == table(), "docs/paradigm.md's method table is stale: paste the output of python -m unified_rl.apps.method_table"
     assert all(f"| `{name}` |" in held for name in REGISTRY)
+
+
+def test_every_config_field_is_documented_as_the_dataclass_says():
+    """docs/configuration.md's table is the one generated from TrainConfig (no field missing, no stale default)."""
+    from unified_rl.config import fields_table
+
+    page = open(os.path.join(ROOT, "docs", "configuration.md")).read()
+    table = page.split("<!-- fields-table -->\n", 1)[1].split("\n<!-- /fields-table -->", 1)[0]
+    assert table == fields_table()

@@ -7,7 +7,7 @@ import math
 import os
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .names import CORRECTION_MODES, PRECISIONS, SAMPLER_NAMES
@@ -34,50 +34,68 @@ def _check_type(name: str, annotation: Any, value: Any) -> None:
 class TrainConfig:
     """One run of Algorithm 1 (``iterations`` x ``steps``); every field is checked by :meth:`check`."""
 
-    method: str = "grpo"              # a name in methods.REGISTRY
-    steps: int = 100                  # policy steps per iteration (M)
-    iterations: int = 1               # outer iterations (I): reference reset + reward-model update
-    questions_per_step: int = 16      # questions sampled per step
-    group_size: Optional[int] = None  # G (GRPO) / samples per question (RFT, Online RFT, DPO pairs); None: the method's (8)
-    mu: int = 1                       # policy updates per batch
-    lr: float = 3e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    schedule: str = "constant"        # constant | cosine | linear (after warmup)
-    grad_clip: Optional[float] = 1.0
-    max_tokens: Optional[int] = 4096  # padded tokens per micro-batch forward (rows bucketed by length)
-    max_new_tokens: int = 48
-    max_prompt_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 0                    # sample among the k most likely tokens only (0: all); recorded log-probs stay over the whole vocabulary
-    top_p: float = 1.0                # sample from the smallest set of tokens holding this probability (1: all); the same
-    beta: Optional[float] = None      # KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); None: the method's default
-    epsilon: Optional[float] = None   # clip range; None: the method's default (0.2 for most, GSPO 3e-4)
-    dpo_beta: Optional[float] = None  # beta of the preference losses (dpo, ipo, hinge, simpo); None: the method's default
-    reset_reference: bool = True      # pi_ref <- pi_theta at each iteration (iterative RL)
-    reward_replay: float = 0.1        # fraction of history replayed when re-training a reward model
-    share_prefix: bool = True         # a prompt shared by several rows runs once per training pass (same gradient)
-    packed: bool = False              # a micro-batch's rows run as one sequence, no padded token computed (same gradient; where prompts are not shared)
-    precision: str = "fp32"           # fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)
-    sampler: str = "static"           # static (lean static-cache decoder) | hf (transformers generate) | vllm (needs unified_rl[vllm])
-    sampler_correction: str = "auto"  # the mismatch weight on the policy terms: auto (token_truncate for vllm, none otherwise) | none | token_truncate | token_mask | sequence_truncate | sequence_mask
-    sampler_correction_max: float = 2.0  # its upper bound C (verl's TIS: 2; TRL's sequence_mask default: 3)
-    vllm_gpu_memory_utilization: float = 0.3  # the share of GPU memory vLLM takes
-    vllm_max_model_len: Optional[int] = None  # prompt + completion tokens vLLM allots per sequence; None: the model's context length
-    vllm_sync_every: int = 1          # copy the policy's weights into vLLM before every N-th sampling call
-    seed: int = 0
-    eval_every: int = 0               # 0: only at the end
-    eval_size: int = 256
-    checkpoint_every: int = 50        # steps between checkpoints in out_dir (0: none; Ctrl-C always saves one)
-    lora_r: Optional[int] = None      # LoRA rank (needs peft); None: full fine-tuning
-    lora_alpha: Optional[float] = None  # LoRA scale alpha / r; None: 2 * lora_r
-    lora_targets: str = "all-linear"  # comma-separated module names, or all-linear (every linear layer but the head)
-    lora_dropout: float = 0.0
-    gradient_checkpointing: bool = False  # recompute each layer's activations in the backward (less memory, same gradient)
-    parallel: str = "auto"            # auto: FSDP2 under torchrun (sharded, gradients summed over ranks), none in one process; fsdp; ddp; none
-    report_to: str = "none"           # tensorboard, trackio, wandb (comma-separated) besides metrics.jsonl
-    log_completions_every: int = 0    # steps between tables of sample completions (completions.jsonl and report_to; 0: never)
-    out_dir: Optional[str] = None
+    method: str = field(default="grpo", metadata={"help": 'a name in methods.REGISTRY'})
+    steps: int = field(default=100, metadata={"help": 'policy steps per iteration (M)'})
+    iterations: int = field(default=1, metadata={"help": 'outer iterations (I): reference reset + reward-model update'})
+    questions_per_step: int = field(default=16, metadata={"help": 'questions sampled per step'})
+    group_size: Optional[int] = field(default=None,
+        metadata={"help": "G (GRPO) / samples per question (RFT, Online RFT, DPO pairs); None: the method's (8)"})
+    mu: int = field(default=1, metadata={"help": 'policy updates per batch'})
+    lr: float = field(default=3e-5, metadata={"help": 'learning rate of AdamW'})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW's weight decay"})
+    warmup_steps: int = field(default=0, metadata={"help": 'steps of linear warmup of the learning rate'})
+    schedule: str = field(default="constant", metadata={"help": 'constant | cosine | linear (after warmup)'})
+    grad_clip: Optional[float] = field(default=1.0, metadata={"help": "clip the gradient's global norm to this (null: no clipping)"})
+    max_tokens: Optional[int] = field(default=4096, metadata={"help": 'padded tokens per micro-batch forward (rows bucketed by length)'})
+    max_new_tokens: int = field(default=48, metadata={"help": 'the longest completion sampled, in tokens'})
+    max_prompt_tokens: int = field(default=256,
+        metadata={"help": 'the longest prompt, in tokens (a longer one is an error naming its row)'})
+    temperature: float = field(default=1.0, metadata={"help": 'sampling temperature (log-probs are taken at it too)'})
+    top_k: int = field(default=0,
+        metadata={"help": 'sample among the k most likely tokens only (0: all); recorded log-probs stay over the whole vocabulary'})
+    top_p: float = field(default=1.0,
+        metadata={"help": 'sample from the smallest set of tokens holding this probability (1: all); recorded log-probs stay over the whole vocabulary'})
+    beta: Optional[float] = field(default=None,
+        metadata={"help": "KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); None: the method's default"})
+    epsilon: Optional[float] = field(default=None, metadata={"help": "clip range; None: the method's default (0.2 for most, GSPO 3e-4)"})
+    dpo_beta: Optional[float] = field(default=None,
+        metadata={"help": "beta of the preference losses (dpo, ipo, hinge, simpo); None: the method's default"})
+    reset_reference: bool = field(default=True, metadata={"help": 'pi_ref <- pi_theta at each iteration (iterative RL)'})
+    reward_replay: float = field(default=0.1, metadata={"help": 'fraction of history replayed when re-training a reward model'})
+    share_prefix: bool = field(default=True,
+        metadata={"help": 'a prompt shared by several rows runs once per training pass (same gradient)'})
+    packed: bool = field(default=False,
+        metadata={"help": "a micro-batch's rows run as one sequence, no padded token computed (same gradient; where prompts are not shared)"})
+    precision: str = field(default="fp32",
+        metadata={"help": 'fp32 | bf16 (autocast: bf16 matmuls, fp32 weights, optimizer and log-softmax)'})
+    sampler: str = field(default="static",
+        metadata={"help": 'static (lean static-cache decoder) | hf (transformers generate) | vllm (needs unified_rl[vllm])'})
+    sampler_correction: str = field(default="auto",
+        metadata={"help": 'the mismatch weight on the policy terms: auto (token_truncate for vllm, none otherwise) | none | token_truncate | token_mask | sequence_truncate | sequence_mask'})
+    sampler_correction_max: float = field(default=2.0,
+        metadata={"help": "the upper bound C of the sampler_correction weight (verl's TIS: 2; TRL's sequence_mask default: 3)"})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": 'the share of GPU memory vLLM takes'})
+    vllm_max_model_len: Optional[int] = field(default=None,
+        metadata={"help": "prompt + completion tokens vLLM allots per sequence; None: the model's context length"})
+    vllm_sync_every: int = field(default=1, metadata={"help": "copy the policy's weights into vLLM before every N-th sampling call"})
+    seed: int = field(default=0, metadata={"help": "the run's seed: data order, sampling, LoRA and value-model initialisation"})
+    eval_every: int = field(default=0, metadata={"help": 'steps between evaluations of the greedy accuracy (0: only at the end)'})
+    eval_size: int = field(default=256, metadata={"help": 'held-out questions for the greedy accuracy'})
+    checkpoint_every: int = field(default=50, metadata={"help": 'steps between checkpoints in out_dir (0: none; Ctrl-C always saves one)'})
+    lora_r: Optional[int] = field(default=None, metadata={"help": 'LoRA rank (needs peft); None: full fine-tuning'})
+    lora_alpha: Optional[float] = field(default=None, metadata={"help": 'LoRA scale alpha / r; None: 2 * lora_r'})
+    lora_targets: str = field(default="all-linear",
+        metadata={"help": 'comma-separated module names, or all-linear (every linear layer but the head)'})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA adapters' input"})
+    gradient_checkpointing: bool = field(default=False,
+        metadata={"help": "recompute each layer's activations in the backward (less memory, same gradient)"})
+    parallel: str = field(default="auto",
+        metadata={"help": 'auto: FSDP2 under torchrun (sharded, gradients summed over ranks), none in one process; fsdp; ddp; none'})
+    report_to: str = field(default="none",
+        metadata={"help": 'none, or tensorboard, trackio, wandb (comma-separated): where metrics go besides metrics.jsonl'})
+    log_completions_every: int = field(default=0,
+        metadata={"help": 'steps between tables of sample completions (completions.jsonl and report_to; 0: never)'})
+    out_dir: Optional[str] = field(default=None, metadata={"help": "the run's folder (metrics, checkpoints, model)"})
 
     def check(self) -> "TrainConfig":
         """Validate every field; raise a ValueError naming the first bad one. Returns ``self``."""
@@ -196,6 +214,18 @@ class TrainConfig:
             if f.name in data:
                 _check_type(f.name, f.type, data[f.name])
         return cls(**data).check()
+
+
+def fields_table() -> str:
+    """Every TrainConfig field as a Markdown table (name, type, default, meaning): the table in
+    docs/configuration.md, generated from the dataclass (a test keeps the page equal to it)."""
+    def type_name(t: Any) -> str:
+        args = typing.get_args(t)
+        return f"{type_name(args[0])} or null" if type(None) in args else getattr(t, "__name__", str(t))
+
+    rows = [f"| `{f.name}` | {type_name(f.type)} | `{f.default!r}` | {f.metadata['help'].replace('|', '/')} |"
+            for f in dataclasses.fields(TrainConfig)]
+    return "\n".join(["| field | type | default | meaning |", "|---|---|---|---|", *rows])
 
 
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a page of settings, not data

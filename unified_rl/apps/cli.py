@@ -58,7 +58,8 @@ def _out_folder(out: Optional[str]) -> None:
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name not in ("method", "out_dir"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None, help=f"(default {f.default!r})")
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f.type), default=None,
+                           help=f"{f.metadata['help']} (default {f.default!r})".replace("%", "%%"))
 
 
 COLUMN_FLAGS = ("prompt", "completion", "answer", "chosen", "rejected")
@@ -428,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--method", help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered); may come from --config")
     p.add_argument("--config", help="TOML, YAML or JSON file of TrainConfig fields and train options (a recipe: recipes/); flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let --model run the Python code its folder ships (off: only transformers' own architectures load)")
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data", help="a local JSONL, JSON, CSV or Parquet file, or a folder of them; default: the embedded arithmetic task")
     p.add_argument("--split", help="a data folder's split (train, validation, test: named by its files); default train")
@@ -452,7 +454,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = sub.add_parser("eval", help="greedy accuracy, Pass@K and Maj@K")
     p.add_argument("--model")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let --model run the Python code its folder ships (off: only transformers' own architectures load)")
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data")
     p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns)")
