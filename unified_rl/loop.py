@@ -38,7 +38,7 @@ from .data.recipes import Setup
 from .data.sources import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
-from .hf import (Reference, add_lora, check_tokenizer, ddp, fsdp, gathered, init_process_group, shard, shard_trained, launched_by_torchrun, enable_activation_checkpointing, make_sampler,
+from .hf import (Reference, add_lora, check_tokenizer, check_vocabulary, ddp, fsdp, gathered, init_process_group, shard, shard_trained, launched_by_torchrun, enable_activation_checkpointing, make_sampler,
                  trainable)
 from .methods import Method
 from .precision import autocast
@@ -89,6 +89,7 @@ class Trainer:
         if self.world > 1 and torch.distributed.get_backend() == "nccl":  # each rank on its own GPU (init_process_group set it)
             policy = policy.to(torch.device("cuda", torch.cuda.current_device()))
         check_tokenizer(tokenizer)
+        check_vocabulary(policy, tokenizer)
         rows = render_rows(list(rows), tokenizer)  # a list, a datasets.Dataset or any iterable of dicts; chat rows as text
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
         for field, fixed in method.settings().items():  # one source of truth: a setting given twice must agree

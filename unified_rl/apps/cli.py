@@ -496,6 +496,10 @@ def _run(args) -> int:
     except (ValueError, TypeError, OSError) as e:  # a user's mistake: one line, no traceback
         print(f"unified-rl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # the numbers broke (NaN / inf): say where, without a traceback
+        print(f"unified-rl {args.command}: stopped: {e} (a smaller --lr or --grad-clip may help; the last checkpoint, "
+              "if any, is in --out)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"unified-rl {args.command}: stopped (a second Ctrl-C); the last checkpoint, if any, is in --out", file=sys.stderr)
         return 130

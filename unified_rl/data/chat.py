@@ -91,12 +91,22 @@ def render(row: dict, tokenizer: Any, index: int = 0) -> dict:
         if col in row:
             check_messages(row[col], at, col)
     prompt_turns = row["prompt"]
+    if not any(m["content"].strip() for m in prompt_turns):
+        raise ValueError(f"{at}: column 'prompt': every message is empty, so there is nothing to answer")
     last = prompt_turns[-1]["role"]
     if last not in ("user", "tool", "assistant", "system"):
         raise ValueError(f"{at}: column 'prompt' ends in a message of role {last!r}")
     ends_in_answer = last == "assistant"
-    prompt = _template(tokenizer, prompt_turns, add_generation_prompt=not ends_in_answer, continue_final_message=ends_in_answer)
-    full = {col: _template(tokenizer, prompt_turns + row[col]) for col in ("chosen", "rejected", "completion") if col in row}
+    try:
+        prompt = _template(tokenizer, prompt_turns, add_generation_prompt=not ends_in_answer, continue_final_message=ends_in_answer)
+        full = {col: _template(tokenizer, prompt_turns + row[col]) for col in ("chosen", "rejected", "completion") if col in row}
+    except Exception as e:  # jinja2's TemplateError / TemplateSyntaxError, or the template's raise_exception
+        if not type(e).__module__.startswith("jinja2"):
+            raise
+        raise ValueError(f"{at}: the tokenizer's chat template fails on this row ({type(e).__name__}: {e}); "
+                         "fix the template, or leave out what it refuses (e.g. a system message)") from None
+    if not prompt.strip():
+        raise ValueError(f"{at}: the chat template renders the prompt as empty text (messages without content?)")
     for col in ("chosen", "rejected"):  # templates that add a token with the generation prompt: keep the common part
         if col in full:
             prompt = "".join(a for a, _ in takewhile(lambda p: p[0] == p[1], zip(prompt, full[col])))

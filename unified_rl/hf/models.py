@@ -1,6 +1,7 @@
 """Model builders and loaders. Nothing here downloads anything: tiny models are built from a
 config; real ones load from a local folder, safetensors only, ``trust_remote_code`` off unless asked."""
 
+import json
 import os
 from typing import Any, Optional
 
@@ -36,10 +37,22 @@ def load_model(path: str, *, trust_remote_code: bool = False, dtype: Optional[to
     """Any local ``AutoModelForCausalLM`` folder; weights must be safetensors (never pickle)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model path {path!r} is not a local folder (nothing is downloaded)")
-    if not any(f.endswith(".safetensors") for f in os.listdir(path)):
+    files = os.listdir(path)
+    if "config.json" not in files:
+        if "adapter_config.json" in files:
+            base = json.load(open(os.path.join(path, "adapter_config.json"))).get("base_model_name_or_path")
+            raise ValueError(f"model folder {path!r} holds a LoRA adapter (adapter_config.json), not a model: give its base model "
+                             f"({base!r} when it was saved) as --model, or save the adapter merged into it (train --merge)")
+        raise ValueError(f"model folder {path!r} has no config.json: not a transformers model folder")
+    if not any(f.endswith(".safetensors") for f in files):
         raise ValueError(f"model folder {path!r} has no .safetensors weights; pickled weights are never loaded")
-    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
-                                                local_files_only=True, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                 local_files_only=True, dtype=dtype)
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
+            raise ValueError(f"model folder {path!r}: parameter {name} holds {bad} NaN or infinite value(s); its weights are damaged")
+    return model
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False, pad_token: Optional[str] = None):
@@ -60,6 +73,18 @@ def set_pad_token(tok: Any, pad_token: str) -> None:
         raise ValueError(f"--pad-token {pad_token!r} is not a token of this tokenizer (it encodes to {len(ids)} tokens); "
                          f"use an existing one such as its eos token {tok.eos_token!r}")
     tok.pad_token = pad_token
+
+
+def check_vocabulary(model: Any, tok: Any) -> None:
+    """Every token id of ``tok`` has a row in ``model``'s input embeddings (a tokenizer that added
+    a token, e.g. a pad token it lacked, indexes past them)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tok) > rows:
+        beyond = {i: t for t, i in tok.get_vocab().items() if i >= rows}
+        named = ", ".join(f"{i} {t!r}" for i, t in sorted(beyond.items())[:3])
+        pad = " (the pad token: pass --pad-token with one of the model's own tokens, e.g. its eos token)" if tok.pad_token_id in beyond else ""
+        raise ValueError(f"the tokenizer has {len(tok)} tokens but the model's embeddings have {rows} rows: token(s) {named} have none"
+                         f"{pad}; use the model's own tokenizer or resize the embeddings")
 
 
 def check_tokenizer(tok) -> None:
