@@ -44,6 +44,8 @@ def files(tmp_path):
     (["experiment", "maj-vs-pass", "--out", "afile"], "--out 'afile' is a file, not a folder"),
     (["train", "--method", "sft", "--out", "oldrun"], "--out 'oldrun' holds a run already; pass --resume to continue it"),
     (["train", "--method", "sft", "--out", "oldrun", "--resume"], "--resume: no checkpoint in 'oldrun'"),
+    (["train", "--method", "sft", "--report-to", "wandb,tensorboard,wandb"], "'report_to' = 'wandb,tensorboard,wandb': wandb named twice"),
+    (["train", "--method", "sft", "--report-to", "none,tensorboard"], "'none,tensorboard': 'none' beside tensorboard"),
 ])
 def test_a_mistake_is_one_line_and_exit_code_2(files, args, message, monkeypatch, capsys):
     """``main`` (what the ``unified-rl`` script calls), in this process: a subprocess per case costs
