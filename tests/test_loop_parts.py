@@ -149,3 +149,16 @@ def test_a_resume_moves_later_lines_aside_and_loses_none(tmp_path):
 
     assert read("metrics.jsonl") == metrics[:3] and read("metrics.superseded.jsonl") == metrics[3:]
     assert read("completions.jsonl") == rows[:1] and read("completions.superseded.jsonl") == rows[1:]
+
+
+def test_a_run_shorter_than_checkpoint_every_ends_resumable(tmp_path):
+    """The last step is checkpointed whatever checkpoint_every says, through the real command: a
+    2-step run (checkpoints every 50 by default) continues to step 3 with --resume."""
+    from helpers import run_cli
+
+    flags = ["train", "--method", "grpo", "--questions-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--eval-size", "2",
+             "--no-progress", "--out", "run"]
+    first = run_cli([*flags, "--steps", "2"], tmp_path)
+    assert first.returncode == 0 and (tmp_path / "run" / "checkpoint" / "state.json").exists(), first.stderr[-2000:]
+    more = run_cli([*flags, "--steps", "3", "--resume"], tmp_path)
+    assert more.returncode == 0 and "at step 2" in more.stdout, more.stderr[-2000:]

@@ -237,8 +237,9 @@ class Trainer:
     def run(self, progress: bool = True) -> list[dict]:
         """Train until ``steps x iterations`` steps are done (with a progress bar); returns the metrics history.
 
-        Ctrl-C finishes the current step, saves a checkpoint (with ``out_dir``), sets ``interrupted``
-        and returns; a second Ctrl-C stops at once (``KeyboardInterrupt``)."""
+        With ``out_dir``, the last step is always checkpointed (unless ``checkpoint_every`` is 0), so
+        a finished run can be continued with more steps. Ctrl-C finishes the current step, saves a
+        checkpoint, sets ``interrupted`` and returns; a second Ctrl-C stops at once (``KeyboardInterrupt``)."""
         total = self.cfg.steps * self.cfg.iterations
         self.interrupted = False
         bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress or self.rank > 0,
@@ -253,7 +254,8 @@ class Trainer:
                     self.interrupted = True
                     break
             bar.close()
-            if self.interrupted and self.cfg.out_dir:
+            every = self.cfg.checkpoint_every
+            if self.cfg.out_dir and (self.interrupted or (every and self.step_count % every)):  # the end is always resumable
                 self.save(os.path.join(self.cfg.out_dir, "checkpoint"))
         self.close_reporters()
         return self.history

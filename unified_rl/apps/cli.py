@@ -326,10 +326,10 @@ def _finish(trainer, tok, args, cfg, acc: Optional[float], weights: dict) -> int
     if trainer.interrupted:  # Ctrl-C: the step finished and a checkpoint was saved; keep the outputs too
         write_metrics(trainer.history, args.out)
         plot_training(trainer.history, os.path.join(args.out, "plot.png"), title=f"{cfg.method} (interrupted)")
-        _save_policy(trainer, tok, args, weights, merge=False)
+        saved = _save_policy(trainer, tok, args, weights, merge=args.merge)
         total = cfg.steps * cfg.iterations
         print(f"interrupted after step {trainer.step_count} of {total}: checkpoint {os.path.join(args.out, 'checkpoint')}, "
-              f"metrics, plot and model in {args.out}")
+              f"metrics and plot in {args.out}; the policy so far in {saved}")
         print(f"continue with: unified-rl train {' '.join(_resume_argv(args))}")
         return 130
     if acc is not None:
