@@ -79,15 +79,17 @@ def test_dpo_trains_on_a_chosen_rejected_file(files):
 
 
 def test_help_and_usage_errors_load_no_torch():
-    """``unified-rl --help`` and argparse's own errors import neither torch nor transformers (they
-    answer at once); the heavy floors load only when a command runs."""
+    """``unified-rl --help``, argparse's own errors and a config field's mistake import neither torch
+    nor transformers (they answer at once); the heavy floors load only when a command runs."""
     code = ("import sys\nfrom unified_rl.apps.cli import main\n"
-            "for argv in (['--help'], ['train', '--help'], ['train'], ['nonsense']):\n"
+            "for argv in (['--help'], ['train', '--help'], ['train'], ['nonsense'], ['train', '--method', 'grpo', '--lr', '-1'],\n"
+            "             ['train', '--method', 'grpoo'], ['train', '--method', 'grpo', '--steps', '0', '--schedule', 'cosin']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--method" in out.stdout and "error: --method is required" in out.stderr
+    assert "'lr' = -1.0" in out.stderr and "did you mean 'grpo'" in out.stderr and "'steps' = 0" in out.stderr
 
 
 def test_a_run_is_quiet_and_current(tmp_path):

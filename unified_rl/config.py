@@ -5,12 +5,13 @@ import difflib
 import json
 import math
 import os
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .names import CORRECTION_MODES, PRECISIONS, SAMPLER_NAMES
+from .names import CORRECTION_MODES, METHOD_NAMES, PRECISIONS, SAMPLER_NAMES
 
 
 def _check_type(name: str, annotation: Any, value: Any) -> None:
@@ -102,12 +103,12 @@ class TrainConfig:
         def bad(field: str, why: str) -> ValueError:
             return ValueError(f"config field {field!r} = {getattr(self, field)!r}: {why}")
 
-        from .methods import REGISTRY
-
-        if self.method not in REGISTRY:
-            close = difflib.get_close_matches(self.method.replace("-", "_"), REGISTRY, n=1)
+        loaded = sys.modules.get("unified_rl.methods")  # a method registered in Python: the registry is loaded already
+        known = list(loaded.REGISTRY) if loaded is not None else list(METHOD_NAMES)  # else the built-in names (no torch import)
+        if self.method not in known:
+            close = difflib.get_close_matches(self.method.replace("-", "_"), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise bad("method", f"unknown method{hint}; choose one of {', '.join(REGISTRY)}")
+            raise bad("method", f"unknown method{hint}; choose one of {', '.join(known)}")
         for f in ("steps", "iterations", "questions_per_step", "group_size", "mu", "max_new_tokens", "max_prompt_tokens", "eval_size"):
             if f == "group_size" and self.group_size is None:
                 continue

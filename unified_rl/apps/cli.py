@@ -266,23 +266,23 @@ def cmd_train(args) -> int:
     file_fields = _recipe(args)
     if not (args.method or file_fields.get("method")):  # before any heavy import: a usage error answers at once
         raise ValueError("--method is required (or a method key in the --config file)")
+    args.out = args.out or "runs/train"
+    _out_folder(args.out)
+    _check_combination(args)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    overrides["method"] = args.method or file_fields.get("method")
+    overrides["out_dir"] = args.out
+    try:  # every field checked before torch and transformers are imported: a mistake answers at once
+        cfg = TrainConfig.from_dict({**file_fields, **overrides})
+    except ValueError as e:
+        raise ValueError(f"config file {args.config!r}: {e}" if args.config else str(e)) from None
     from .. import checkpoint, methods, threads
     from ..data.recipes import Pairs, Preferences, Supervised
     from ..hf import full_state, sharded
     from ..loop import Trainer
-    args.out = args.out or "runs/train"
-    _out_folder(args.out)
-    _check_combination(args)
     first = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone looks: the others may start after it wrote
     if first and not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    overrides["method"] = args.method or file_fields.get("method")
-    overrides["out_dir"] = args.out
-    try:
-        cfg = TrainConfig.from_dict({**file_fields, **overrides})
-    except ValueError as e:
-        raise ValueError(f"config file {args.config!r}: {e}" if args.config else str(e)) from None
     method = methods.from_config(cfg)
     preference = args.format == "preference"
     if preference and not isinstance(method.data_source, Pairs):
