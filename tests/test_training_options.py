@@ -52,6 +52,16 @@ def test_trainer_turns_gradient_checkpointing_on():
     assert torch.isfinite(torch.tensor(trainer.train_step()["loss"]))
 
 
+def test_gradient_checkpointing_runs_without_transformers_cache_warning(tmp_path):
+    """The training passes ask for no KV cache, so transformers has nothing to warn about."""
+    from helpers import run_cli
+
+    done = run_cli(["train", "--method", "grpo", "--steps", "1", "--questions-per-step", "2", "--group-size", "2", "--max-new-tokens", "8",
+                    "--eval-size", "2", "--gradient-checkpointing", "true", "--no-progress", "--out", "o"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "use_cache" not in done.stderr and "use_cache" not in done.stdout
+
+
 def _run(tmp_path, report_to):
     cfg = TrainConfig(method="grpo", steps=2, questions_per_step=2, group_size=2, max_new_tokens=6, report_to=report_to,
                       log_completions_every=1, out_dir=str(tmp_path), checkpoint_every=0)

@@ -74,7 +74,7 @@ def completion_logprobs(
         states, targets = _states(out, split)[0, at - 1], flat_ids[0, at]
     else:
         target_mask = completion_mask[:, 1:]
-        out = run(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids)
+        out = run(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids, use_cache=False)  # no KV to keep
         states, targets = _states(out, split)[:, :-1][target_mask], input_ids[:, 1:][target_mask]
     if split is not None:
         logp = linear_logprobs(states, split[1].weight, split[1].bias, targets, temperature=temperature, chunk_bytes=chunk_bytes)
