@@ -99,3 +99,15 @@ def test_zero_row_parquet_and_mixed_folders_are_one_line(tmp_path, capsys):
     assert main(["train", "--method", "grpo", "--data", str(folder), "--out", str(tmp_path / "o"), *RL]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "mixed: cannot be read as csv" in err and "An error occurred while generating" not in err, err
+
+
+def test_a_wrong_column_names_the_flag_that_maps_it(tmp_path, capsys):
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": [{"role": "user", "content": "1+1="}], "answer": "2"}) + "\n")
+    (tmp_path / "s.jsonl").write_text(json.dumps({"prompt": "1+1=", "solution": "2"}) + "\n")
+    assert main(["train", "--method", "grpo", "--data", str(tmp_path / "q.jsonl"), "--out", str(tmp_path / "o"), *RL]) == 2
+    assert "column 'question' holds a list (chat messages?)" in capsys.readouterr().err
+    assert main(["train", "--method", "grpo", "--data", str(tmp_path / "q.jsonl"), "--prompt-column", "question", "--out", str(tmp_path / "o"),
+                 *RL]) == 2  # mapped: the messages are the prompt, which this tokenizer cannot render
+    assert "the row is conversational (lists of messages) but the tokenizer has no chat template" in capsys.readouterr().err
+    assert main(["train", "--method", "grpo", "--data", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "o2"), *RL]) == 2
+    assert "missing column 'answer' (has ['prompt', 'solution']); on the command line, --answer-column" in capsys.readouterr().err

@@ -103,10 +103,14 @@ def validate_row(row: dict, required: Sequence[str], *, where: str, max_prompt_c
     """Check one row's required columns (present, strings, non-empty prompt and ``nonempty`` columns, length limit)."""
     for col in required:
         if col not in row:
-            raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)})")
+            raise ValueError(f"{where}: missing column {col!r} (has {sorted(row)}); on the command line, "
+                             f"--{col}-column names the file's column that holds it")
         if isinstance(row[col], list) and col in ("prompt", "completion", "chosen", "rejected"):  # messages (chat.py)
             check_messages(row[col], where, col)
             continue
+        if isinstance(row[col], list):
+            raise ValueError(f"{where}: column {col!r} holds a list (chat messages?) where text is expected; messages go in the "
+                             "prompt, completion, chosen or rejected column (--prompt-column ... names yours), an answer is text")
         if not isinstance(row[col], str):
             got = "null" if row[col] is None else type(row[col]).__name__
             raise ValueError(f"{where}: column {col!r} must be a string, got {got}")
