@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from reward_workers import failing_reward, length_reward, sleepy_reward
+from reward_workers import deaf_reward, exiting_reward, failing_reward, length_reward, sleepy_reward, slow_start_reward
 from unified_rl.rewards import Concurrent, FromCallable
 from unified_rl.rollout import Rollout, Sample
 
@@ -57,6 +57,34 @@ def test_errors_name_the_function_and_the_sample(pool):
     r, texts = batch(["good", "good", "bad"])
     with pytest.raises(RuntimeError, match=r"reward function 'failing_reward' raised on sample 2 .*ZeroDivisionError"):
         Concurrent(failing_reward, pool=pool).__call__(r, texts)
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_sys_exit_in_a_reward_is_an_error_of_its_sample(pool):
+    r, texts = batch(["good", "bad", "good"])
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"reward function 'exiting_reward' raised on sample 1 .*SystemExit"):
+        Concurrent(exiting_reward, pool=pool, timeout=20).__call__(r, texts)
+    assert time.monotonic() - start < 15  # said at once, not after the timeout
+
+
+def test_a_call_stuck_past_its_alarm_costs_only_its_own_sample():
+    """A worker deaf to its alarm is replaced; the other samples of the batch are still scored."""
+    r, texts = batch(["ok", "deaf", "fine", "ok", "ok"])
+    reward = Concurrent(deaf_reward, workers=2, timeout=0.5, pool="process")
+    out = reward(r, texts)
+    assert out.scored.tolist() == [True, False, True, True, True] and reward.metrics() == {"reward/timeouts": 1.0}
+    again = reward(*batch(["ok", "ok"]))  # a fresh pool serves the next batch
+    assert bool(again.scored.all())
+    reward.close()
+
+
+def test_worker_start_up_does_not_count_against_a_timeout():
+    """Each worker's first call takes 2 s (its imports); a 1 s timeout still scores every sample."""
+    reward = Concurrent(slow_start_reward, workers=2, timeout=1.0, pool="process")
+    out = reward(*batch(["a", "b", "c"]))
+    assert bool(out.scored.all()) and reward.metrics() == {"reward/timeouts": 0.0}
+    reward.close()
 
 
 def test_process_pool_needs_a_module_level_function_and_bad_settings_are_errors():

@@ -34,6 +34,14 @@ def _on_alarm(signum, frame):
     raise _Alarm()
 
 
+def _warm(fn: Callable) -> None:
+    """In a new worker: call ``fn`` on an empty batch, so its imports happen before any timed call."""
+    try:
+        fn([], [])
+    except BaseException:  # an empty batch may well be refused; the imports are done by then
+        pass
+
+
 def _timed_call(fn: Callable, args: tuple, kwargs: dict, timeout: Optional[float]) -> tuple[str, Any]:
     """In a worker process: ``fn(*args, **kwargs)`` under an interval timer -> ("ok", value),
     ("timeout", None) or ("error", repr of the exception)."""
@@ -44,7 +52,7 @@ def _timed_call(fn: Callable, args: tuple, kwargs: dict, timeout: Optional[float
         return "ok", fn(*args, **kwargs)
     except _Alarm:
         return "timeout", None
-    except Exception as e:  # reported in the parent with the function's name and the sample
+    except BaseException as e:  # reported in the parent with the function's name and the sample (sys.exit too)
         return "error", repr(e)
     finally:
         if timeout:
@@ -111,7 +119,7 @@ class Concurrent(FromCallable):
             args, kwargs = calls[i]
             try:
                 result = ("ok", self.fn(*args, **kwargs))
-            except Exception as e:
+            except BaseException as e:  # sys.exit in a reward function is an error of that sample, not a silent timeout
                 result = ("error", repr(e))
             with ready:
                 results[i] = result
@@ -139,18 +147,37 @@ class Concurrent(FromCallable):
                     del running[i]
         return [out[i] for i in range(len(calls))]
 
-    def _run_processes(self, calls: list) -> list[tuple[str, Any]]:
+    def _pool(self):
+        """The worker processes, started and warmed up (the function's imports done in each) before
+        any call is timed: start-up never counts against a sample's timeout."""
         if self._processes is None:
             self._processes = multiprocessing.get_context("spawn").Pool(self.workers)
-        jobs = [self._processes.apply_async(_timed_call, (self.fn, args, kwargs, self.timeout)) for args, kwargs in calls]
-        out = []
-        for job in jobs:
-            try:
-                out.append(job.get(None if self.timeout is None else self.timeout * len(calls) + _GRACE))
-            except multiprocessing.TimeoutError:  # a worker deaf to its alarm (stuck in C code): replace the pool
-                self.close()
-                return out + [("timeout", None)] * (len(calls) - len(out))
-        return out
+            self._processes.map(_warm, [self.fn] * self.workers, chunksize=1)
+        return self._processes
+
+    def _run_processes(self, calls: list) -> list[tuple[str, Any]]:
+        """Every call in the pool; a worker deaf to its alarm (stuck in C code) costs only its own
+        sample: the pool is replaced and the calls it had not finished are sent again."""
+        out: dict[int, tuple[str, Any]] = {}
+        pending = list(range(len(calls)))
+        while pending:
+            jobs = {i: self._pool().apply_async(_timed_call, (self.fn, *calls[i], self.timeout)) for i in pending}
+            stuck = None
+            for n, i in enumerate(pending):
+                try:  # the calls ahead of it in the queue may take their full time first
+                    out[i] = jobs[i].get(None if self.timeout is None else self.timeout * (n // self.workers + 1) + _GRACE)
+                except multiprocessing.TimeoutError:
+                    stuck = i
+                    break
+            if stuck is None:
+                break
+            out[stuck] = ("timeout", None)
+            for i in pending:  # keep what finished before the pool goes
+                if i not in out and jobs[i].ready():
+                    out[i] = jobs[i].get()
+            self.close()
+            pending = [i for i in pending if i not in out]
+        return [out[i] for i in range(len(calls))]
 
     def metrics(self) -> dict[str, float]:
         """``reward/timeouts``: calls of the last batch that ran out of time."""
