@@ -151,12 +151,24 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
 def plot_demo(history: list[dict], summary: dict, path: str) -> str:
     """Validation accuracy during training (GRPO vs control), GRPO's reward and KL, and the final
     accuracies with GRPO's gain over the control and its interval."""
-    fig, axes = figure(15, 3.8, ncols=3)
+    fig, axes = figure(15, 4.4, ncols=3)
+    n = int(summary.get("settings", {}).get("validation_size", 0)) or None
+    bounds = []
     for arm, colour in (("grpo", "C0"), ("control", "C1")):
-        pts = [(m["step"], 100 * m["eval/accuracy"]) for m in history if m.get("phase") == arm and "eval/accuracy" in m]
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour, label="GRPO" if arm == "grpo" else "SFT continuation")
-    axes[0].set(xlabel="update", ylabel="accuracy (%)", title="held-out RL-length questions, during training")
-    axes[0].legend(fontsize=8)
+        pts = [(m["step"], m["eval/accuracy"]) for m in history if m.get("phase") == arm and "eval/accuracy" in m]
+        xs, ps = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        axes[0].plot(xs, 100 * ps, marker="o", color=colour, label="GRPO" if arm == "grpo" else "SFT continuation")
+        if n and len(ps):  # the binomial 95% band of an accuracy measured on n questions
+            half = 1.96 * np.sqrt(ps * (1 - ps) / n)
+            axes[0].fill_between(xs, 100 * (ps - half), 100 * (ps + half), color=colour, alpha=0.15, lw=0)
+            bounds += [100 * (ps - half).min(), 100 * (ps + half).max()]
+    if bounds:  # room for the bands and at least 10 points either way: noise does not fill the panel
+        axes[0].set_ylim(max(0.0, min(bounds) - 10), min(100.0, max(bounds) + 10))
+    band = f"; bands: binomial 95% over {n} questions" if n else ""
+    axes[0].set(xlabel="update", ylabel="accuracy (%)", title="validation (RL-length questions) during training")
+    axes[0].text(0.01, 0.01, f"update 0 = the SFT start on this validation set{band}", transform=axes[0].transAxes, fontsize=7,
+                 va="bottom")
+    axes[0].legend(fontsize=8, loc="upper left")
     grpo = [m for m in history if m.get("phase") == "grpo" and "reward/mean" in m]
     axes[1].plot([m["step"] for m in grpo], [m["reward/mean"] for m in grpo], color="C0", alpha=0.4, label="reward (share correct)")
     axes[1].plot([m["step"] for m in grpo], _smooth([m["reward/mean"] for m in grpo]), color="C0",
@@ -170,12 +182,14 @@ def plot_demo(history: list[dict], summary: dict, path: str) -> str:
     arms = ("start", "control", "grpo")
     names = {"start": "SFT start", "control": "SFT continuation", "grpo": "GRPO"}
     for i, sp in enumerate(SPLITS):
-        axes[2].bar([k + (i - 0.5) * 0.4 for k in range(3)], [100 * summary["accuracy"][a][sp] for a in arms], 0.4,
-                    label=summary["splits"][sp])
+        bars = axes[2].bar([k + (i - 0.5) * 0.4 for k in range(3)], [100 * summary["accuracy"][a][sp] for a in arms], 0.4,
+                           label=summary["splits"][sp])
+        axes[2].bar_label(bars, fmt="%.1f", fontsize=7)
     axes[2].set_xticks(range(3), [names[a] for a in arms])
+    axes[2].set_ylim(0, 100 * max(summary["accuracy"][a][sp] for a in arms for sp in SPLITS) * 1.25 + 1)
     g, glo, ghi = summary["grpo_minus_control_points"]["eval_in"]
-    axes[2].set(ylabel="greedy accuracy on fresh problems (%)", title=f"GRPO - control ({summary['splits']['eval_in'].split(' (')[0]}): {g:+.1f} [{glo:+.1f}, {ghi:+.1f}]")
-    axes[2].legend(fontsize=7)
+    axes[2].set(ylabel="greedy accuracy on fresh problems (%)", title=f"GRPO - control, {summary['splits']['eval_in'].split(' (')[0]}:\n{g:+.1f} points [95% CI {glo:+.1f}, {ghi:+.1f}]")
+    axes[2].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)  # below: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
