@@ -136,3 +136,4 @@ def test_shared_and_per_row_passes_compare_like_with_like(exact):
     assert worst < (1e-10 if exact else 1e-6), worst
     if not exact:
         assert worst > 1e-12  # the stock norm's fp32 rounding does show (the note is about something real)
+

@@ -122,13 +122,16 @@ class PromptPass:
         ls = max(int(suffix_mask.sum(-1).max()), 1)
         suffix_mask = suffix_mask[:, :ls]
         kv = self.inputs[:-1]  # differentiable gather: one prompt -> its rows
-        cache = DynamicCache(ddp_cache_data=[(kv[i][prompt], kv[i + 1][prompt]) for i in range(0, len(kv), 2)])
+        # index_select, not kv[i][prompt]: several rows share a prompt, and indexing's backward sums
+        # their gradients with index_put_(accumulate=True), whose order varies with CPU threads
+        # (not bitwise reproducible); index_select's backward (index_add_) sums in a fixed order
+        cache = DynamicCache(ddp_cache_data=[(kv[i].index_select(0, prompt), kv[i + 1].index_select(0, prompt)) for i in range(0, len(kv), 2)])
         mask = torch.cat([p.prefix_mask[prompt], suffix_mask], 1)
         start = p.prefix_len[prompt]
         hidden = self.trunk(input_ids=p.suffix_ids[rows, :ls], attention_mask=mask.long(),
                             position_ids=start[:, None] + torch.arange(ls, device=dev),
                             use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
-        last = self.inputs[-1][prompt]
+        last = self.inputs[-1].index_select(0, prompt)
         return torch.cat([last[:, None], hidden[:, :-1]], 1), p.suffix_completion[rows, :ls]
 
     def finish(self) -> None:
