@@ -63,13 +63,15 @@ class Stats:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def forward_logits(model: nn.Module, mb: Rollout) -> Float[Tensor, "rows cols vocab"]:
-    """``model``'s logits on a micro-batch, through its forward (where FSDP2 and PEFT hook in)."""
+def forward_logits(model: nn.Module, mb: Rollout, hint: bool = False) -> Float[Tensor, "rows cols vocab"]:
+    """``model``'s logits on a micro-batch, through its forward (where FSDP2 and PEFT hook in).
+    ``hint``: the training pass, where a model returning an output object gets a one-time hint that
+    its adapter (chunked head, shared prompts) is not registered."""
     position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
     out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids)
     if isinstance(out, Tensor):
         return out
-    if not _warned:
+    if hint and not _warned:
         _warned.append(type(out).__name__)
         warnings.warn(f"engine: {type(model).__name__} returns {type(out).__name__}; its full logits are used. For a transformers "
                       "model, import unified_rl.hf first: it registers the adapter with the chunked head and shared prompts", stacklevel=4)
@@ -93,7 +95,7 @@ class PlainAdapter(ModelAdapter):
         for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups):
             if mb.num_completion_tokens == 0:
                 continue
-            logits = forward_logits(model, mb)
+            logits = forward_logits(model, mb, hint=True)
             target = mb.completion_mask[:, 1:]
             logp = logits_logprobs(logits[:, :-1][target], mb.input_ids[:, 1:][target], mb.temperature)
             yield idx, lo, hi, mb, on_mask(mb.completion_mask, logp)
