@@ -111,3 +111,17 @@ def test_a_wrong_column_names_the_flag_that_maps_it(tmp_path, capsys):
     assert "the row is conversational (lists of messages) but the tokenizer has no chat template" in capsys.readouterr().err
     assert main(["train", "--method", "grpo", "--data", str(tmp_path / "s.jsonl"), "--out", str(tmp_path / "o2"), *RL]) == 2
     assert "missing column 'answer' (has ['prompt', 'solution']); on the command line, --answer-column" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.json"])
+def test_a_file_larger_than_free_memory_is_one_line(tmp_path, capsys, monkeypatch, name):
+    """A data file read whole that would not fit in memory: one line naming it and both sizes,
+    before any reading (here the machine is made to report 1 KiB free)."""
+    from unified_rl.data import rows
+
+    monkeypatch.setattr(rows, "free_memory", lambda: 1024)
+    line = json.dumps({"prompt": "1+1=", "answer": "2"})
+    (tmp_path / name).write_text("\n".join([line] * 100) + "\n")
+    assert main(["train", "--method", "grpo", "--data", str(tmp_path / name), "--out", str(tmp_path / "o"), *RL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{name}: " in err and "KiB, more than this machine's free memory (1.0 KiB)" in err and "split it" in err, err

@@ -10,7 +10,7 @@ import os
 from typing import Mapping, Optional
 
 from .row import Row
-from .rows import jsonl_objects
+from .rows import check_fits_in_memory, jsonl_objects
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -61,6 +61,7 @@ def _check_json(path: str) -> None:
         for _ in jsonl_objects(path):
             pass
         return
+    check_fits_in_memory(path)
     with open(path, "rb") as f:
         raw = f.read()
     try:

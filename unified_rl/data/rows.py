@@ -51,6 +51,32 @@ def _check_text(value: Any, where: str, key: str = "") -> None:
             _check_text(v, where, key)
 
 
+def free_memory() -> Optional[int]:
+    """Bytes of memory available now (Linux ``MemAvailable``), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_fits_in_memory(path: str, factor: int = 4) -> None:
+    """A file read whole, whose rows become Python objects (about ``factor`` times its size), must
+    fit in the memory available; else one line naming the file and both sizes (not a MemoryError)."""
+    size, free = os.path.getsize(path), free_memory()
+    if free is not None and size * factor > free:
+        raise ValueError(f"{path}: {_bytes(size)}, more than this machine's free memory ({_bytes(free)}) holds "
+                         f"once read (about {factor}x the file); split it into several files in a folder (--data FOLDER reads them "
+                         "through datasets, which maps them from disk)")
+
+
 def jsonl_objects(path: str) -> Iterator[tuple[int, dict]]:
     """(physical line number, object) for each non-blank line of a JSONL file. Lines are split on
     ``\\n`` only (U+2028 or U+0085 inside a string are valid JSON). Every fault -- invalid UTF-8,
@@ -58,6 +84,7 @@ def jsonl_objects(path: str) -> Iterator[tuple[int, dict]]:
     surrogate, a line that is not an object -- is one ValueError naming the file and the line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
+    check_fits_in_memory(path)
     with open(path, "rb") as f:
         raw = f.read()
     try:
