@@ -70,13 +70,14 @@ class RunLogger:
         self._reporters = None
 
 
-def _split_file(path: str, later) -> list[dict]:
-    """Keep the lines of a JSON-lines file for which ``later`` is false (atomic rewrite); the others
-    are appended to ``<name>.superseded.jsonl`` beside it, so a resume loses no line. Returns the kept lines."""
+def _split_file(path: str, later, write: bool = True) -> list[dict]:
+    """The lines of a JSON-lines file for which ``later`` is false. With ``write``, the file keeps
+    only those (atomic rewrite) and the others are appended to ``<name>.superseded.jsonl`` beside it,
+    so a resume loses no line."""
     with open(path) as f:
         lines = [json.loads(line) for line in f if line.strip()]
     kept, dropped = [m for m in lines if not later(m)], [m for m in lines if later(m)]
-    if dropped:
+    if write and dropped:
         with open(path.removesuffix(".jsonl") + ".superseded.jsonl", "a") as f:
             f.writelines(json.dumps(m) + "\n" for m in dropped)
         tmp = path + ".tmp"
@@ -94,15 +95,11 @@ def rewind(out_dir: Optional[str], phase: str, step: int, rank: int = 0) -> Opti
     path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
     if path is None or not os.path.exists(path):
         return None
+
     def later(m):
         return m.get("phase", phase) == phase and m.get("step", 0) > step
 
-    if rank == 0:
-        completions = os.path.join(out_dir, "completions.jsonl")
-        if os.path.exists(completions):
-            _split_file(completions, later)
-        kept = _split_file(path, later)
-    else:
-        with open(path) as f:
-            kept = [m for m in (json.loads(line) for line in f if line.strip()) if not later(m)]
-    return [m for m in kept if m.get("phase") == phase]
+    completions = os.path.join(out_dir, "completions.jsonl")
+    if rank == 0 and os.path.exists(completions):
+        _split_file(completions, later)
+    return [m for m in _split_file(path, later, write=rank == 0) if m.get("phase") == phase]

@@ -30,14 +30,15 @@ class Reporter(Protocol):
 
 def parse_report_to(value: str) -> list[str]:
     """``"tensorboard,wandb"`` -> names, checked: known and installed (else a ValueError naming it)."""
-    names = [n.strip().lower() for n in value.split(",") if n.strip() and n.strip().lower() != "none"]
+    given = [n.strip().lower() for n in value.split(",") if n.strip()]
+    names = [n for n in given if n != "none"]
     unknown = [n for n in names if n not in REPORTERS]
     if unknown:
         raise ValueError(f"report_to: unknown backend {unknown[0]!r}; choose from {', '.join(REPORTERS)} (or none)")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"report_to: {', '.join(twice)} named twice (every scalar would be logged twice)")
-    if "none" in [n.strip().lower() for n in value.split(",")] and names:
+    if "none" in given and names:
         raise ValueError(f"report_to: 'none' beside {', '.join(names)}; give either none or the backends")
     for n in names:
         if importlib.util.find_spec(n) is None:  # each backend is the module of its name

@@ -178,6 +178,17 @@ def _reward(args, method, tok):
     return task_reward(method, tok) if not args.data else OutcomeReward(_extract(args))
 
 
+TRUST_REMOTE_CODE = "let --model run the Python code its folder ships (off: only transformers' own architectures load)"
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The options of every command that trains: the progress bar and the thread policy."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--adapt-threads", action="store_true",
+                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
+                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
+
+
 def _threads(args) -> None:
     """A training command's CPU threads: capped once at the cores this process may use (the same
     count for the whole run, so its numbers do not depend on the machine's load); with
@@ -419,18 +430,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--sft-from-scratch", action="store_true",
                    help="train the SFT start here (1,000 steps, several minutes) instead of loading the shipped one (results then vary with the CPU)")
     p.add_argument("--seed", type=int, default=None, help="the RL phase's seed (GRPO's sampling, both arms' data order); the task and the SFT start stay")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--adapt-threads", action="store_true",
-                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
-                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
+    _add_run_flags(p)
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
     p.add_argument("--method", help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered); may come from --config")
     p.add_argument("--config", help="TOML, YAML or JSON file of TrainConfig fields and train options (a recipe: recipes/); flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let --model run the Python code its folder ships (off: only transformers' own architectures load)")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE)
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data", help="a local JSONL, JSON, CSV or Parquet file, or a folder of them; default: the embedded arithmetic task")
     p.add_argument("--split", help="a data folder's split (train, validation, test: named by its files); default train")
@@ -445,17 +452,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--adapt-threads", action="store_true",
-                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
-                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
+    _add_run_flags(p)
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="greedy accuracy, Pass@K and Maj@K")
     p.add_argument("--model")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let --model run the Python code its folder ships (off: only transformers' own architectures load)")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE)
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
     p.add_argument("--data")
     p.add_argument("--format", help="prompt_completion | preference | gsm8k | prompts (default: read from the first row's columns)")
@@ -471,10 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("name", help=" | ".join(EXPERIMENT_NAMES))
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--adapt-threads", action="store_true",
-                   help="refit torch's CPU threads to the free cores before every step (faster on a shared machine; "
-                        "the numbers then depend on the load, so two runs are no longer bitwise equal)")
+    _add_run_flags(p)
     p.set_defaults(fn=cmd_experiment)
 
     _table.cache_clear()  # a table is read once per command, never reused by the next one

@@ -89,8 +89,7 @@ def exit_rank(status: int) -> None:
     still hold a gloo process group can abort a finished rank). A no-op outside torchrun."""
     if not launched_by_torchrun():
         return
-    leave_process_group()
-    gc.collect()
+    leave_process_group()  # (it collects the garbage that still holds the group)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
