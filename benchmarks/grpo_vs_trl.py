@@ -39,8 +39,7 @@ def correct(prompts, completions, answer, **_):
 
 def run_ours(path, rows, a, seed):
     model, tok = load_model(path), load_tokenizer(path)
-    cfg = TrainConfig(method="grpo", steps=a.steps, questions_per_step=a.questions, group_size=a.group, lr=a.lr, beta=a.beta,
-                      epsilon=0.2, max_new_tokens=a.max_new_tokens, seed=seed, precision=a.precision)
+    cfg = TrainConfig(steps=a.steps, questions_per_step=a.questions, lr=a.lr, max_new_tokens=a.max_new_tokens, seed=seed, precision=a.precision)
     trainer = Trainer(model, tok, url.methods.grpo(beta=a.beta, epsilon=0.2, group_size=a.group), rows, cfg,
                       reward=url.rewards.FromCallable(correct))
     trainer.source.cursor.shuffle = False  # same prompt order as TRL's unshuffled dataset
@@ -88,7 +87,7 @@ def run_trl(path, rows, a, seed):
 def update_vs_plain(trainer):
     """Seconds of the update phase (engine backward + optimizer) vs a plain HF forward+backward
     (cross-entropy on every token) of the same model on the same tokens; medians of 5."""
-    r = trainer.source.sample(trainer.policy, trainer.cfg.questions_per_step)
+    r = trainer.source.sample(trainer.policy, trainer.cfg.optim.questions_per_step)
     r = trainer.reward(r, r.texts)
     r = trainer.coefficient.prepare(r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan)))
     model, opt = trainer.policy, trainer.optimizer
@@ -100,7 +99,7 @@ def update_vs_plain(trainer):
 
     def plain():
         opt.zero_grad(set_to_none=True)
-        with autocast(model, trainer.cfg.precision, backward=True):
+        with autocast(model, trainer.cfg.model.precision, backward=True):
             loss = model(input_ids=r.input_ids, attention_mask=r.attention_mask.long(), labels=r.input_ids).loss
         loss.backward()
         opt.step()

@@ -54,9 +54,9 @@ def one(name: str, hidden: int, layers: int, vocab: int, device: str, completion
     base = reset_peak(device)
     model = build_qwen2(qwen2_config(vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
                                      num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=False)).to(device)
-    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=groups, group_size=size, beta=beta, lora_r=lora_r, checkpoint_every=0,
+    cfg = TrainConfig(steps=2, questions_per_step=groups, lora_r=lora_r, checkpoint_every=0,
                       gradient_checkpointing=checkpointing)
-    trainer = Trainer(model, char_tokenizer(), methods.from_config(cfg), ArithmeticTask().train_rows(8), cfg, data_source=Fixed(),
+    trainer = Trainer(model, char_tokenizer(), methods.grpo(beta=beta, group_size=size), ArithmeticTask().train_rows(8), cfg, data_source=Fixed(),
                       reward=FromCallable(lambda prompts, completions, **_: [0.0] * len(completions)))  # never called: the batch is scored
     for _ in range(2):
         trainer.train_step()

@@ -53,9 +53,9 @@ def run(make, steps: int) -> tuple[float, float]:
     model = tiny_llama(len(tok), seed=0)
     model.load_state_dict(load_file(BENCHMARK_START), strict=True)
     rows = ArithmeticTask().train_rows(20_000, eval_size=256)
-    cfg = TrainConfig(method="grpo", steps=steps + 1, questions_per_step=16, group_size=8, max_new_tokens=40, lr=3e-5, checkpoint_every=0)
+    cfg = TrainConfig(steps=steps + 1, questions_per_step=16, max_new_tokens=40, lr=3e-5, checkpoint_every=0)
     reward = make()
-    trainer = Trainer(model, tok, methods.from_config(cfg), rows, cfg, reward=reward)
+    trainer = Trainer(model, tok, methods.grpo(group_size=8), rows, cfg, reward=reward)
     trainer.train_step()  # warm-up: worker processes start, caches are cold for the next batches anyway
     steps_s, reward_s = [], []
     for _ in range(steps):

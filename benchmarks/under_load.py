@@ -32,7 +32,7 @@ from unified_rl.loop import Trainer
 from unified_rl import threads
 threads.fit_threads()  # as the command-line app does
 tok = char_tokenizer()
-cfg = TrainConfig(steps=100, questions_per_step=16, group_size=8, max_new_tokens=40, lr=1e-5)
+cfg = TrainConfig(steps=100, questions_per_step=16, max_new_tokens=40, lr=1e-5)
 reward = url.rewards.FromCallable(lambda prompts, completions, **_: [float(len(c) % 3 == 0) for c in completions])
 t = Trainer(tiny_llama(len(tok)), tok, url.methods.grpo(group_size=8), ArithmeticTask().train_rows(256), cfg, reward=reward,
             adapt_threads=threads.per_step())

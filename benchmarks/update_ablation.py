@@ -69,13 +69,13 @@ def main() -> None:
     tok = char_tokenizer()
     torch.manual_seed(0)
     model = tiny_llama(len(tok), hidden=a.width, heads=max(4, a.width // 32), intermediate=3 * a.width)
-    cfg = TrainConfig(method="grpo", steps=10, questions_per_step=16, group_size=8, beta=0.04, max_new_tokens=40, precision=a.precision)
+    cfg = TrainConfig(steps=10, questions_per_step=16, max_new_tokens=40, precision=a.precision)
     trainer = Trainer(model, tok, url.methods.grpo(beta=0.04, group_size=8), ArithmeticTask().train_rows(64), cfg,
                       reward=url.rewards.FromCallable(lambda prompts, completions, **_: [float(len(c) % 3 == 0) for c in completions]))
     r = trainer.source.sample(trainer.policy, 16)
     r = trainer.reward(r, r.texts)
     r = trainer.coefficient.prepare(r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan)))
-    plan = engine.ExecutionPlan(max_tokens=cfg.max_tokens, precision=a.precision)
+    plan = engine.ExecutionPlan(max_tokens=cfg.model.max_tokens, precision=a.precision)
 
     def update():
         model.zero_grad(set_to_none=True)

@@ -139,3 +139,82 @@ def run_cli(args, cwd):
     exe = shutil.which("unified-rl")
     cmd = [exe] if exe else [sys.executable, "-m", "unified_rl.apps.cli"]
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+# ---------------------------------------------------------------- the Trainer tests' task and model
+def _char_tokenizer():
+    from unified_rl.apps.tasks import char_tokenizer
+
+    return char_tokenizer()
+
+
+TOK = _char_tokenizer()
+
+
+def _rows():
+    from unified_rl.apps.tasks import ArithmeticTask
+
+    return ArithmeticTask().train_rows(64)
+
+
+ROWS = _rows()
+
+
+def has_seven(prompts, completions, **_):
+    """A reward any policy can learn fast: 1 if a '7' is among the first 6 characters."""
+    return [float("7" in c[:6]) for c in completions]
+
+
+def seven_steps(prompt, completion):
+    """A process check for tests: every second character is a step, correct when it is a '7'."""
+    return [(i, completion[i] == "7") for i in range(1, len(completion), 2)] or [(max(len(completion) - 1, 0), False)]
+
+
+def small_model(seed=0):
+    from unified_rl.hf import tiny_llama
+
+    return tiny_llama(len(TOK), hidden=32, layers=2, heads=2, intermediate=64, seed=seed)
+
+
+def registered(name: str, max_new_tokens: int = 48, **settings):
+    """The registered method ``name`` built with those of ``settings`` it takes (G, beta, epsilon), as
+    a recipe that names several methods gives them."""
+    entry = url.methods.REGISTRY[name]
+    return url.methods.build(name, max_new_tokens=max_new_tokens, **{k: v for k, v in settings.items() if entry.parameter(k)})
+
+
+# ---------------------------------------------------------------- filled rollouts for the GC property tests
+ALL_AGGREGATIONS = [url.coefficients.sequence_mean(), url.coefficients.token_mean(), url.coefficients.sequence_sum(),
+                    url.coefficients.max_length_mean(50), url.coefficients.group_mean(True), url.coefficients.constant_weight(0.37)]
+
+
+def filled(seed: int, aggregation, allow_empty=False):
+    """A rollout with weights, advantages, old/ref log-probs and a random logp (junk in masked slots)."""
+    r = random_rollout(seed, n_groups=3, group_size=2, allow_empty=allow_empty)
+    g = torch.Generator().manual_seed(seed)
+    shape = r.input_ids.shape
+    logp = -torch.rand(shape, generator=g, dtype=torch.float64) * 3
+    noise = lambda s: logp + s * torch.randn(shape, generator=g, dtype=torch.float64)  # noqa: E731
+    m = r.completion_mask
+    r = r.replace(
+        advantages=torch.where(m, torch.randn(shape, generator=g, dtype=torch.float64), 0.0),
+        old_logprobs=torch.where(m, noise(0.4), 0.0),
+        ref_logprobs=torch.where(m, noise(0.4), 0.0),
+        chosen=torch.arange(r.batch_size) % 2 == 0,
+    )
+    r = r.replace(weights=aggregation(r))
+    junk = torch.where(m, logp, torch.full_like(logp, float("nan")))
+    return r, junk
+
+
+def check_gc(term, r, logp, nontrivial: bool = True):
+    """The term's closed-form GC times the weights equals autograd of its objective (fp64); with
+    ``nontrivial``, the gradient is non-zero somewhere wherever a completion token has weight."""
+    x = logp.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(term.objective(r, x), x)
+    gc = term.gc(r, logp)
+    assert torch.isfinite(gc).all()
+    torch.testing.assert_close(grad, r.weights * gc, rtol=1e-12, atol=1e-15)
+    if nontrivial and bool((r.weights * r.completion_mask).abs().sum() > 0):
+        assert bool((grad != 0).any()), "the GC is 0 on every weighted token: the comparison proves nothing"
+    return gc

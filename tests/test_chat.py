@@ -82,9 +82,9 @@ def test_reward_functions_receive_messages_as_trl_does():
         return [float(c[0]["content"].strip().startswith(a)) for c, a in zip(completions, answer)]
 
     rows = [{"prompt": [U], "answer": "5"}] * 4
-    cfg = TrainConfig(method="grpo", steps=1, questions_per_step=2, group_size=2, max_new_tokens=8, lr=1e-3)
+    cfg = TrainConfig(steps=1, questions_per_step=2, max_new_tokens=8, lr=1e-3)
     model = tiny_llama(len(TOK), hidden=32, layers=2, heads=2, intermediate=64)
-    trainer = Trainer(model, TOK, methods.from_config(cfg), rows, cfg, reward=FromCallable(reward))
+    trainer = Trainer(model, TOK, methods.grpo(group_size=2), rows, cfg, reward=FromCallable(reward))
     m = trainer.train_step()
     assert seen["prompts"] == [[U]] * 4 and seen["answer"] == ["5"] * 4
     assert all(isinstance(c, list) and c[0]["role"] == "assistant" and isinstance(c[0]["content"], str) for c in seen["completions"])

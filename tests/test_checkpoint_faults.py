@@ -19,7 +19,7 @@ TOK, ROWS = char_tokenizer(), ArithmeticTask().train_rows(32)
 
 
 def trainer(out, method=None, hidden=32):
-    cfg = TrainConfig(method="sft", steps=4, questions_per_step=2, checkpoint_every=1, out_dir=str(out), max_new_tokens=48)
+    cfg = TrainConfig(steps=4, questions_per_step=2, checkpoint_every=1, out_dir=str(out), max_new_tokens=48)
     method = method or sft()
     reward = FromCallable(lambda prompts, completions, **_: [1.0] * len(completions)) if method.name != "sft" else None
     return Trainer(tiny_llama(len(TOK), hidden=hidden, layers=1, heads=2, intermediate=64), TOK, method, ROWS, cfg, reward=reward)

@@ -13,7 +13,8 @@ PREFERENCE = {"dpo", "ipo", "hinge", "simpo"}
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_method_runs_from_the_command_line(name, tmp_path):
-    args = ["train", "--method", name, "--steps", "2", "--questions-per-step", "2", "--group-size", "2", "--max-new-tokens", "48",
+    group = ["--group-size", "2"] if REGISTRY[name].parameter("group_size") else []  # SFT and PPO draw no groups
+    args = ["train", "--method", name, "--steps", "2", "--questions-per-step", "2", *group, "--max-new-tokens", "48",
             "--out", str(tmp_path / "o"), "--no-progress"]
     if name in PREFERENCE:
         (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps({"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"})
@@ -34,8 +35,9 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
 ])
 def test_the_format_is_read_from_the_rows(method, rows, tmp_path):
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    group = ["--group-size", "2"] if REGISTRY[method].parameter("group_size") else []
     args = ["train", "--method", method, "--data", str(tmp_path / "rows.jsonl"), "--steps", "1", "--questions-per-step", "2",
-            "--group-size", "2", "--max-new-tokens", "24", "--out", str(tmp_path / "o"), "--no-progress"]
+            *group, "--max-new-tokens", "24", "--out", str(tmp_path / "o"), "--no-progress"]
     if "question" in rows[0]:  # GSM8K's prompts are English: a model whose tokenizer reads text (the demo's reads arithmetic only)
         from unified_rl.apps.tasks import chat_tokenizer
         from unified_rl.hf import save_model, tiny_llama

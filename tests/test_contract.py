@@ -7,6 +7,7 @@ import torch
 
 import unified_rl as url
 import unified_rl.coefficients as C
+from unified_rl.apps.recipe import method_settings
 from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
 from unified_rl.config import TrainConfig
 from unified_rl.hf import HFSampler, StaticCacheSampler, tiny_llama
@@ -36,13 +37,13 @@ class MeanBaseline(url.GradientCoefficient):
 def test_a_third_party_coefficient_trains_through_the_trainer():
     model = tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64)
     start = copy.deepcopy(model.state_dict())
-    cfg = TrainConfig(steps=3, questions_per_step=4, lr=1e-2, max_new_tokens=8, beta=0.0, out_dir=None)
+    cfg = TrainConfig(steps=3, questions_per_step=4, lr=1e-2, max_new_tokens=8, out_dir=None)
     method = url.Method("mean_baseline", MeanBaseline(), data_source=url.data.Sampled(4))
     trainer = Trainer(model, TOK, method, ROWS, cfg, reward=url.rewards.FromCallable(has_seven))
     history = trainer.run(progress=False)
     assert len(history) == 3 and trainer.reference is None  # nothing reads ref_logprobs: no reference copy
     assert sum(float((p - start[k]).abs().sum()) for k, p in model.state_dict().items()) > 0
-    assert trainer.state_dict()["coefficient"] == {}  # the Protocol's default hooks
+    assert trainer.checkpointer.state_dict()["coefficient"] == {}  # the Protocol's default hooks
 
 
 def test_a_structural_coefficient_without_the_hooks_is_named():
@@ -89,12 +90,12 @@ def test_one_registry_one_name_per_method():
                                           "gspo", "luspo", "cispo", "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo"]
     assert tuple(url.methods.REGISTRY) == METHOD_NAMES  # the CLI's help reads the light copy
     for name in url.methods.REGISTRY:
-        method = url.methods.from_config(TrainConfig(method=name))
+        method = url.methods.build(name, max_new_tokens=48)
         assert method.name == name == method.coefficient.name
     with pytest.raises(ValueError, match="registered already"):
-        url.methods.register("grpo", url.methods.grpo, lambda c: url.methods.grpo(), "again")
+        url.methods.register("grpo", url.methods.grpo, "again")
     with pytest.raises(ValueError, match=r"'online-rft': unknown method \(did you mean 'online_rft'\?\)"):
-        TrainConfig(method="online-rft").check()
+        method_settings({"method": "online-rft"})
 
 
 def test_every_registered_method_is_in_the_docs():
@@ -146,7 +147,7 @@ def test_both_samplers_record_the_policys_logprobs_and_repeat(name):
 
 def test_the_hf_sampler_trains_through_the_trainer():
     model = tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64)
-    cfg = TrainConfig(steps=2, questions_per_step=2, group_size=2, max_new_tokens=6, beta=0.0, sampler="hf")
+    cfg = TrainConfig(steps=2, questions_per_step=2, max_new_tokens=6, sampler="hf")
     trainer = Trainer(model, TOK, url.methods.grpo(beta=0.0, group_size=2), ROWS, cfg, reward=url.rewards.FromCallable(has_seven))
     assert isinstance(trainer.sampler, HFSampler)
     assert len(trainer.run(progress=False)) == 2

@@ -11,9 +11,9 @@ from unified_rl.apps.cli import main
 from unified_rl.config import TrainConfig
 from unified_rl.data.files import load_table
 from unified_rl.loop import Trainer
-from unified_rl.methods import from_config
+from unified_rl.methods import grpo
 from unified_rl.rewards import FromCallable
-from test_loop import TOK, has_seven, small_model
+from helpers import TOK, has_seven, small_model
 
 RL = ["--steps", "1", "--questions-per-step", "2", "--group-size", "2", "--max-new-tokens", "24", "--no-progress"]
 
@@ -57,8 +57,8 @@ def test_bad_rows_name_the_file_and_row(tmp_path, capsys):
 
 def test_a_datasets_dataset_works_wherever_rows_do():
     rows = datasets.Dataset.from_list([{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(8)])
-    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=2, group_size=2, max_new_tokens=6)
-    history = Trainer(small_model(), TOK, from_config(cfg), rows, cfg, reward=FromCallable(has_seven)).run(progress=False)
+    cfg = TrainConfig(steps=2, questions_per_step=2, max_new_tokens=6)
+    history = Trainer(small_model(), TOK, grpo(group_size=2), rows, cfg, reward=FromCallable(has_seven)).run(progress=False)
     assert len(history) == 2
 
 

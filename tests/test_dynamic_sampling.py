@@ -10,7 +10,7 @@ from unified_rl.data import DynamicSampling, Encoder, SampledSource
 from unified_rl.hf import make_sampler
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable
-from test_loop import ROWS, TOK, has_seven, small_model
+from helpers import ROWS, TOK, has_seven, small_model
 
 
 def _source(max_batches):
@@ -37,7 +37,7 @@ def test_only_groups_with_a_reward_spread_are_kept(max_batches):
 
 
 def test_dapo_with_dynamic_sampling_trains_and_logs_the_counts():
-    cfg = TrainConfig(method="dapo", steps=3, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=6)
+    cfg = TrainConfig(steps=3, questions_per_step=4, lr=1e-3, max_new_tokens=6)
     method = methods.dapo(group_size=4, dynamic_sampling=3, mask_truncated=True)
     trainer = Trainer(small_model(seed=1), TOK, method, ROWS, cfg, reward=FromCallable(has_seven))
     history = trainer.run(progress=False)

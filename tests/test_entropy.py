@@ -6,7 +6,7 @@ import torch
 import unified_rl as url
 import unified_rl.coefficients as C
 from helpers import random_rollout, tiny_model
-from test_loop import ROWS, TOK, has_seven, small_model
+from helpers import ROWS, TOK, has_seven, small_model
 from unified_rl.config import TrainConfig
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable
@@ -29,7 +29,7 @@ def test_a_top_entropy_gated_method_trains_and_logs_entropy():
     coef = C.chain(C.group_normalized(), C.gated(C.ppo_clip(0.2), C.top_entropy_mask(0.2)), aggregation=C.token_mean(), name="top20")
     assert "entropies" in coef.needs
     method = url.Method("top20", coef, url.data.Sampled(4))
-    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=6)
+    cfg = TrainConfig(steps=2, questions_per_step=4, lr=1e-3, max_new_tokens=6)
     history = Trainer(small_model(seed=1), TOK, method, ROWS, cfg, reward=FromCallable(has_seven)).run(progress=False)
     assert all(m["entropy/mean"] > 0 for m in history)
     assert all(0.7 <= m["gc/frac_masked"] <= 0.85 for m in history)  # 80% of tokens dropped, up to ties and rounding

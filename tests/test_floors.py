@@ -85,8 +85,7 @@ def test_core_and_methods_import_and_train_with_upper_floors_blocked():
             def forward(self, input_ids, attention_mask=None, position_ids=None):
                 return self.out(torch.tanh(self.emb(input_ids).cumsum(1)))
 
-        from unified_rl.config import TrainConfig
-        built = {name: methods.from_config(TrainConfig(method=name)) for name in methods.REGISTRY}
+        built = {name: methods.build(name, max_new_tokens=48) for name in methods.REGISTRY}
         assert isinstance(built["grpo"], url.Method)
         torch.manual_seed(0)
         model = TinyLM().double()
@@ -132,7 +131,7 @@ def test_the_library_never_imports_the_apps_even_dynamically():
         tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
         rows = [{"prompt": f"{a}+{b}=", "completion": f"{a + b}"} for a in range(4) for b in range(4)]
         trainer = Trainer(tiny_llama(len(tok), hidden=16, layers=1, heads=2, intermediate=32), tok, url.methods.sft(), rows,
-                          TrainConfig(method="sft", steps=1, questions_per_step=4))
+                          TrainConfig(steps=1, questions_per_step=4))
         trainer.run(progress=False)
         assert trainer.step_count == 1
     """)

@@ -2,36 +2,19 @@
 parameters move, and for RFT / Online RFT / GRPO the policy's own reward rises."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
+from unified_rl import methods
+from unified_rl.apps.recipe import method_settings
 from unified_rl.config import TrainConfig
-from unified_rl.methods import from_config as build_method
 from unified_rl.data import Encoder
 from unified_rl.hf.sampling import generate
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable, ProcessReward
-from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
-from unified_rl.hf import tiny_llama
-
-TOK = char_tokenizer()
-ROWS = ArithmeticTask().train_rows(64)
-
-
-def has_seven(prompts, completions, **_):
-    """A reward any policy can learn fast: 1 if a '7' is among the first 6 characters."""
-    return [float("7" in c[:6]) for c in completions]
-
-
-def seven_steps(prompt, completion):
-    """A process check for tests: every second character is a step, correct when it is a '7'."""
-    return [(i, completion[i] == "7") for i in range(1, len(completion), 2)] or [(max(len(completion) - 1, 0), False)]
-
-
-def small_model(seed=0):
-    return tiny_llama(len(TOK), hidden=32, layers=2, heads=2, intermediate=64, seed=seed)
-
+from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model
 
 def policy_reward(model, n=64):
     """Mean reward of the policy's own samples on fixed prompts (fixed sampling seed)."""
@@ -50,9 +33,9 @@ PREFERENCE = ("dpo", "ipo", "hinge", "simpo")
 def test_every_method_trains_through_the_loop(name):
     model = small_model()
     start = copy.deepcopy(model.state_dict())
-    cfg = TrainConfig(method=name, steps=3, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=40, mu=2 if name == "ppo" else 1)
+    cfg = TrainConfig(steps=3, questions_per_step=4, lr=1e-3, max_new_tokens=40, mu=2 if name == "ppo" else 1)
     reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo_process" else FromCallable(has_seven)
-    trainer = Trainer(model, TOK, build_method(cfg), ROWS, cfg, reward=reward)
+    trainer = Trainer(model, TOK, registered(name, max_new_tokens=40, group_size=4), ROWS, cfg, reward=reward)
     history = trainer.run(progress=False)
     assert len(history) == 3
     for m in history:
@@ -70,8 +53,8 @@ def test_every_method_trains_through_the_loop(name):
 def test_reward_rises_over_a_short_run(name):
     model = small_model(seed=1)
     before = policy_reward(model)
-    cfg = TrainConfig(method=name, steps=25, questions_per_step=8, group_size=8, lr=3e-3, max_new_tokens=6, beta=0.0)
-    Trainer(model, TOK, build_method(cfg), ROWS, cfg, reward=FromCallable(has_seven)).run(progress=False)
+    cfg = TrainConfig(steps=25, questions_per_step=8, lr=3e-3, max_new_tokens=6)
+    Trainer(model, TOK, registered(name, max_new_tokens=6, group_size=8, beta=0.0), ROWS, cfg, reward=FromCallable(has_seven)).run(progress=False)
     after = policy_reward(model)
     assert after > before + 0.1, (before, after)
 
@@ -83,8 +66,8 @@ def test_iterative_grpo_resets_reference_and_retrains_reward_model():
 
     model = small_model()
     rm = ModelReward(tiny_reward_model(len(TOK), hidden=32, layers=1), TOK, labeler=OutcomeReward(extract_answer))
-    cfg = TrainConfig(method="grpo", steps=2, iterations=3, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=40)
-    trainer = Trainer(model, TOK, build_method(cfg), ROWS, cfg, reward=rm)
+    cfg = TrainConfig(steps=2, iterations=3, questions_per_step=4, lr=1e-3, max_new_tokens=40)
+    trainer = Trainer(model, TOK, methods.grpo(group_size=4), ROWS, cfg, reward=rm)
     trainer.run(progress=False)
     assert trainer.iteration == 3
     assert len(rm.history) == 2 * 2 * 16  # two finished iterations of 2 steps x 16 samples went to the reward model
@@ -94,16 +77,20 @@ def test_iterative_grpo_resets_reference_and_retrains_reward_model():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"config field 'group_size' = 1: GRPO needs G >= 2"):
-        TrainConfig(method="grpo", group_size=1).check()
+    with pytest.raises(ValueError, match=r"grpo: group_size \(G\) must be >= 2"):
+        methods.build("grpo", group_size=1)
     with pytest.raises(ValueError, match=r"config field 'lr' = -0.1: must be a finite number > 0"):
-        TrainConfig(lr=-0.1).check()
+        TrainConfig(lr=-0.1)
+    with pytest.raises(ValueError, match=r"config field 'schedule' = 'cosin': choose one of constant, cosine, linear"):
+        TrainConfig(schedule="cosin")
     with pytest.raises(ValueError, match=r"config field 'beta' = -1: must be a finite number >= 0"):
-        TrainConfig(beta=-1).check()
-    with pytest.raises(ValueError, match=r"config field 'method' = 'reinforce': unknown method"):
-        TrainConfig(method="reinforce").check()
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['learning_rate'\]"):
+        method_settings({"method": "grpo", "beta": -1})
+    with pytest.raises(ValueError, match=r"method 'reinforce': unknown method"):
+        method_settings({"method": "reinforce"})
+    with pytest.raises(ValueError, match=r"unknown field 'learning_rate'"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().optim.lr = 1.0  # a part is frozen: a run's settings cannot drift under it
 
 
 def test_no_learning_signal_is_said_out_loud(caplog):
@@ -111,11 +98,11 @@ def test_no_learning_signal_is_said_out_loud(caplog):
     step; the Trainer says so once, after NO_SIGNAL_STEPS steps, and logs the fraction per step."""
     import logging
 
-    from unified_rl.loop import NO_SIGNAL_STEPS
+    from unified_rl.step_metrics import NO_SIGNAL_STEPS
 
-    cfg = TrainConfig(method="grpo", steps=NO_SIGNAL_STEPS + 2, questions_per_step=2, group_size=2, max_new_tokens=4, beta=0.0)
+    cfg = TrainConfig(steps=NO_SIGNAL_STEPS + 2, questions_per_step=2, max_new_tokens=4)
     never = FromCallable(lambda prompts, completions, **_: [0.0] * len(completions))
-    trainer = Trainer(small_model(), TOK, build_method(cfg), ROWS, cfg, reward=never)
+    trainer = Trainer(small_model(), TOK, methods.grpo(beta=0.0, group_size=2), ROWS, cfg, reward=never)
     with caplog.at_level(logging.WARNING, logger="unified_rl"):
         history = trainer.run(progress=False)
     warnings = [r.message for r in caplog.records if "nothing is learnt" in r.message]
@@ -124,26 +111,22 @@ def test_no_learning_signal_is_said_out_loud(caplog):
     mixed = FromCallable(lambda prompts, completions, **_: [float(i % 2) for i in range(len(completions))])
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="unified_rl"):
-        history = Trainer(small_model(), TOK, build_method(cfg), ROWS, cfg, reward=mixed).run(progress=False)
+        history = Trainer(small_model(), TOK, methods.grpo(beta=0.0, group_size=2), ROWS, cfg, reward=mixed).run(progress=False)
     assert not [r for r in caplog.records if "nothing is learnt" in r.message]
     assert all(m["reward/groups_with_signal"] == 1.0 for m in history)
 
 
-def test_a_setting_given_twice_must_agree():
-    """The first-hour trap: the method says G = 8 and beta = 0, the config says G = 16 and beta = 0.5."""
-    from unified_rl import methods
-
-    with pytest.raises(ValueError, match=r"TrainConfig.beta = 0.5, but method 'grpo' was built with beta = 0.0"):
-        Trainer(small_model(), TOK, methods.grpo(beta=0.0), ROWS, TrainConfig(group_size=8, beta=0.5), reward=FromCallable(has_seven))
-    with pytest.raises(ValueError, match=r"TrainConfig.group_size = 16, but method 'grpo' was built with group_size = 8"):
-        Trainer(small_model(), TOK, methods.grpo(beta=0.0), ROWS, TrainConfig(group_size=16), reward=FromCallable(has_seven))
-    with pytest.raises(ValueError, match=r"TrainConfig.epsilon = 0.2, but method 'gspo' was built with epsilon = 0.0003"):
-        Trainer(small_model(), TOK, methods.gspo(), ROWS, TrainConfig(epsilon=0.2), reward=FromCallable(has_seven))
-    with pytest.raises(ValueError, match=r"TrainConfig.dpo_beta = 0.5, but method 'ipo' was built with dpo_beta = 0.1"):
-        Trainer(small_model(), TOK, methods.ipo(), ROWS, TrainConfig(dpo_beta=0.5), reward=FromCallable(has_seven))
-    # unset fields defer to the method; equal values are fine; from_config agrees by construction
-    Trainer(small_model(), TOK, methods.grpo(beta=0.0, group_size=16), ROWS, TrainConfig(beta=0.0), reward=FromCallable(has_seven))
-    cfg = TrainConfig(method="dapo", group_size=4, beta=0.01, epsilon=0.1)
-    method = build_method(cfg)
-    assert method.settings() == {"beta": 0.01, "epsilon": 0.1, "group_size": 4}
-    Trainer(small_model(), TOK, method, ROWS, cfg, reward=FromCallable(has_seven))
+def test_a_method_setting_has_one_home():
+    """The first-hour trap of two places for one number is gone: the run's configuration refuses the
+    method's settings, and a recipe's settings reach the method's pieces (or are refused by name)."""
+    for key in ("method", "group_size", "beta", "epsilon", "dpo_beta"):
+        with pytest.raises(ValueError, match=f"config: '{key}' belongs to the method, not the run"):
+            TrainConfig(**{key: 1})
+    dapo = methods.build("dapo", group_size=4, beta=0.01, epsilon=0.1)
+    clip, kl = dapo.coefficient.terms
+    assert (clip.epsilon_low, kl.beta, dapo.data_source.samples_per_question) == (0.1, 0.01, 4)
+    assert methods.build("ipo", dpo_beta=0.5).coefficient.terms[0].beta == 0.5
+    with pytest.raises(ValueError, match=r"method 'gspo' has no setting 'dpo_beta' \(it takes group_size, beta, epsilon\)"):
+        methods.build("gspo", dpo_beta=0.5)
+    with pytest.raises(ValueError, match=r"method 'sft' has no setting 'group_size' \(it takes none\)"):
+        methods.build("sft", group_size=4)

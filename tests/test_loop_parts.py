@@ -31,7 +31,7 @@ class Keep:
 
 def _trainer(logger=None, **kw):
     method = url.methods.grpo(group_size=2)
-    cfg = TrainConfig(steps=3, questions_per_step=2, group_size=2, max_new_tokens=6, log_completions_every=2, checkpoint_every=0, **kw)
+    cfg = TrainConfig(steps=3, questions_per_step=2, max_new_tokens=6, log_completions_every=2, checkpoint_every=0, **kw)
     return Trainer(tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64), TOK, method, ROWS, cfg,
                    reward=task_reward(method, TOK), logger=logger)
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 import unified_rl as url
 from unified_rl.config import TrainConfig
 from unified_rl.hf import completion_logprobs
-from unified_rl.methods import REGISTRY, from_config
+from helpers import registered
+from unified_rl.methods import REGISTRY
 
 from helpers import run_cli as run
 from helpers import assert_grads_close, grads, random_rollout, tiny_arch, tiny_model, with_policy_logprobs, with_steps
@@ -45,7 +46,7 @@ def test_packed_logprobs_equal_padded(seed, kind, left):
 def test_every_method_packed_gradient_equals_padded(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(5, n_groups=3, group_size=2), 5), 5)
     r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0)
-    method = from_config(TrainConfig(method=name, group_size=2, max_new_tokens=12))
+    method = registered(name, max_new_tokens=12, group_size=2)
     method.coefficient.attach(copy.deepcopy(MODEL))  # PPO's value model; nothing for the others
     prepared = method.coefficient.prepare(r)
     out = []

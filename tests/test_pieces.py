@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import unified_rl.coefficients as C
-from helpers import random_rollout
+from helpers import check_gc as _check, filled as _filled
 
 PER_TOKEN_TERMS = {
     "policy_gradient": lambda: C.policy_gradient(),
@@ -14,35 +14,6 @@ PER_TOKEN_TERMS = {
     "kl_k3_large": lambda: C.kl_k3(1.7),
 }
 AGGREGATIONS = [C.sequence_mean(), C.token_mean(), C.constant_weight(0.37), C.group_mean(True), C.group_mean(False)]
-
-
-def _filled(seed: int, aggregation, allow_empty=False):
-    """A rollout with weights, advantages, old/ref log-probs and a random logp (junk in masked slots)."""
-    r = random_rollout(seed, n_groups=3, group_size=2, allow_empty=allow_empty)
-    g = torch.Generator().manual_seed(seed)
-    shape = r.input_ids.shape
-    logp = -torch.rand(shape, generator=g, dtype=torch.float64) * 3
-    noise = lambda s: logp + s * torch.randn(shape, generator=g, dtype=torch.float64)  # noqa: E731
-    m = r.completion_mask
-    r = r.replace(
-        advantages=torch.where(m, torch.randn(shape, generator=g, dtype=torch.float64), 0.0),
-        old_logprobs=torch.where(m, noise(0.4), 0.0),
-        ref_logprobs=torch.where(m, noise(0.4), 0.0),
-        chosen=torch.arange(r.batch_size) % 2 == 0,
-    )
-    r = r.replace(weights=aggregation(r))
-    junk = torch.where(m, logp, torch.full_like(logp, float("nan")))
-    return r, junk
-
-
-def _check(term, r, logp):
-    x = logp.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(term.objective(r, x), x)
-    gc = term.gc(r, logp)
-    assert torch.isfinite(gc).all()
-    torch.testing.assert_close(grad, r.weights * gc, rtol=1e-12, atol=1e-15)
-    # and GC really is non-trivial somewhere (the test could fail)
-    return gc
 
 
 @given(seed=st.integers(0, 100_000), name=st.sampled_from(sorted(PER_TOKEN_TERMS)), agg=st.sampled_from(AGGREGATIONS))

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from unified_rl.config import TrainConfig
-from unified_rl.methods import from_config as build_method
+from unified_rl.methods import grpo
 from unified_rl.hf.logprobs import completion_logprobs
 from unified_rl.lm_head import linear_logprobs
 from unified_rl.loop import Trainer
@@ -63,9 +63,9 @@ def test_grpo_trains_in_bf16():
 
     model = tiny_llama(len(TOK), hidden=32, layers=2, heads=2, intermediate=64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=4, group_size=4, lr=1e-3, max_new_tokens=12, precision="bf16")
+    cfg = TrainConfig(steps=2, questions_per_step=4, lr=1e-3, max_new_tokens=12, precision="bf16")
     reward = FromCallable(lambda prompts, completions, **_: [float("7" in c) for c in completions])
-    history = Trainer(model, TOK, build_method(cfg), rows, cfg, reward=reward).run(progress=False)
+    history = Trainer(model, TOK, grpo(group_size=4), rows, cfg, reward=reward).run(progress=False)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     for m in history:
         assert all(v == v and abs(v) != float("inf") for v in m.values() if isinstance(v, float)), m
@@ -74,6 +74,6 @@ def test_grpo_trains_in_bf16():
 
 def test_precision_is_checked():
     with pytest.raises(ValueError, match=r"config field 'precision' = 'fp16': choose one of fp32, bf16"):
-        TrainConfig(precision="fp16").check()
+        TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="precision 'int8'"):
         autocast(torch.nn.Linear(1, 1), "int8")

@@ -111,7 +111,7 @@ def test_grpo_at_the_demo_s_size_is_bitwise_reproducible_with_threads():
         model = tiny_llama(len(tok), seed=0)
         model.load_state_dict(load(BENCHMARK_START))
         method = url.methods.grpo(beta=0.04, epsilon=0.2, group_size=8)
-        cfg = TrainConfig(steps=2, questions_per_step=16, group_size=8, lr=1e-4, beta=0.04, epsilon=0.2, max_new_tokens=48, checkpoint_every=0)
+        cfg = TrainConfig(steps=2, questions_per_step=16, lr=1e-4, max_new_tokens=48, checkpoint_every=0)
         trainer = Trainer(model, tok, method, ArithmeticTask().train_rows(200), cfg, reward=task_reward(method, tok))
         trainer.run(progress=False)
         h = hashlib.sha256()

@@ -92,7 +92,7 @@ def test_metrics_survive_a_resume(tmp_path, killed_after, checkpointed):
     from unified_rl.methods import sft
 
     tok, rows = char_tokenizer(), ArithmeticTask().train_rows(32)
-    cfg = TrainConfig(method="sft", steps=4, questions_per_step=4, checkpoint_every=2, out_dir=str(tmp_path), max_new_tokens=48)
+    cfg = TrainConfig(steps=4, questions_per_step=4, checkpoint_every=2, out_dir=str(tmp_path), max_new_tokens=48)
     first = Trainer(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, sft(), rows, cfg)
     for _ in range(killed_after):  # then "killed": later steps are logged but not checkpointed
         first.train_step()

@@ -98,7 +98,7 @@ def test_reward_mean_is_over_scored_samples_and_counts_the_rest():
     def half(prompts, completions, **_):
         return [None if i % 2 else 1.0 for i in range(len(completions))]
 
-    cfg = TrainConfig(steps=1, questions_per_step=2, group_size=4, max_new_tokens=4, beta=0.0)
+    cfg = TrainConfig(steps=1, questions_per_step=2, max_new_tokens=4)
     trainer = Trainer(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, url.methods.grpo(beta=0.0, group_size=4),
                       ArithmeticTask().train_rows(8), cfg, reward=url.rewards.FromCallable(half))
     m = trainer.train_step()

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import unified_rl as url
 import unified_rl.coefficients as C
-from test_pieces import _check, _filled
+from helpers import check_gc as _check, filled as _filled
 
 TERMS = {
     "ppo_clip_delta": lambda: C.ppo_clip(0.2, 0.28, delta=1.5),
@@ -28,7 +28,7 @@ TERMS = {
     "off_policy_masked_clip": lambda: C.gated(C.ppo_clip(0.2), C.off_policy_mask(0.05)),
     "off_policy_masked_gspo": lambda: C.gated(C.ppo_clip(0.2, level="sequence"), C.off_policy_mask(0.05)),
 }
-AGGREGATIONS = [C.sequence_mean(), C.token_mean(), C.sequence_sum(), C.max_length_mean(50), C.group_mean(True), C.constant_weight(0.37)]
+from helpers import ALL_AGGREGATIONS as AGGREGATIONS  # noqa: E402
 
 
 @settings(max_examples=150)
@@ -167,7 +167,7 @@ def test_top_entropy_mask_gc_is_gradient_and_keeps_the_top_quantile(seed, q, lev
     r = r.replace(entropies=torch.where(r.completion_mask, torch.rand(r.input_ids.shape, generator=g, dtype=torch.float64), 0.0))
     term = C.gated(C.ppo_clip(0.2, level=level), C.top_entropy_mask(q))
     r = term.prepare(r)
-    _check(term, r, logp)
+    _check(term, r, logp, nontrivial=False)  # the few tokens kept may all sit on the clipped branch
     values = r.entropies[r.completion_mask]
     if values.numel():
         kept = r.keep[r.completion_mask]

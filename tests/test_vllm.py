@@ -20,7 +20,6 @@ from unified_rl.config import TrainConfig  # noqa: E402
 from unified_rl.hf import add_lora, completion_logprobs, tiny_llama  # noqa: E402
 from unified_rl.hf.vllm_sampler import VLLMSampler  # noqa: E402
 from unified_rl.loop import Trainer  # noqa: E402
-from unified_rl.methods import from_config  # noqa: E402
 
 TOK = char_tokenizer()
 ROWS = ArithmeticTask().train_rows(32)
@@ -135,12 +134,11 @@ def test_a_lora_policy_is_synced_with_its_adapters_folded_in(sampler):
 def test_grpo_trains_with_vllm_and_logs_the_mismatch(sampler, tmp_path):
     """``sampler: vllm`` is all that changes: the method gains the TIS correction (auto), the
     Trainer recomputes pi_old, and the step's log shows the mismatch."""
-    cfg = TrainConfig(method="grpo", steps=2, questions_per_step=4, group_size=4, max_new_tokens=8, sampler="vllm",
+    cfg = TrainConfig(steps=2, questions_per_step=4, max_new_tokens=8, sampler="vllm",
                       checkpoint_every=0, out_dir=str(tmp_path))
-    method = from_config(cfg)
-    assert [type(t).__name__ for t in method.coefficient.terms] == ["Corrected", "KL"]
-    trainer = Trainer(policy(4), TOK, method, ROWS, cfg, reward=url.rewards.FromCallable(lambda prompts, completions, **_: [
-        float("7" in c) for c in completions]), sampler=sampler)
+    trainer = Trainer(policy(4), TOK, url.methods.grpo(group_size=4), ROWS, cfg, reward=url.rewards.FromCallable(
+        lambda prompts, completions, **_: [float("7" in c) for c in completions]), sampler=sampler)
+    assert [type(t).__name__ for t in trainer.coefficient.terms] == ["Corrected", "KL"]
     history = trainer.run(progress=False)
     steps = [m for m in history if "loss" in m]
     assert len(steps) == 2

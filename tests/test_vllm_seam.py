@@ -13,7 +13,7 @@ from unified_rl.apps.tasks import char_tokenizer
 from unified_rl.config import TrainConfig
 from unified_rl.hf import add_lora, make_sampler
 from unified_rl.hf.vllm_sampler import engine_weights
-from unified_rl.methods import from_config
+from unified_rl.methods import build, with_sampler_correction
 from helpers import random_rollout, tiny_model, with_policy_logprobs
 
 TOK = char_tokenizer()
@@ -44,26 +44,31 @@ def test_engine_weights_fold_lora_adapters_in_and_leave_them_as_they_are():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing merged in place
 
 
-def kinds(cfg):
-    return [type(t).__name__ for t in from_config(cfg).coefficient.terms]
+def corrected(name="grpo", mode="auto", c_max=2.0, exact=True):
+    """The method as the Trainer runs it: with the correction the run's sampling settings ask for."""
+    return with_sampler_correction(build(name, max_new_tokens=48), mode, c_max, exact)
 
 
-def test_the_config_composes_the_correction_into_online_methods():
-    vllm = TrainConfig(method="grpo", sampler="vllm")
-    assert kinds(vllm) == ["Corrected", "KL"] and kinds(TrainConfig(method="grpo")) == ["PPOClip", "KL"]
-    corrected = from_config(vllm).coefficient.terms[0]
-    assert (corrected.correction.mode, corrected.correction.c_max, corrected.correction.c_min) == ("token_truncate", 2.0, None)
-    mask = from_config(TrainConfig(method="ppo", sampler_correction="sequence_mask", sampler_correction_max=3.0)).coefficient.terms[0]
+def kinds(**kw):
+    return [type(t).__name__ for t in corrected(**kw).coefficient.terms]
+
+
+def test_the_run_composes_the_correction_into_online_methods():
+    assert kinds(exact=False) == ["Corrected", "KL"] and kinds() == ["PPOClip", "KL"]  # auto: a sampler that is another engine
+    term = corrected(exact=False).coefficient.terms[0]
+    assert (term.correction.mode, term.correction.c_max, term.correction.c_min) == ("token_truncate", 2.0, None)
+    mask = corrected("ppo", "sequence_mask", 3.0).coefficient.terms[0]
     assert (type(mask).__name__, mask.correction.mode, mask.correction.c_max) == ("Corrected", "sequence_mask", 3.0)
-    assert kinds(TrainConfig(method="sft", sampler="vllm")) == kinds(TrainConfig(method="sft"))  # offline: nothing to weigh
+    assert kinds(name="sft", exact=False) == kinds(name="sft")  # offline: nothing to weigh
+    twice = with_sampler_correction(corrected(exact=False), "auto", 2.0, False)
+    assert twice.coefficient == corrected(exact=False).coefficient  # terms already corrected are left as they are
     with pytest.raises(ValueError, match="method 'dpo': a sampler correction .* does not sample online"):
-        from_config(TrainConfig(method="dpo", sampler_correction="token_mask"))
+        corrected("dpo", "token_mask")
 
 
 def test_the_composed_correction_is_the_hand_built_one():
     """``with_correction`` is a composition: its GC equals the chain written by hand, exactly."""
-    cfg = TrainConfig(method="grpo", sampler="vllm")
-    auto = from_config(cfg).coefficient
+    auto = corrected(exact=False).coefficient
     hand = C.chain(C.group_normalized(), C.corrected(C.ppo_clip(0.2), C.sampler_correction("token_truncate", c_max=2.0)),
                    C.kl_k3(0.04), aggregation=C.sequence_mean())
     model = tiny_model(1)
@@ -78,15 +83,15 @@ def test_the_composed_correction_is_the_hand_built_one():
 
 
 @pytest.mark.parametrize("field,value,says", [
-    ("sampler_correction", "tis", "choose auto, none, token_truncate"),
+    ("sampler_correction", "tis", "choose one of auto, none, token_truncate"),
     ("sampler_correction_max", 0, "must be a finite number > 0"),
     ("vllm_gpu_memory_utilization", 1.5, "must be a fraction in (0, 1]"),
-    ("vllm_max_model_len", 0, "must be a positive integer or null"),
+    ("vllm_max_model_len", 0, "must be a positive integer"),
     ("vllm_sync_every", 0, "must be a positive integer"),
 ])
 def test_bad_vllm_settings_are_named(field, value, says):
     with pytest.raises(ValueError, match=rf"config field '{field}' = {value!r}: {__import__('re').escape(says)}"):
-        TrainConfig(**{field: value}).check()
+        TrainConfig(**{field: value})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import CheckpointError, read_newest, save_state
 from .hf import load_policy_state, policy_state
+from .metric_logger import rewind
 from .sharded_checkpoint import is_sharded, load_sharded, read_manifest, read_rank_state, save_sharded
 
 
@@ -118,10 +119,14 @@ class Checkpointer:
         """Load the checkpoint in ``folder`` (verified: see :meth:`_read_checkpoint`) into the trainer.
         The newest checkpoint decides the format, whichever it is: ``folder`` itself, or its
         ``.prev`` only when a save stopped between its two renames. A one-process checkpoint is
-        never passed over for an older sharded one (nor the other way round)."""
+        never passed over for an older sharded one (nor the other way round). The run's ``metrics.jsonl``
+        keeps this phase's steps up to the checkpoint and the trainer's ``history`` starts from them."""
         folder = folder.rstrip("/")
         newest = folder if os.path.isdir(folder) else folder + ".prev"
         if is_sharded(newest):
             self._resume_sharded(newest)
         else:
             self.load_state_dict(self._read_checkpoint(folder))
+        kept = rewind(self.t.cfg.run.out_dir, self.t.phase, self.t.step_count, self.t.rank)  # later steps will be done again
+        if kept is not None:
+            self.t.history = kept

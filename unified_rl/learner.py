@@ -3,12 +3,13 @@
 schedule, and the coefficient's own update (PPO's value model). It owns the optimizer and schedule."""
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from . import engine
+from .config import Optimisation
 from .engine import ExecutionPlan, Stats
 from .protocols import GradientCoefficient
 from .rollout import Rollout
@@ -33,13 +34,14 @@ def schedule(warmup_steps: int, total: int, kind: str) -> Callable[[int], float]
 
 class Learner:
     """Updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
-    ``params`` with AdamW under ``lr_factor``'s schedule."""
+    ``params`` with AdamW, the schedule and the clipping that ``optim`` sets."""
 
     def __init__(self, policy: nn.Module, train_model: nn.Module, params: list, coefficient: GradientCoefficient, plan: ExecutionPlan,
-                 *, lr: float, weight_decay: float, lr_factor: Callable[[int], float], mu: int = 1, grad_clip: Any = 1.0):
+                 optim: Optimisation):
         self.policy, self.train_model, self.params, self.coefficient, self.plan = policy, train_model, params, coefficient, plan
-        self.mu, self.grad_clip = mu, grad_clip
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.mu, self.grad_clip = optim.mu, optim.grad_clip
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+        lr_factor = schedule(optim.warmup_steps, optim.steps * optim.iterations, optim.schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
 
     def update(self, rollout: Rollout, step: int) -> tuple[Rollout, Stats, float, dict]:

@@ -12,8 +12,7 @@ import sys
 import torch
 
 import unified_rl as url
-from unified_rl.config import TrainConfig
-from unified_rl.methods import REGISTRY, from_config
+from unified_rl.methods import REGISTRY, build
 
 from common import method_batch, rel_error, small_qwen
 
@@ -39,7 +38,7 @@ def methods(device: str) -> dict:
     batch = method_batch(model64, VOCAB, seed=0)
     rows = []
     for name in REGISTRY:
-        method = from_config(TrainConfig(method=name, group_size=2, max_new_tokens=48))
+        method = build(name, max_new_tokens=48, **({"group_size": 2} if REGISTRY[name].parameter("group_size") else {}))
         if hasattr(method.coefficient, "attach"):
             method.coefficient.attach(copy.deepcopy(model64))  # PPO's value model (fp64; used by prepare only)
         prepared = method.coefficient.prepare(batch)

@@ -176,8 +176,7 @@ def _ours(path: str, rows: list, s: Sizes, device: str, seed: int, precision: st
     from unified_rl.hf import load_model
 
     model = load_model(path).to(device)
-    cfg = TrainConfig(method="grpo", steps=s.grpo_steps, questions_per_step=s.grpo_questions, group_size=s.grpo_group, lr=1e-6, beta=0.04,
-                      epsilon=0.2, max_new_tokens=s.grpo_new, seed=seed, precision=precision, checkpoint_every=0, max_tokens=16384)
+    cfg = TrainConfig(steps=s.grpo_steps, questions_per_step=s.grpo_questions, lr=1e-6, max_new_tokens=s.grpo_new, seed=seed, precision=precision, checkpoint_every=0, max_tokens=16384)
     trainer = Trainer(model, word_tokenizer(s.vocab_big), url.methods.grpo(beta=0.04, epsilon=0.2, group_size=s.grpo_group), rows, cfg,
                       reward=url.rewards.FromCallable(parity_reward))
     times, tokens = [], []

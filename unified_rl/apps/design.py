@@ -97,9 +97,15 @@ def correct(model, rows, d: Design) -> np.ndarray:
     return _correct(model, char_tokenizer(), rows, d.starts)
 
 
-def _cfg(d: Design, method: str, lr: float, seed: int, batch: Optional[int] = None, **kw) -> TrainConfig:
-    return TrainConfig(method=method, steps=d.steps, questions_per_step=batch or d.questions_per_step, group_size=d.group_size, lr=lr,
-                       warmup_steps=min(10, d.steps // 2), beta=d.beta, epsilon=d.epsilon, max_new_tokens=d.max_new_tokens, seed=seed, **kw)
+def _cfg(d: Design, lr: float, seed: int, batch: Optional[int] = None, **kw) -> TrainConfig:
+    return TrainConfig(steps=d.steps, questions_per_step=batch or d.questions_per_step, lr=lr, warmup_steps=min(10, d.steps // 2),
+                       max_new_tokens=d.max_new_tokens, seed=seed, **kw)
+
+
+def arm_method(arm: str, d: Design) -> methods.Method:
+    """An online arm's method, built with the design's G, beta and epsilon where the method takes them."""
+    settings, entry = dict(group_size=d.group_size, beta=d.beta, epsilon=d.epsilon), methods.REGISTRY[arm]
+    return methods.build(arm, **{k: v for k, v in settings.items() if entry.parameter(k)})
 
 
 def labelled_samples(model, rows: list[dict], d: Design, n: int, seed: int) -> list[tuple[str, str, float]]:
@@ -141,10 +147,10 @@ def arm_trainer(arm: str, base, data: dict, d: Design, lr: float, seed: int, poo
         if not rows:
             return None
         batch = d.control_batch if arm == "control" else d.questions_per_step * d.group_size
-        cfg = _cfg(d, "sft", lr, seed, batch, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
+        cfg = _cfg(d, lr, seed, batch, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
         return Trainer(model, tok, methods.sft(), rows, cfg, phase=arm, **ev, adapt_threads=threads.per_step())
-    cfg = _cfg(d, arm, lr, seed, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
-    method = methods.from_config(cfg)
+    cfg = _cfg(d, lr, seed, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
+    method = arm_method(arm, d)
     return Trainer(model, tok, method, data["rl"], cfg, reward=reward or task_reward(method, tok), phase=arm, **ev, adapt_threads=threads.per_step())
 
 

@@ -2,11 +2,11 @@
 
 ``python -m unified_rl.apps.method_table`` prints the Markdown table; the docs hold its output
 between two markers and a test checks they are equal, so the table cannot drift from the code.
-Each method is built as the CLI builds it (``methods.from_config`` on a default TrainConfig).
+Each method is built as the CLI builds it with no setting given (``methods.build``, L_max = the default max_new_tokens).
 """
 
-from ..config import TrainConfig
-from ..methods import REGISTRY, from_config
+from ..config import Sampling
+from ..methods import REGISTRY, build
 
 START, END = "<!-- method-table:start -->", "<!-- method-table:end -->"
 
@@ -15,7 +15,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     """(name, advantage A, GC, weight w, composition) per registered method, in registry order."""
     out = []
     for name, entry in REGISTRY.items():
-        coef = from_config(TrainConfig(method=name)).coefficient
+        coef = build(name, max_new_tokens=Sampling().max_new_tokens).coefficient
         terms = [t for t in coef.terms if t.formula != "0"]  # a KL term at beta = 0 adds nothing
         adv = f"${coef.advantage.formula}$" if coef.advantage is not None else "(none: a pair term)"
         gc = " $+$ ".join(f"${t.formula}$" for t in terms)

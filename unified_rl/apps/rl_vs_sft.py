@@ -94,7 +94,7 @@ def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress:
         with open(path.replace(".safetensors", ".json")) as f:
             return model, json.load(f)
     torch.manual_seed(seed)
-    cfg = TrainConfig(method="sft", steps=size.sft_steps, questions_per_step=size.sft_batch, lr=size.sft_lr, schedule="cosine",
+    cfg = TrainConfig(steps=size.sft_steps, questions_per_step=size.sft_batch, lr=size.sft_lr, schedule="cosine",
                       warmup_steps=min(20, size.sft_steps // 5), max_new_tokens=size.max_new_tokens, seed=seed)
     sft = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft", adapt_threads=threads.per_step())
     best, best_step, best_state, curve = -1.0, 0, None, []
@@ -130,10 +130,9 @@ def _accuracy(model, tok, rows, size: RLvsSFT) -> float:
 
 def _grpo(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
     model = copy.deepcopy(start)
-    cfg = TrainConfig(method="grpo", steps=size.rl_steps, questions_per_step=size.questions_per_step, group_size=size.group_size,
-                      lr=size.rl_lr, warmup_steps=min(10, size.rl_steps // 2), beta=size.beta, epsilon=size.epsilon,
-                      max_new_tokens=size.max_new_tokens, seed=seed)
-    method = methods.from_config(cfg)
+    cfg = TrainConfig(steps=size.rl_steps, questions_per_step=size.questions_per_step, lr=size.rl_lr,
+                      warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
+    method = methods.grpo(size.beta, size.epsilon, group_size=size.group_size)
     history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo", adapt_threads=threads.per_step()).run(progress=progress)
     return model, history
 
@@ -141,7 +140,7 @@ def _grpo(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
 def _control(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
     """SFT continued for as many updates as GRPO takes, on the only worked solutions there are."""
     model = copy.deepcopy(start)
-    cfg = TrainConfig(method="sft", steps=size.rl_steps, questions_per_step=size.control_batch, lr=size.rl_lr,
+    cfg = TrainConfig(steps=size.rl_steps, questions_per_step=size.control_batch, lr=size.rl_lr,
                       warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
     history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control", adapt_threads=threads.per_step()).run(progress=progress)
     return model, history

@@ -138,10 +138,6 @@ class LeaveOneOut(AdvantageEstimator):
         shaped = rf"r'_i = r_i - {self.kl_beta:g}\sum_t {self.kl_estimator}_t" if self.kl_beta else "r'_i = r_i"
         return r"r'_i - \mathrm{mean}_{j \ne i}\, r'_j,\ " + shaped
 
-    @property
-    def config_fields(self) -> dict:
-        return {"beta": self.kl_beta}
-
     def shaped_rewards(self, rollout: Rollout) -> Float[Tensor, "batch"]:
         """r - kl_beta * sum_t D_t (fp64)."""
         r = rollout.rewards.to(torch.float64)

@@ -57,15 +57,6 @@ class Chain(GradientCoefficient):
         return dataclasses.replace(self, terms=terms)
 
     @property
-    def config_fields(self) -> dict:
-        """The TrainConfig fields the pieces fix (the first piece to name a field wins)."""
-        out: dict = {}
-        for piece in self.pieces:
-            for k, v in piece.config_fields.items():
-                out.setdefault(k, v)
-        return out
-
-    @property
     def couples_group(self) -> bool:
         return any(t.couples_group for t in self.terms)
 

@@ -54,10 +54,6 @@ class DPOTerm(Term):
         mean = r"\mathrm{mean}_t" if self.length_normalized else r"\sum_t"
         return rf"\pm {slope},\ m = {mean}{ell}(o^+) - {mean}{ell}(o^-)"
 
-    @property
-    def config_fields(self) -> dict:
-        return {"dpo_beta": self.beta}
-
     def f(self, m: Tensor) -> Tensor:
         """The per-pair loss."""
         b = self.beta

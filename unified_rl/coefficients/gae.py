@@ -106,10 +106,6 @@ class GAE(AdvantageEstimator):
     def formula(self) -> str:
         return rf"\mathrm{{GAE}}_{{\gamma={self.gamma:g},\lambda={self.lam:g}}}(r_t - {self.kl_beta:g}\,k1_t;\ V_\psi)"
 
-    @property
-    def config_fields(self) -> dict:
-        return {"beta": self.kl_beta}
-
     def attach(self, policy: nn.Module) -> None:
         if self.value_model is None:
             self.value_model = self.value_model_factory(policy) if self.value_model_factory else default_critic(policy)

@@ -105,10 +105,6 @@ class Scaled(Term):
     def couples_group(self) -> bool:
         return self.term.couples_group
 
-    @property
-    def config_fields(self) -> dict:
-        return self.term.config_fields
-
     def check(self, rollout: Rollout) -> None:
         self.term.check(rollout)
 

@@ -29,12 +29,6 @@ class Piece(OwnsModels, Protocol):
         """Raise a ValueError for inputs that are present but inconsistent (``needs`` is checked already)."""
 
     @property
-    def config_fields(self) -> dict:
-        """The TrainConfig fields this piece fixes (e.g. a KL term's ``beta``), so a config that says
-        otherwise is caught (``Method.settings``). Default: none."""
-        return {}
-
-    @property
     def formula(self) -> str:
         """What the piece contributes, in LaTeX: A for an estimator, GC for a term (docs/paradigm.md's table)."""
         return f"\\text{{{self.label}}}"

@@ -112,10 +112,6 @@ class PPOClip(RatioTerm):
         bounds += [rf"c={self.dual_clip:g}"] if self.dual_clip is not None else []
         return rf"A\,{self.rho}\,\mathbb{{1}}_{{clip}}\ ({', '.join(bounds)})"
 
-    @property
-    def config_fields(self) -> dict:
-        return {"epsilon": self.epsilon_low}
-
     def inactive(self, r: Tensor, adv: Tensor) -> Tensor:
         """Where the clipped (constant) branch is the active one: GC = 0 there."""
         out = ((adv > 0) & (r > 1 + self.epsilon_high)) | ((adv < 0) & (r < 1 - self.epsilon_low))

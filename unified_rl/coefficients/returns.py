@@ -43,10 +43,6 @@ class DiscountedReturns(AdvantageEstimator):
         ret = rf"\sum_{{l \ge 0}} {g} r_{{t+l}},\ r_t = r\,\mathbb{{1}}[t = \lvert o\rvert]{kl}"
         return (r"\mathrm{whiten}_{batch}\Big(" + ret + r"\Big)") if self.whiten else ret
 
-    @property
-    def config_fields(self) -> dict:
-        return {"beta": self.kl_beta}
-
     def token_rewards(self, rollout: Rollout) -> Float[Tensor, "batch seq"]:
         """r_t: the outcome reward at the last output token minus kl_beta * D_t at every token (fp64)."""
         last = _last_token(rollout.completion_mask) & rollout.completion_mask

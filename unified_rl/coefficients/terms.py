@@ -91,10 +91,6 @@ class KL(Term):
             return "0"
         return {"k1": f"-{b}", "k2": rf"{b}\log\kappa", "k3": rf"{b}(\kappa - 1)"}[self.estimator]
 
-    @property
-    def config_fields(self) -> dict:
-        return {"beta": self.beta}
-
     def _log_kappa(self, rollout: Rollout, logp: Tensor) -> Tensor:
         if rollout.ref_logprobs is None:
             return torch.zeros_like(logp)

@@ -4,7 +4,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..data.recipes import Dynamic, Pairs, Sampled, SourceRecipe
+from ..data.recipes import Dynamic, Sampled, SourceRecipe
 from ..protocols import GradientCoefficient, RewardFunction, check_coefficient
 
 
@@ -39,13 +39,3 @@ class Method:
             raise ValueError(f"method {self.name!r}: a sampler correction weighs samples drawn from the policy by another "
                              "engine; this method does not sample online with a chain of pieces")
         return dataclasses.replace(self, coefficient=self.coefficient.with_correction(correction))
-
-    def settings(self) -> dict[str, Any]:
-        """The TrainConfig fields this method fixes, read from what it does: its pieces' ``beta``,
-        ``epsilon``, ``dpo_beta`` (``config_fields``) and its data source's samples per question
-        (``group_size``, where it samples groups). The Trainer refuses a config that says otherwise."""
-        out = dict(getattr(self.coefficient, "config_fields", {}))  # a coefficient written from scratch may fix none
-        source = self.data_source.inner if isinstance(self.data_source, Dynamic) else self.data_source
-        if isinstance(source, (Sampled, Pairs)) and source.samples_per_question > 1:
-            out["group_size"] = source.samples_per_question
-        return out

@@ -76,3 +76,10 @@ def grpo(beta: float = 0.04, epsilon: float = 0.2, supervision: str = "outcome",
     name = "grpo" if supervision == "outcome" else "grpo_process"
     coef = chain(_SUPERVISION[supervision](), ppo_clip(epsilon, epsilon_high), kl_k3(beta), aggregation=sequence_mean(), name=name)
     return Method(name, coef, data_source or Sampled(group_size, online=True), reward)
+
+
+def grpo_process(beta: float = 0.04, epsilon: float = 0.2, *, group_size: int = 8, epsilon_high: Optional[float] = None,
+                 data_source: Optional[SourceRecipe] = None, reward: Optional[RewardFunction] = None) -> Method:
+    """GRPO with process supervision (§4.1.3): ``grpo(supervision="process")``, advantages from
+    normalised step rewards summed over the steps that follow a token."""
+    return grpo(beta, epsilon, "process", group_size=group_size, epsilon_high=epsilon_high, data_source=data_source, reward=reward)

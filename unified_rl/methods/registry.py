@@ -1,58 +1,83 @@
-"""The one registry of method names: CLI ``--method``, config ``method``, docs and ``Method.name``."""
+"""The one registry of method names: CLI ``--method``, a recipe's ``method``, docs and ``Method.name``.
 
-from dataclasses import dataclass
-from typing import Any, Callable
+A preset registers with its own signature; :func:`build` calls it with the settings a recipe or the
+command line gives (``group_size``, ``beta``, ``epsilon``, ``dpo_beta``), each passed to the
+preset's parameter of that name unless the entry renames it (the pair methods take ``group_size``
+as ``samples_per_question`` and ``dpo_beta`` as their ``beta``)."""
 
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from ..config import METHOD_KEYS
 from .method import Method
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered method: its preset and how a TrainConfig's fields map onto the preset's arguments."""
+    """A registered method: its preset, a one-line summary, and the recipe keys the preset takes
+    under another parameter name (``{"dpo_beta": "beta"}``; a key renamed to None is refused)."""
 
     name: str
     preset: Callable[..., Method]
-    from_config: Callable[[Any], Method]
     summary: str
+    renames: Mapping[str, Optional[str]] = field(default_factory=dict)
+
+    def parameter(self, key: str) -> Optional[str]:
+        """The preset's parameter that the recipe key ``key`` sets (None: the preset takes no such setting)."""
+        name = self.renames.get(key, key)
+        return name if name is not None and name in inspect.signature(self.preset).parameters else None
 
 
 REGISTRY: dict[str, Entry] = {}
 
+# Facts of the run a preset may take (Dr. GRPO's L_max is the longest completion sampled): passed
+# where the preset has the parameter, never an error where it has not.
+RUN_FACTS = {"max_new_tokens": "max_completion_length"}
 
-def register(name: str, preset: Callable[..., Method], from_config: Callable[[Any], Method], summary: str) -> None:
-    """Add a method name (CLI ``--method``, config ``method``, docs); a name registered twice is an error."""
+
+def register(name: str, preset: Callable[..., Method], summary: str, renames: Optional[Mapping[str, Optional[str]]] = None) -> None:
+    """Add a method name (CLI ``--method``, a recipe's ``method``, docs); a name registered twice is an error."""
     if name in REGISTRY:
         raise ValueError(f"method {name!r} is registered already (by {REGISTRY[name].preset.__module__}.{REGISTRY[name].preset.__name__})")
-    REGISTRY[name] = Entry(name, preset, from_config, summary)
+    REGISTRY[name] = Entry(name, preset, summary, dict(renames or {}))
 
 
-def from_config(cfg: Any) -> Method:
-    """The registered method ``cfg.method`` built with the config's settings (beta, epsilon, G ...)."""
-    if cfg.method not in REGISTRY:
-        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(REGISTRY)}")
-    method = REGISTRY[cfg.method].from_config(cfg)
-    assert method.name == cfg.method, (method.name, cfg.method)  # one name everywhere
-    return with_config_correction(method, cfg)
+def build(name: str, *, max_new_tokens: Optional[int] = None, **settings: Any) -> Method:
+    """The registered method ``name`` from a recipe's settings (None values: the preset's own
+    default). A setting the method does not take is an error naming it, never silently dropped."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(REGISTRY)}")
+    entry, kwargs = REGISTRY[name], {}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        parameter = entry.parameter(key)
+        if parameter is None:
+            takes = [k for k in METHOD_KEYS if k != "method" and entry.parameter(k)]
+            raise ValueError(f"method {name!r} has no setting {key!r} (it takes {', '.join(takes) or 'none'})")
+        kwargs[parameter] = value
+    facts = {"max_new_tokens": max_new_tokens}
+    for fact, parameter in RUN_FACTS.items():
+        if facts[fact] is not None and parameter in inspect.signature(entry.preset).parameters:
+            kwargs[parameter] = facts[fact]
+    method = entry.preset(**kwargs)
+    if method.name != name:
+        raise ValueError(f"method {name!r}: its preset {entry.preset.__name__} built a method named {method.name!r}")
+    return method
 
 
-def with_config_correction(method: Method, cfg: Any) -> Method:
-    """``method`` with the sampler-mismatch correction that ``cfg.sampler_correction`` asks for:
-    ``auto`` weighs an inexact sampler's (vLLM's) samples with token_truncate (verl's TIS) when the
-    method samples online, and does nothing otherwise."""
+def with_sampler_correction(method: Method, mode: str, c_max: float, sampler_exact: bool) -> Method:
+    """``method`` with the sampler-mismatch correction ``mode`` asks for: ``auto`` weighs the samples
+    of a sampler whose log-probs are another engine's (``Sampler.exact`` False: vLLM) with
+    token_truncate (verl's TIS) when the method samples online, and does nothing otherwise. Terms
+    already corrected are left as they are."""
     from ..coefficients import sampler_correction
-    from ..names import INEXACT_SAMPLERS
 
-    mode = getattr(cfg, "sampler_correction", "auto")
     if mode == "auto":
-        if getattr(cfg, "sampler", "static") not in INEXACT_SAMPLERS or not method.samples_online():
+        if sampler_exact or not method.samples_online():
             return method
         mode = "token_truncate"
     if mode == "none":
         return method
-    return method.with_sampler_correction(sampler_correction(mode, c_max=getattr(cfg, "sampler_correction_max", 2.0)))
-
-
-def given(cfg: Any, **fields: str) -> dict[str, Any]:
-    """Preset keyword arguments from the config fields that were set: ``given(cfg, beta="beta")``
-    -> ``{"beta": cfg.beta}`` unless ``cfg.beta`` is None (then the preset's own default holds)."""
-    return {arg: getattr(cfg, f) for arg, f in fields.items() if getattr(cfg, f) is not None}
+    return method.with_sampler_correction(sampler_correction(mode, c_max=c_max))

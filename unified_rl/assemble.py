@@ -1,0 +1,79 @@
+"""Building a run's parts before the first step: the policy made ready (its device under torchrun,
+LoRA adapters, activation checkpointing), the plug-ins checked against their protocols, and the
+model the passes run through (FSDP2 or DDP across ranks, the policy itself in one process)."""
+
+import contextlib
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .config import ModelSetup
+from .hf import Reference, add_lora, check_tokenizer, check_vocabulary, ddp, enable_activation_checkpointing, fsdp, shard, shard_trained, trainable
+from .methods import Method
+from .protocols import GradientCoefficient, RewardFunction, conforms
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """A block whose random draws (parameter initialisation) come from ``seed``; the global RNGs (CPU,
+    and CUDA where it is in use) are restored afterwards, so the caller's streams are untouched."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def ready_policy(policy: nn.Module, tokenizer: Any, setup: ModelSetup, seed: int, world: int) -> nn.Module:
+    """``policy`` on its rank's GPU (NCCL), checked against ``tokenizer``, with LoRA adapters
+    (initialised from ``seed``, not the caller's RNG) and activation checkpointing as ``setup`` asks."""
+    if world > 1 and torch.distributed.get_backend() == "nccl":  # each rank on its own GPU (init_process_group set it)
+        policy = policy.to(torch.device("cuda", torch.cuda.current_device()))
+    check_tokenizer(tokenizer)
+    check_vocabulary(policy, tokenizer)
+    if setup.lora_r is not None:  # adapters first: everything after (data, reference, optimizer) sees the LoRA model
+        with seeded(seed):
+            policy = add_lora(policy, r=setup.lora_r, alpha=setup.lora_alpha, targets=setup.lora_modules(), dropout=setup.lora_dropout)
+    if setup.gradient_checkpointing:
+        enable_activation_checkpointing(policy)
+    if not any(True for _ in trainable(policy)):
+        raise ValueError("Trainer: no parameter of the policy requires grad; nothing would be trained")
+    return policy
+
+
+def run_reward(method: Method, reward: Optional[RewardFunction], needs: frozenset) -> Optional[RewardFunction]:
+    """The run's reward (``reward``, else the method's own), checked; a method whose coefficient
+    reads rewards cannot run without one."""
+    reward = reward or method.reward
+    if reward is not None:
+        conforms(reward, RewardFunction, "reward")
+    elif needs & {"rewards", "step_rewards", "scored"}:
+        raise ValueError(f"Trainer: method {method.name!r} reads {', '.join(sorted(needs & {'rewards', 'step_rewards'}))} "
+                         "but no reward function was given (reward=...)")
+    return reward
+
+
+def reference_for(policy: nn.Module, needs: frozenset, iterations: int, reset_reference: bool) -> Optional[Reference]:
+    """pi_ref where the coefficient reads ``ref_logprobs``: a frozen copy, or a LoRA policy's base model."""
+    if "ref_logprobs" not in needs:
+        return None
+    reference = Reference(policy)
+    if reference.shares_policy and iterations > 1 and reset_reference:
+        raise ValueError("a LoRA policy's reference is its base model (adapters off), which cannot be reset each iteration: "
+                         "set reset_reference = false, or iterations = 1")
+    return reference
+
+
+def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], coefficient: GradientCoefficient) -> nn.Module:
+    """The model the training passes run through: DDP (gradients summed over ranks, the weights stay
+    the policy's) or FSDP2 (each decoder layer sharded, then the log-prob root; the reference and the
+    coefficient's own models sharded the same way); the policy itself in one process."""
+    if world == 1:
+        return policy
+    if parallel == "ddp":
+        return ddp(policy)
+    model = fsdp(policy)
+    if reference is not None and reference.copy is not None:
+        shard(reference.copy)
+    for owned, optimizer in coefficient.owned_models().values():  # PPO's value model
+        shard_trained(owned, optimizer)
+    return model
