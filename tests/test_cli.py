@@ -1,6 +1,7 @@
 """The command line: the quick demo end to end, and errors before any model is loaded."""
 
 import json
+import math
 import os
 
 import pytest
@@ -33,10 +34,11 @@ def test_quick_demo_writes_metrics_plot_and_model(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--method", "grpo", "--group-size", "1"], "config field 'group_size' = 1: GRPO needs G >= 2"),
+        (["train", "--method", "grpo", "--group-size", "1"], "grpo: group_size (G) must be >= 2 for group-relative advantages, got 1"),
         (["train", "--method", "grpo", "--lr=-1e-5"], "config field 'lr' = -1e-05: must be a finite number > 0"),
         (["train", "--method", "grpo", "--beta=-0.1"], "config field 'beta' = -0.1: must be a finite number >= 0"),
-        (["train", "--method", "reinforce"], "config field 'method' = 'reinforce': unknown method"),
+        (["train", "--method", "reinforce"], "method 'reinforce': unknown method (did you mean 'reinforce_pp'?)"),
+        (["train", "--method", "sft", "--group-size", "4"], "method 'sft' has no setting 'group_size' (it takes none)"),
         (["train", "--method", "sft", "--data", "missing.jsonl"], "missing.jsonl: no such file"),
         (["train", "--method", "sft", "--model", "no/such/dir"], "is not a local folder"),
     ],
@@ -68,7 +70,20 @@ def test_every_experiment_runs_at_quick_size(name, tmp_path):
     assert main(["experiment", name, "--quick", "--out", str(out), "--no-progress"]) == 0
     files = sorted(p.name for p in out.iterdir())
     assert "results.md" in files and "metrics.jsonl" in files and any(f.endswith(".png") for f in files), files
-    assert "|---" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert text.startswith(f"# {name}\n") and "|---" in text and "size: quick" in text
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and all("phase" in m and "step" in m for m in steps)  # every arm's training steps, named
+    numbers = [v for m in steps for v in m.values() if isinstance(v, float)]
+    assert numbers and all(math.isfinite(v) for v in numbers)
+    if name in ("figure5", "process-vs-outcome", "figure6", "figure7"):  # a paper claim: an interval and a verdict per row
+        assert "95% CI" in text and ("reproduced" in text or "inconclusive" in text), text
+    if name != "grpo-vs-ppo-cost":
+        def finite_numbers(x):
+            return [x] if isinstance(x, float) else [v for y in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else [])
+                                                      for v in finite_numbers(y)]
+        record = json.loads((out / "results.json").read_text())
+        assert finite_numbers(record) and all(math.isfinite(v) for v in finite_numbers(record)), sorted(record)
     if name == "figure5":  # the lr tuning ran first, into its sibling folder, and figure5 read its chosen lrs
         tuning = json.loads((tmp_path / "figure5-lr" / "results.json").read_text())
         assert json.loads((out / "results.json").read_text())["chosen_lr"] == tuning["chosen_lr"]

@@ -81,3 +81,22 @@ def test_every_config_field_is_documented_as_the_dataclass_says():
     page = open(os.path.join(ROOT, "docs", "configuration.md")).read()
     table = page.split("<!-- fields-table -->\n", 1)[1].split("\n<!-- /fields-table -->", 1)[0]
     assert table == fields_table()
+
+
+def test_notation_lists_every_rollout_field_and_axis():
+    """docs/notation.md's Rollout table is generated from the class, and every axis name a jaxtyping
+    annotation in the package uses is in its axis table."""
+    import glob
+    import re
+
+    from unified_rl.rollout import fields_table
+
+    page = open(os.path.join(ROOT, "docs", "notation.md")).read()
+    assert page.split("<!-- rollout-fields -->\n", 1)[1].split("\n<!-- /rollout-fields -->", 1)[0] == fields_table()
+    axes_table = page.split("## Axis vocabulary", 1)[1].split("\n## ", 1)[0]
+    documented = {a for row in re.findall(r"^\| (.+?) \|", axes_table, re.M) for a in re.findall(r"`(\w+)`", row)}
+    used = set()
+    for path in glob.glob(os.path.join(ROOT, "unified_rl", "**", "*.py"), recursive=True):
+        for dims in re.findall(r'(?:Float|Int|Bool|Shaped)\[Tensor, *"([^"]*)"\]', open(path).read()):
+            used |= {d.strip("*#_ ") for d in dims.split()} - {""}
+    assert used <= documented, sorted(used - documented)

@@ -26,3 +26,19 @@ def test_the_pattern_catches_what_it_is_for():
     digit = "3"
     assert HISTORY.search("measured in session " + digit) and HISTORY.search("as issue " + "1" + digit + " asks")
     assert not HISTORY.search("TRL issues #3741") and not HISTORY.search("a session of training")
+
+
+def test_library_files_and_functions_stay_short():
+    """No library file over 300 lines, no function over 60, and the loop (Algorithm 1) under 200."""
+    import ast
+
+    long_files, long_functions = [], []
+    for path in glob.glob(os.path.join(ROOT, "unified_rl", "**", "*.py"), recursive=True):
+        source = open(path, encoding="utf-8").read()
+        name = os.path.relpath(path, ROOT)
+        if source.count("\n") > (200 if name == os.path.join("unified_rl", "loop.py") else 300):
+            long_files.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append(f"{name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long_files and not long_functions, long_files + long_functions

@@ -111,3 +111,29 @@ def test_a_weighted_sum_retrains_a_learned_part_too():
     assert len(rm.history) == 4
     with pytest.raises(ValueError, match="the checkpoint has 2 parts, this reward 1"):
         Product([rm]).load_state_dict({"parts": [{}, {}]})
+
+
+def test_composites_check_their_parts_and_share_one_metrics_rule():
+    """A part is checked against RewardFunction when the composite is built (not probed later), and
+    WeightedSum and Product report their parts' metrics by the same rule."""
+
+    class Bare:  # a callable without the protocol's hooks
+        def __call__(self, rollout, texts):
+            return rollout
+
+    with pytest.raises(TypeError, match=r"WeightedSum part 1: Bare does not satisfy url.RewardFunction: no end_iteration"):
+        WeightedSum([(1.0, OutcomeReward(extract_answer)), (1.0, Bare())])
+    with pytest.raises(ValueError, match="Product: no parts"):
+        Product([])
+
+    class Says(OutcomeReward):
+        def __init__(self, value):
+            super().__init__(extract_answer)
+            self.value = value
+
+        def metrics(self):
+            return {"reward/custom": self.value}
+
+    parts = [Says(1.0), Says(2.0), Says(1.0)]
+    want = {"reward/custom": 1.0, "reward/custom/1": 2.0}
+    assert WeightedSum([(1.0, p) for p in parts]).metrics() == want == Product(parts).metrics()

@@ -16,31 +16,6 @@ from torch import Tensor
 
 
 
-# field -> (axes, dtype kind); "batch" and "seq" come from input_ids.
-_SPEC: dict[str, tuple[tuple[str, ...], str]] = {
-    "input_ids": (("batch", "seq"), "int"),
-    "attention_mask": (("batch", "seq"), "bool"),
-    "completion_mask": (("batch", "seq"), "bool"),
-    "group_ids": (("batch",), "int"),
-    "rewards": (("batch",), "float"),
-    "scored": (("batch",), "bool"),
-    "step_rewards": (("batch", "seq"), "float"),
-    "step_mask": (("batch", "seq"), "bool"),
-    "old_logprobs": (("batch", "seq"), "float"),
-    "ref_logprobs": (("batch", "seq"), "float"),
-    "sampler_logprobs": (("batch", "seq"), "float"),
-    "chosen": (("batch",), "bool"),
-    "truncated": (("batch",), "bool"),
-    "entropies": (("batch", "seq"), "float"),
-    "keep": (("batch", "seq"), "bool"),
-    "advantages": (("batch", "seq"), "float"),
-    "returns": (("batch", "seq"), "float"),
-    "weights": (("batch", "seq"), "float"),
-}
-# The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
-RolloutField = Literal["input_ids", "attention_mask", "completion_mask", "group_ids", "rewards", "scored", "step_rewards", "step_mask",
-                       "old_logprobs", "ref_logprobs", "sampler_logprobs", "chosen", "truncated", "entropies", "keep", "advantages", "returns", "weights"]
-assert set(get_args(RolloutField)) == set(_SPEC)
 # Float fields that must be finite wherever this mask (a field name) is True.
 _FINITE_WHERE = {
     "rewards": "scored",
@@ -72,49 +47,50 @@ class Sample:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
+def _doc(meaning: str, required: bool = False, default: Any = None) -> Any:
+    """A Rollout field with its meaning (docs/notation.md's table is generated from these)."""
+    if required:
+        return field(metadata={"doc": meaning})
+    return field(default=default, metadata={"doc": meaning})
+
+
 @no_type_check  # validated by __post_init__ with messages that name field, sample and position
 @dataclass(frozen=True, eq=False)
 class Rollout:
     """A batch of (question, output) sequences and everything computed about them.
 
-    Required: ``input_ids`` (prompt + completion tokens), ``attention_mask`` (real tokens) and
-    ``completion_mask`` (True at output tokens o_t). Optional fields stay ``None`` until a stage
-    (reward, reference pass, ``GradientCoefficient.prepare``) fills them:
-
-    ``group_ids`` which question a sample answers (GRPO groups, DPO pairs); ``rewards`` outcome
-    reward per sequence; ``scored`` False where a reward function could not score a sample
-    (excluded from group baselines, never counted as 0); ``step_rewards``/``step_mask`` process
-    rewards at each step's last token; ``old_logprobs``/``ref_logprobs`` log pi_old and log pi_ref
-    of the sampled tokens; ``sampler_logprobs`` the sampler's own log-probs of them (recorded at
-    sampling; differ from pi_old's where the sampler is another engine, e.g. vLLM); ``chosen`` DPO o+ (True) or o- (False); ``truncated`` True where a sampled completion was cut at
-    ``max_new_tokens`` before eos; ``entropies`` the policy's entropy H(pi(. | q, o_<t)) at each output
-    token (filled when a piece needs it); ``keep`` the tokens that masks decided on the whole batch
-    keep (filled by ``prepare``, e.g. the top-entropy mask); ``advantages``, ``returns``
-    (PPO value targets) and ``weights`` (aggregation weights, computed once from the whole batch).
-    ``temperature``: the softmax temperature the completions were sampled at (1 for dataset
-    completions); the engine and the reference pass compute log-probs at this temperature.
+    Required: ``input_ids``, ``attention_mask`` and ``completion_mask``. Optional fields stay
+    ``None`` until a stage (reward, reference pass, ``GradientCoefficient.prepare``) fills them.
+    Each field's shape and meaning are declared once, below, and everything else is read from
+    there: the shape checks, what a coefficient's ``needs`` may name (:data:`RolloutField`) and
+    the table in docs/notation.md (:func:`fields_table`).
     """
 
-    input_ids: Int[Tensor, "batch seq"]
-    attention_mask: Bool[Tensor, "batch seq"]
-    completion_mask: Bool[Tensor, "batch seq"]
-    group_ids: Optional[Int[Tensor, "batch"]] = None
-    rewards: Optional[Float[Tensor, "batch"]] = None
-    scored: Optional[Bool[Tensor, "batch"]] = None
-    step_rewards: Optional[Float[Tensor, "batch seq"]] = None
-    step_mask: Optional[Bool[Tensor, "batch seq"]] = None
-    old_logprobs: Optional[Float[Tensor, "batch seq"]] = None
-    ref_logprobs: Optional[Float[Tensor, "batch seq"]] = None
-    sampler_logprobs: Optional[Float[Tensor, "batch seq"]] = None
-    chosen: Optional[Bool[Tensor, "batch"]] = None
-    truncated: Optional[Bool[Tensor, "batch"]] = None
-    entropies: Optional[Float[Tensor, "batch seq"]] = None
-    keep: Optional[Bool[Tensor, "batch seq"]] = None
-    advantages: Optional[Float[Tensor, "batch seq"]] = None
-    returns: Optional[Float[Tensor, "batch seq"]] = None
-    weights: Optional[Float[Tensor, "batch seq"]] = None
-    texts: Optional[tuple[Sample, ...]] = None
-    temperature: float = 1.0
+    input_ids: Int[Tensor, "batch seq"] = _doc("prompt + completion tokens", required=True)
+    attention_mask: Bool[Tensor, "batch seq"] = _doc("real tokens (False at padding)", required=True)
+    completion_mask: Bool[Tensor, "batch seq"] = _doc("output tokens $o_t$ (never position 0, never padding)", required=True)
+    group_ids: Optional[Int[Tensor, "batch"]] = _doc("which question a sample answers (a GRPO group, a DPO pair)")
+    rewards: Optional[Float[Tensor, "batch"]] = _doc("outcome reward per sequence")
+    scored: Optional[Bool[Tensor, "batch"]] = _doc("False where a reward function could not score a sample (left out of "
+                                                   "baselines, never counted as 0)")
+    step_rewards: Optional[Float[Tensor, "batch seq"]] = _doc("process reward at each step's last token")
+    step_mask: Optional[Bool[Tensor, "batch seq"]] = _doc("where ``step_rewards`` holds a step's reward")
+    old_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{\\theta_{old}}$ of the sampled tokens")
+    ref_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{ref}$ of the sampled tokens")
+    sampler_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("the sampler's own log-probs of the sampled tokens, recorded at sampling (differ "
+                                                                  "from pi_old's where the sampler is another engine, e.g. vLLM)")
+    chosen: Optional[Bool[Tensor, "batch"]] = _doc("DPO: $o^+$ (True) or $o^-$")
+    truncated: Optional[Bool[Tensor, "batch"]] = _doc("a sampled completion cut at ``max_new_tokens`` before eos")
+    entropies: Optional[Float[Tensor, "batch seq"]] = _doc("the policy's entropy $H(\\pi(\\cdot \\mid q, o_{<t}))$ at each output "
+                                                           "token (filled when a piece needs it)")
+    keep: Optional[Bool[Tensor, "batch seq"]] = _doc("the tokens that masks deciding on the whole batch keep (filled by "
+                                                     "``prepare``, e.g. the top-entropy mask)")
+    advantages: Optional[Float[Tensor, "batch seq"]] = _doc("filled by ``prepare``")
+    returns: Optional[Float[Tensor, "batch seq"]] = _doc("PPO's value targets, filled by ``prepare``")
+    weights: Optional[Float[Tensor, "batch seq"]] = _doc("aggregation weights, computed once from the **whole** batch")
+    texts: Optional[tuple[Sample, ...]] = _doc("prompt, completion and dataset columns per sample, for rewards and logs")
+    temperature: float = _doc("the softmax temperature the completions were sampled at (1 for dataset completions); "
+                              "every log-prob pass reads it from here", default=1.0)
 
     @classmethod
     def field_names(cls) -> frozenset:
@@ -234,3 +210,29 @@ class Rollout:
     def __repr__(self) -> str:
         filled = ", ".join(f for f in _SPEC if getattr(self, f) is not None)
         return f"Rollout(batch={self.input_ids.shape[0]}, seq={self.input_ids.shape[1]}, temperature={self.temperature}, fields=[{filled}])"
+
+
+def _tensor_type(annotation: Any) -> Any:
+    """The jaxtyping type of a field (``Optional[Float[Tensor, "batch"]]`` -> ``Float[Tensor, "batch"]``), or None."""
+    inner = [a for a in get_args(annotation) if a is not type(None)] if get_args(annotation) else [annotation]
+    return inner[0] if hasattr(inner[0], "dim_str") else None
+
+
+# field -> (axes, dtype kind), read from the annotations above; "batch" and "seq" come from input_ids.
+_SPEC: dict[str, tuple[tuple[str, ...], str]] = {
+    f.name: (tuple(t.dim_str.split()), t.dtype.__name__.lower())
+    for f in dataclasses.fields(Rollout) if (t := _tensor_type(f.type)) is not None
+}
+# The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
+RolloutField = Literal[tuple(_SPEC)]
+
+
+def fields_table() -> str:
+    """Every Rollout field as a Markdown table (field, shape, meaning): docs/notation.md's table,
+    generated from the class (a test keeps the page equal to it)."""
+    rows = ["| field | shape | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Rollout):
+        spec = _SPEC.get(f.name)
+        shape = f"{spec[1].capitalize()} `{' '.join(spec[0])}`" if spec else ("tuple of `Sample`" if f.name == "texts" else f"`{f.type.__name__}`")
+        rows.append(f"| `{f.name}` | {shape} | {f.metadata['doc'].replace('``', '`')} |")
+    return "\n".join(rows)

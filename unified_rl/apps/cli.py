@@ -141,11 +141,16 @@ def cmd_experiment(args) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``unified-rl`` command; returns the exit status (2 for a usage or input error)."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line: demo, train, eval and experiment, each with its flags."""
     parser = argparse.ArgumentParser(prog="unified-rl", description="SFT, RFT, Online RFT, DPO, PPO and GRPO through one gradient engine.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _demo_and_train_parsers(sub)
+    _eval_and_experiment_parsers(sub)
+    return parser
 
+
+def _demo_and_train_parsers(sub) -> None:
     p = sub.add_parser("demo", help="from a converged SFT start, GRPO on longer answers-only problems vs more SFT (embedded tiny model and task)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a seconds-long version (no accuracy claim)")
@@ -157,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     p = sub.add_parser("train", help="train with one method")
     p.add_argument("--method", help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered); may come from --config")
-    p.add_argument("--config", help="TOML, YAML or JSON file of TrainConfig fields and train options (a recipe: recipes/); flags override it")
+    p.add_argument("--config", help="TOML, YAML or JSON file of the method's settings, TrainConfig fields and train options (a recipe: recipes/); flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE)
     p.add_argument("--pad-token", help="an existing token to pad with, for a tokenizer that has none (e.g. its eos token)")
@@ -178,6 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)
 
+
+def _eval_and_experiment_parsers(sub) -> None:
     p = sub.add_parser("eval", help="greedy accuracy, Pass@K and Maj@K")
     p.add_argument("--model")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE)
@@ -199,6 +206,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_run_flags(p)
     p.set_defaults(fn=cmd_experiment)
 
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``unified-rl`` command; returns the exit status (2 for a usage or input error)."""
+    parser = _parser()
     _table.cache_clear()  # a table is read once per command, never reused by the next one
     argv = _join_negative_numbers(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -48,13 +48,10 @@ def _at_k(model, rows, f: Figure7, seed: int) -> dict:
                                          extract=extract_answer, max_new_tokens=f.design.max_new_tokens, seed=seed)
 
 
-def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) -> str:
-    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
-    t0 = time.perf_counter()
+def _collect(f: Figure7, data: dict, rows: list, starts_dir: str, progress: bool):
+    """Pass@K and Maj@K per run of the start, GRPO and the SFT continuation (same updates); the
+    starts' records and the training log."""
     d = f.design
-    data = build_data(d)
-    rows = data["eval_in"][: f.problems]
-    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
     before = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
     after = {(k, w): [] for k in f.ks for w in ("pass", "maj")}
     control = {(k, w): [] for k in f.ks for w in ("pass", "maj")}  # the SFT continuation, same updates
@@ -72,25 +69,34 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
                 before[key].append(b[key[0]][key[1]])
                 after[key].append(a[key[0]][key[1]])
                 control[key].append(c[key[0]][key[1]])
-    np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{arm}/{w}@{k}": np.array(v[k, w]) for arm, v in
-                                                           (("start", before), ("grpo", after), ("control", control)) for k in f.ks for w in ("pass", "maj")})
-    res, vs_control = {}, {}
-    for key in before:
-        x, y, z = np.array(before[key]), np.array(after[key]), np.array(control[key])
-        res[key] = (float(x.mean()), float(y.mean()), paired_difference(x, y))
-        vs_control[key] = (float(z.mean()), paired_difference(z, y))
-    with open(os.path.join(out, "metrics.jsonl"), "w") as fh:
-        for m in log:
-            fh.write(json.dumps(m) + "\n")
-    kmax = max(f.ks)
-    p_diff, m_diff = res[kmax, "pass"][2], res[kmax, "maj"][2]
+    return before, after, control, starts, log
+
+
+def _verdicts(p_diff, m_diff) -> tuple[str, str]:
+    """(Maj@K verdict, Pass@K verdict) from the paired differences at the largest K."""
     maj_verdict = "reproduced" if m_diff[1] > 0 else ("not reproduced (it fell)" if m_diff[2] < 0 else "inconclusive (the interval includes 0)")
     if m_diff[1] <= 0:  # the claim is a contrast: with Maj@K not raised, an unchanged Pass@K shows nothing
-        pass_verdict = "inconclusive: GRPO did not raise Maj@K either, so there is no contrast to test"
-    else:
-        pass_verdict = ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
-                        "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
-    env = environment()
+        return maj_verdict, "inconclusive: GRPO did not raise Maj@K either, so there is no contrast to test"
+    return maj_verdict, ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
+                         "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
+
+
+def _plot(f: Figure7, res: dict, vs_control: dict, out: str) -> None:
+    d = f.design
+    fig, ax = figure(6.5, 4)
+    for when, i, style in (("start", 0, "--"), ("after GRPO", 1, "-")):
+        ax.plot(f.ks, [100 * res[k, "pass"][i] for k in f.ks], style, marker="o", color="C0", label=f"Pass@K, {when}")
+        ax.plot(f.ks, [100 * res[k, "maj"][i] for k in f.ks], style, marker="s", color="C1", label=f"Maj@K, {when}")
+    ax.plot(f.ks, [100 * vs_control[k, "pass"][0] for k in f.ks], ":", marker="o", color="0.5", label="Pass@K, SFT continuation")
+    ax.plot(f.ks, [100 * vs_control[k, "maj"][0] for k in f.ks], ":", marker="s", color="0.7", label="Maj@K, SFT continuation")
+    ax.set(xscale="log", xlabel="K", ylabel="accuracy (%)", title=f"Maj@K and Pass@K before and after GRPO ({d.sft_seeds * d.rl_seeds} runs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "figure7.png"), dpi=110)
+
+
+def _lines(f: Figure7, rows: list, res: dict, vs_control: dict, verdicts: tuple[str, str], starts: list, env: dict, seconds: float) -> list[str]:
+    d, kmax = f.design, max(f.ks)
     lines = [seeds_line(d) + f"; {len(rows)} fresh problems of {d.rl_ops[0]}-{d.rl_ops[1]} operations, {kmax} samples each at "
              f"temperature 1, GRPO lr {f.lr:g}, {d.steps} updates.", "",
              "| K | Pass@K before | after | difference [95% CI] | Maj@K before | after | difference [95% CI] |", "|---|---|---|---|---|---|---|"]
@@ -102,23 +108,36 @@ def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) 
     for k in f.ks:
         cells = [f"{100 * vs_control[k, w][0]:.1f} | {cell(vs_control[k, w][1])}" for w in ("pass", "maj")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "| paper claim | difference at K = %d [95%% CI] | verdict |" % kmax, "|---|---|---|",
-              f"| RL raises Maj@K | {cell(m_diff)} | {maj_verdict} |", f"| ... but not Pass@K | {cell(p_diff)} | {pass_verdict} |", "",
-              "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts),
-              measured_on(env, time.perf_counter() - t0)]
+    return lines + ["", "| paper claim | difference at K = %d [95%% CI] | verdict |" % kmax, "|---|---|---|",
+                    f"| RL raises Maj@K | {cell(res[kmax, 'maj'][2])} | {verdicts[0]} |",
+                    f"| ... but not Pass@K | {cell(res[kmax, 'pass'][2])} | {verdicts[1]} |", "",
+                    "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts), measured_on(env, seconds)]
+
+
+def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) -> str:
+    """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
+    t0 = time.perf_counter()
+    data = build_data(f.design)
+    rows = data["eval_in"][: f.problems]
+    starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
+    before, after, control, starts, log = _collect(f, data, rows, starts_dir, progress)
+    np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{arm}/{w}@{k}": np.array(v[k, w]) for arm, v in
+                                                           (("start", before), ("grpo", after), ("control", control)) for k in f.ks for w in ("pass", "maj")})
+    res, vs_control = {}, {}
+    for key in before:
+        x, y, z = np.array(before[key]), np.array(after[key]), np.array(control[key])
+        res[key] = (float(x.mean()), float(y.mean()), paired_difference(x, y))
+        vs_control[key] = (float(z.mean()), paired_difference(z, y))
+    with open(os.path.join(out, "metrics.jsonl"), "w") as fh:
+        for m in log:
+            fh.write(json.dumps(m) + "\n")
+    kmax, env = max(f.ks), environment()
+    verdicts = _verdicts(res[kmax, "pass"][2], res[kmax, "maj"][2])
+    lines = _lines(f, rows, res, vs_control, verdicts, starts, env, time.perf_counter() - t0)
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump({"at_k": {f"{w}@{k}": {"before": v[0], "after": v[1], "difference": list(v[2]), "control": vs_control[k, w][0],
                                          "minus_control": list(vs_control[k, w][1])} for (k, w), v in res.items()},
-                   "verdicts": {"maj": maj_verdict, "pass": pass_verdict}, "starts": starts, "environment": env,
+                   "verdicts": {"maj": verdicts[0], "pass": verdicts[1]}, "starts": starts, "environment": env,
                    "seconds": time.perf_counter() - t0}, fh, indent=1)
-    fig, ax = figure(6.5, 4)
-    for when, i, style in (("start", 0, "--"), ("after GRPO", 1, "-")):
-        ax.plot(f.ks, [100 * res[k, "pass"][i] for k in f.ks], style, marker="o", color="C0", label=f"Pass@K, {when}")
-        ax.plot(f.ks, [100 * res[k, "maj"][i] for k in f.ks], style, marker="s", color="C1", label=f"Maj@K, {when}")
-    ax.plot(f.ks, [100 * vs_control[k, "pass"][0] for k in f.ks], ":", marker="o", color="0.5", label="Pass@K, SFT continuation")
-    ax.plot(f.ks, [100 * vs_control[k, "maj"][0] for k in f.ks], ":", marker="s", color="0.7", label="Maj@K, SFT continuation")
-    ax.set(xscale="log", xlabel="K", ylabel="accuracy (%)", title=f"Maj@K and Pass@K before and after GRPO ({d.sft_seeds * d.rl_seeds} runs)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "figure7.png"), dpi=110)
+    _plot(f, res, vs_control, out)
     return "\n".join(lines)

@@ -80,33 +80,13 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     device = next(model.parameters()).device
     if generator is not None and generator.device != device:  # a CPU generator drives a GPU draw: seed one there from it
         generator = torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    attn = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
-    for i, p in enumerate(prompts):  # left-pad so every row's next token is at the end
-        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        attn[i, width - len(p):] = True
+    ids, attn = _left_padded(prompts, pad_id, device)
     n = len(prompts) * group_size  # outputs are ordinary tensors, filled in inference mode (faster decode steps)
     toks = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     lps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
     with torch.inference_mode():
-        pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
         decode = _decoder(model, device)
-        out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache, logits = output_cache(out), out.logits[:, -1]
-        logits = repeat(logits, "p v -> (p g) v", g=group_size)
-        fast = None
-        if fast_decode and supports_fast_decode(model):
-            half = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-            fast = StaticDecoder(model, half)
-            graph = device.type == "cuda" and CUDA_GRAPHS
-            fast.start(cache, attn, group_size, max_new_tokens, fixed=graph)
-            del cache
-            if graph:
-                with torch.autocast(device.type, enabled=False):
-                    fast.graphed()
-        elif group_size > 1:  # share the prefill across the group
-            cache.batch_repeat_interleave(group_size)
+        logits, cache, fast = _prefill(model, decode, ids, attn, group_size, max_new_tokens, fast_decode)
         if group_size > 1:
             attn = repeat(attn, "p s -> (p g) s", g=group_size)
         active = torch.arange(n, device=device)  # rows in the batch; finished rows leave it in bulk
@@ -140,11 +120,45 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, group_size: 
     model.train(was_training)
     completions, logprobs = [], []
     for row, lrow in zip(toks.cpu().tolist(), lps.cpu()):
-        end = row.index(eos_id) + 1 if eos_id in row else len(row)
+        end = row.index(eos_id) + 1 if eos_id in row else len(row)  # each completion ends at its eos
         completions.append(row[:end])
         logprobs.append(lrow[:end])
-    prompt_ids = [list(p) for p in prompts for _ in range(group_size)]
-    return Generated(prompt_ids, completions, logprobs)
+    return Generated([list(p) for p in prompts for _ in range(group_size)], completions, logprobs)
+
+
+def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The prompts left-padded into one batch (every row's next token at the end) and their attention mask."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    attn = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        attn[i, width - len(p):] = True
+    return ids, attn
+
+
+def _prefill(model: nn.Module, decode, ids: Tensor, attn: Tensor, group_size: int, max_new_tokens: int, fast_decode: bool):
+    """One forward over the prompts: the first token's logits (repeated over each group), and the
+    cache to decode from -- a ``StaticDecoder`` for Llama-family models (CUDA graphs on a GPU), else
+    transformers' cache shared across the group."""
+    device = ids.device
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    out = decode(input_ids=ids, attention_mask=attn.long(), position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = output_cache(out), out.logits[:, -1]
+    logits = repeat(logits, "p v -> (p g) v", g=group_size)
+    if not (fast_decode and supports_fast_decode(model)):
+        if group_size > 1:  # share the prefill across the group
+            cache.batch_repeat_interleave(group_size)
+        return logits, cache, None
+    half = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    fast = StaticDecoder(model, half)
+    graph = device.type == "cuda" and CUDA_GRAPHS
+    fast.start(cache, attn, group_size, max_new_tokens, fixed=graph)
+    del cache
+    if graph:
+        with torch.autocast(device.type, enabled=False):
+            fast.graphed()
+    return logits, None, fast
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..data.chat import CHAT, as_messages
-from ..protocols import RewardFunction
+from ..protocols import RewardFunction, conforms
 from ..rollout import Rollout, Sample
 
 
@@ -75,112 +75,117 @@ class FromCallable(RewardFunction):
         return rollout.replace(rewards=torch.tensor(rewards, dtype=torch.float32, device=dev), scored=torch.tensor(scored, device=dev))
 
 
-class _Composite(RewardFunction):
-    """A reward made of parts: ``observe``, ``end_iteration`` and the checkpoint state reach every
-    part, so a learned part (``ModelReward``) is re-trained (Algorithm 1) as it would be alone."""
+@dataclass
+class Parts:
+    """The parts of a composite reward, each checked against :class:`RewardFunction` when the
+    composite is built. A composite holds one and hands it every hook: ``observe``,
+    ``end_iteration`` and the checkpoint state reach every part, so a learned part
+    (``ModelReward``) is re-trained (Algorithm 1) as it would be alone. One rule for the parts'
+    metrics: a name two parts report with different values gets the later part's index (``name/1``)."""
 
-    def _fns(self) -> list:
-        raise NotImplementedError
+    fns: list
+    owner: str
 
-    @staticmethod
-    def _merged(per_part: list[dict[str, float]]) -> dict[str, float]:
-        """The parts' metrics; a name two parts report with different values gets the part's index (``name/1``)."""
-        out: dict[str, float] = {}
-        for i, m in enumerate(per_part):
-            for k, v in m.items():
-                out[k if k not in out or out[k] == v else f"{k}/{i}"] = v
-        return out
+    def __post_init__(self) -> None:
+        if not self.fns:
+            raise ValueError(f"{self.owner}: no parts")
+        for i, fn in enumerate(self.fns):
+            conforms(fn, RewardFunction, f"{self.owner} part {i}:")
 
-    def _outputs(self, rollout: Rollout, texts: Sequence[Sample]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def outputs(self, rollout: Rollout, texts: Sequence[Sample]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each part's rewards, and the samples every part scored."""
         scored = torch.ones(rollout.batch_size, dtype=torch.bool, device=rollout.input_ids.device)
         rewards = []
-        for fn in self._fns():
+        for fn in self.fns:
             out = fn(rollout, texts)
             rewards.append(out.rewards.float())
             if out.scored is not None:
                 scored = scored & out.scored
         return rewards, scored
 
-    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
-        """The parts' rewards, combined into one per sample."""
-        raise NotImplementedError
+    @staticmethod
+    def merged(per_part: list[dict[str, float]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i, m in enumerate(per_part):
+            for k, v in m.items():
+                out[k if k not in out or out[k] == v else f"{k}/{i}"] = v
+        return out
 
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        rewards, scored = self._outputs(rollout, texts)
-        total = self._combine(rewards)
-        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+    def metrics(self) -> dict[str, float]:
+        return self.merged([fn.metrics() for fn in self.fns])
 
     def observe(self, rollout: Rollout) -> None:
-        for fn in self._fns():
-            if hasattr(fn, "observe"):
-                fn.observe(rollout)
+        for fn in self.fns:
+            fn.observe(rollout)
 
     def end_iteration(self, replay: float) -> dict[str, float]:
-        return self._merged([fn.end_iteration(replay) if hasattr(fn, "end_iteration") else {} for fn in self._fns()])
+        return self.merged([fn.end_iteration(replay) for fn in self.fns])
 
     def state_dict(self) -> dict:
-        return {"parts": [fn.state_dict() if hasattr(fn, "state_dict") else {} for fn in self._fns()]}
+        return {"parts": [fn.state_dict() for fn in self.fns]}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:  # a checkpoint from before composites kept their parts' state: nothing to restore
             return
         parts = state["parts"]
-        if len(parts) != len(self._fns()):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the checkpoint has {len(parts)} parts, this reward {len(self._fns())}")
-        for fn, s in zip(self._fns(), parts):
-            if hasattr(fn, "load_state_dict"):
-                fn.load_state_dict(s)
+        if len(parts) != len(self.fns):
+            raise ValueError(f"{self.owner}.load_state_dict: the checkpoint has {len(parts)} parts, this reward {len(self.fns)}")
+        for fn, s in zip(self.fns, parts):
+            fn.load_state_dict(s)
+
+
+class _Delegates:
+    """A composite's hooks, handed to its :class:`Parts` (``self.held``)."""
+
+    held: Parts
+
+    def observe(self, rollout: Rollout) -> None:
+        self.held.observe(rollout)
+
+    def end_iteration(self, replay: float) -> dict[str, float]:
+        return self.held.end_iteration(replay)
+
+    def metrics(self) -> dict[str, float]:
+        return self.held.metrics()
+
+    def state_dict(self) -> dict:
+        return self.held.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.held.load_state_dict(state)
 
 
 @dataclass
-class WeightedSum(_Composite):
+class WeightedSum(_Delegates):
     """r = sum_k w_k r_k over reward functions; a sample is scored only if every part scored it."""
 
     parts: Sequence[tuple[float, Any]]
 
-    def _fns(self) -> list:
-        return [fn for _, fn in self.parts]
+    def __post_init__(self) -> None:
+        self.held = Parts([fn for _, fn in self.parts], "WeightedSum")
 
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        if not self.parts:
-            raise ValueError("WeightedSum: no parts")
-        return super().__call__(rollout, texts)
-
-    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
-        return sum(weight * r for (weight, _), r in zip(self.parts, rewards))
-
-    def metrics(self) -> dict[str, float]:
-        """The parts' metrics (summed where two parts report the same name)."""
-        out: dict[str, float] = {}
-        for _, fn in self.parts:
-            for k, v in (fn.metrics() if isinstance(fn, RewardFunction) else {}).items():
-                out[k] = out.get(k, 0.0) + v
-        return out
+        rewards, scored = self.held.outputs(rollout, texts)
+        total = sum(weight * r for (weight, _), r in zip(self.parts, rewards))
+        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
 
 
 @dataclass
-class Product(_Composite):
+class Product(_Delegates):
     """r = prod_k r_k, for parts scoring in [0, 1] (e.g. a classifier's probability and a
     verifier's): a sample scores high only when every part accepts it. A sample is scored only if
-    every part scored it. ``observe`` and ``end_iteration`` reach every part, so learned parts are
-    re-trained (Algorithm 1) as a single reward would be."""
+    every part scored it."""
 
     parts: Sequence[Any]
 
-    def __post_init__(self):
-        if not self.parts:
-            raise ValueError("Product: no parts")
+    def __post_init__(self) -> None:
+        self.held = Parts(list(self.parts), "Product")
 
-    def _combine(self, rewards: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(rewards).prod(0)
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        rewards, scored = self.held.outputs(rollout, texts)
+        total = torch.stack(rewards).prod(0)
+        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """The product of the parts' ``score_pairs`` on (prompt, completion) pairs (learned parts: ``LearnedReward``)."""
         return torch.stack([fn.score_pairs(pairs) for fn in self.parts]).prod(0)
-
-    def _fns(self) -> list:
-        return list(self.parts)
-
-    def metrics(self) -> dict[str, float]:
-        return self._merged([fn.metrics() if hasattr(fn, "metrics") else {} for fn in self.parts])
