@@ -32,22 +32,23 @@ CASES = {  # name -> method builder
 }
 
 
+def critic_for(name: str):
+    """The method's critic (PPO's value model), built from the same model on every rank; None for the others."""
+    spec = CASES[name]().critic
+    return spec.build(tiny_model(0)) if spec is not None else None
+
+
 def union_batch(name: str):
-    """The same 8-group batch on every rank (and in the single process)."""
+    """The same 8-group batch on every rank (and in the single process), with the critic's values where the method reads them."""
     model = tiny_model(0)
     r = with_steps(with_policy_logprobs(model, random_rollout(21, n_groups=4, group_size=2, completion_max=8), 21), 21)
-    return r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0)
+    r = r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0)
+    critic = critic_for(name)
+    return r.replace(values=critic.values(r)) if critic is not None else r
 
 
 def method_for(name: str):
-    method = CASES[name]()
-    method.coefficient.attach(tiny_model(0))  # PPO's value model: the same on every rank
-    return method
-
-
-def value_piece(method):
-    """The coefficient's piece that trains a value model (PPO's GAE), if any."""
-    return next((p for p in method.coefficient.pieces if hasattr(p, "value_backward")), None)
+    return CASES[name]()
 
 
 def rank_rows(union, rank: int, world: int) -> list[int]:
@@ -78,15 +79,14 @@ def main(names: list, out: str) -> None:
                          for n, p in model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))
                 del wrapped  # DDP's reducer holds the process group
-            for wrapper in WRAPPERS if value_piece(method) is not None else ():
-                # PPO's value model: sharded by FSDP2 (as the Trainer does) or whole on every rank (DDP)
-                method = method_for(name)
-                gae = value_piece(method)
+            for wrapper in WRAPPERS if critic_for(name) is not None else ():
+                # PPO's value model: sharded by FSDP2 (as the learner does) or whole on every rank (DDP)
+                critic = critic_for(name)
                 if wrapper == "fsdp":
-                    url.hf.shard_trained(gae.value_model, gae.optimizer)
-                gae.value_backward(method.coefficient.prepare(local))
+                    url.hf.shard_trained(critic.model, critic.optimizer)
+                critic.backward(method.coefficient.prepare(local))
                 grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).contiguous()
-                         for n, p in gae.value_model.named_parameters()}
+                         for n, p in critic.model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-value-{wrapper}-rank{rank}.safetensors"))
         objects = url.distributed.global_objects([("rank", rank)] * (rank + 1))
         assert objects == [("rank", 0), ("rank", 1), ("rank", 1)], objects

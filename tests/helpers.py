@@ -218,3 +218,12 @@ def check_gc(term, r, logp, nontrivial: bool = True):
     if nontrivial and bool((r.weights * r.completion_mask).abs().sum() > 0):
         assert bool((grad != 0).any()), "the GC is 0 on every weighted token: the comparison proves nothing"
     return gc
+
+
+def with_critic(method, rollout, policy):
+    """The rollout as the learner hands it to a method's coefficient: with the values of the
+    method's critic built from ``policy`` (PPO), and that critic; unchanged and None without one."""
+    if method.critic is None:
+        return rollout, None
+    critic = method.critic.build(policy)
+    return rollout.replace(values=critic.values(rollout)), critic

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from unified_rl.config import TrainConfig
-from unified_rl.methods import build
+from helpers import registered
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable
 from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
@@ -23,7 +23,7 @@ def main(out: str, method: str, stop_at: int, resume: bool) -> None:
     model = tiny_llama(len(tok), hidden=32, layers=2, heads=2, intermediate=64, seed=0)
     cfg = TrainConfig(steps=3, iterations=2, questions_per_step=4, lr=1e-3, max_new_tokens=8,
                       checkpoint_every=2, out_dir=out, seed=0)
-    trainer = Trainer(model, tok, build(method, group_size=4), ArithmeticTask().train_rows(64), cfg, reward=FromCallable(has_seven))
+    trainer = Trainer(model, tok, registered(method, group_size=4), ArithmeticTask().train_rows(64), cfg, reward=FromCallable(has_seven))
     if resume:
         trainer.resume(f"{out}/checkpoint")
     while trainer.step_count < stop_at:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import unified_rl as url
-from distributed_worker import CASES, WRAPPERS, method_for, union_batch, value_piece
+from distributed_worker import CASES, WRAPPERS, critic_for, method_for, union_batch
 from helpers import tiny_model
 
 WORLD = 2
@@ -49,14 +49,13 @@ def test_two_ranks_give_the_union_batch_gradient(name, wrapper, rank_grads):
 def test_ppo_value_model_gradient_is_the_union_batch_one(wrapper, rank_grads):
     """PPO's value model, sharded by FSDP2 or whole on every rank: its loss has the union normaliser
     and the ranks' gradients are summed, so the ranks take the one-process step."""
-    method = method_for("ppo")
-    gae = value_piece(method)
-    gae.value_backward(method.coefficient.prepare(union_batch("ppo")))
+    method, critic = method_for("ppo"), critic_for("ppo")
+    critic.backward(method.coefficient.prepare(union_batch("ppo")))
     ranks = [load_file(rank_grads / f"ppo-value-{wrapper}-rank{r}.safetensors") for r in range(WORLD)]
-    for n, p in gae.value_model.named_parameters():
+    for n, p in critic.model.named_parameters():
         assert torch.equal(ranks[0][n], ranks[1][n]), n
         torch.testing.assert_close(ranks[0][n], p.grad, rtol=1e-10, atol=1e-13, msg=lambda m: f"value model, {n}: {m}")
-    assert float(gae.value_model.head.weight.grad.abs().max()) > 0
+    assert float(critic.model.head.weight.grad.abs().max()) > 0
 
 
 def test_normalisers_are_union_batch_ones():

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 import unified_rl as url
 import unified_rl.coefficients as C
-from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_policy_logprobs
+from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_critic, with_policy_logprobs
 
 MODEL = tiny_model()
 
@@ -32,8 +32,7 @@ def test_grpo_and_ppo_at_rho_one_beta_zero_give_gc_equal_advantage(seed):
         lp = true_logprobs(MODEL, r)
     r = r.replace(old_logprobs=lp, ref_logprobs=lp)
     for method in (url.methods.grpo(beta=0.0), url.methods.ppo(beta=0.0)):
-        method.coefficient.attach(tiny_model(seed=2))
-        prepared = method.coefficient.prepare(r)
+        prepared = method.coefficient.prepare(with_critic(method, r, tiny_model(seed=2))[0])
         gc = method.coefficient(prepared, lp)
         torch.testing.assert_close(gc, prepared.advantages, rtol=0, atol=0)
 
@@ -77,8 +76,7 @@ def test_nan_in_masked_slots_changes_nothing_bitwise(seed, name):
     results = []
     for rollout in (r, dirty):
         method = make()
-        method.coefficient.attach(tiny_model(seed=3))
-        g, stats = _grad(method, rollout)
+        g, stats = _grad(method, with_critic(method, rollout, tiny_model(seed=3))[0])
         assert bool((stats.gc[~m] == 0).all())
         results.append((g, stats.gc))
     for a, b in zip(results[0][0], results[1][0]):
@@ -155,7 +153,7 @@ def test_gae_matches_a_hand_written_loop():
 def test_ppo_value_model_learns_the_returns():
     r = with_policy_logprobs(MODEL, random_rollout(4), 4)
     method = url.methods.ppo(beta=0.04, value_lr=3e-3, value_clip=None)
-    method.coefficient.attach(MODEL)
+    r, critic = with_critic(method, r, MODEL)
     prepared = method.coefficient.prepare(r)
-    losses = [method.coefficient.update(prepared)["value/loss"] for _ in range(30)]
+    losses = [critic.update(prepared)["value/loss"] for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]

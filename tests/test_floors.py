@@ -8,7 +8,8 @@ import sys
 import textwrap
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "unified_rl")
-CORE = ["rollout.py", "protocols.py", "engine.py", "batching.py", "lm_head.py", "precision.py", "threads.py", "names.py", "distributed.py", "coefficients"]
+CORE = ["rollout.py", "protocols.py", "engine.py", "batching.py", "lm_head.py", "precision.py", "threads.py", "names.py", "distributed.py", "critic.py",
+        "coefficients"]
 CORE_DEPENDENCIES = {"torch", "numpy", "jaxtyping", "einops"}
 
 
@@ -99,8 +100,8 @@ def test_core_and_methods_import_and_train_with_upper_floors_blocked():
         assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
         assert type(url.engine.adapter_for(model)).__name__ == "PlainAdapter"
         try:  # PPO on a policy no registered builder knows: one clear line
-            built["ppo"].coefficient.attach(model)
-            raise AssertionError("attach built a value model for a plain module")
+            built["ppo"].critic.build(model)
+            raise AssertionError("a value model was built for a plain module")
         except ValueError as e:
             assert "pass value_model=" in str(e), e
         print("core ok", stats.metrics["tokens"])

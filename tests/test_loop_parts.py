@@ -115,13 +115,13 @@ def test_one_method_object_starts_two_runs_that_share_nothing():
                        reward=task_reward(method, TOK))
 
     def critic(trainer):
-        return {k: v.clone() for k, v in trainer.coefficient.owned_models()["0.value_model"][0].state_dict().items()}
+        return {k: v.clone() for k, v in trainer.critic.model.state_dict().items()}
 
     shared = url.methods.ppo()
     first = ppo_trainer(shared)
     first.run(progress=False)
     second, fresh = ppo_trainer(shared), ppo_trainer(url.methods.ppo())
-    assert shared.coefficient.pieces[0].value_model is None  # the Method holds no run's state
+    assert shared.critic.model is None and not hasattr(shared.coefficient.pieces[0], "value_model")  # the Method holds no run's state
     trained, a, b = critic(first), critic(second), critic(fresh)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], trained[k]) for k in a)  # the first run did train its own critic

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import unified_rl as url
-from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_policy_logprobs, with_steps
+from helpers import assert_grads_close, grads, random_rollout, tiny_model, true_logprobs, with_critic, with_policy_logprobs, with_steps
 
 MODEL = tiny_model()
 
@@ -143,7 +143,7 @@ def test_ppo_clipped_surrogate(seed, eps):
     """PPO's GC on the advantages its GAE produced equals the clipped surrogate's gradient."""
     r = with_policy_logprobs(MODEL, random_rollout(seed), seed)
     method = url.methods.ppo(epsilon=eps, beta=0.04)
-    method.coefficient.attach(tiny_model(seed=1))
+    r, _ = with_critic(method, r, tiny_model(seed=1))
     g_engine, _, prepared = _engine_grads(method, r)
 
     def ppo_loss(logp, r):

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 import unified_rl as url
 from unified_rl.config import TrainConfig
 from unified_rl.hf import completion_logprobs
-from helpers import registered
+from helpers import registered, with_critic
 from unified_rl.methods import REGISTRY
 
 from helpers import run_cli as run
@@ -47,8 +47,7 @@ def test_every_method_packed_gradient_equals_padded(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(5, n_groups=3, group_size=2), 5), 5)
     r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0)
     method = registered(name, max_new_tokens=12, group_size=2)
-    method.coefficient.attach(copy.deepcopy(MODEL))  # PPO's value model; nothing for the others
-    prepared = method.coefficient.prepare(r)
+    prepared = method.coefficient.prepare(with_critic(method, r, copy.deepcopy(MODEL))[0])  # PPO's values; nothing for the others
     out = []
     for packed in (False, True):
         MODEL.zero_grad()

@@ -40,7 +40,8 @@ def test_an_unscored_samples_placeholder_changes_no_advantage(seed, placeholder)
     """Group-normalised, leave-one-out and GAE advantages ignore the reward slot of an unscored
     sample (whatever it holds), and give that sample exactly 0."""
     r = with_policy_logprobs(MODEL, random_rollout(seed, n_groups=2, group_size=4), seed)
-    gae = C.gae(value_model=Values(), kl_beta=0.04, whiten=True)
+    gae = C.gae(kl_beta=0.04, whiten=True)
+    r = r.replace(values=Values()(r.input_ids, r.attention_mask))  # what the learner fills from the critic
     for estimator in (C.group_normalized(), C.leave_one_out(), gae):
         a = estimator(_with_unscored(r, [1, 6], 0.0))
         b = estimator(_with_unscored(r, [1, 6], placeholder))

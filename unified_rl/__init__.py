@@ -23,8 +23,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _CORE = {"Rollout": "rollout", "Stats": "engine", "ExecutionPlan": "engine", "DataSource": "protocols", "RewardFunction": "protocols",
-         "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols"}
-_CORE_MODULES = ("coefficients", "distributed", "engine", "protocols", "threads")
+         "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols", "CriticSpec": "critic"}
+_CORE_MODULES = ("coefficients", "critic", "distributed", "engine", "protocols", "threads")
 _LIBRARY_MODULES = ("config", "data", "evaluate", "methods", "rewards")
 _TRANSFORMERS_MODULES = ("hf", "loop")
 

@@ -11,7 +11,8 @@ from torch import nn
 from .config import ModelSetup
 from .hf import Reference, add_lora, check_tokenizer, check_vocabulary, ddp, enable_activation_checkpointing, fsdp, shard, shard_trained, trainable
 from .methods import Method
-from .protocols import GradientCoefficient, RewardFunction, conforms
+from .critic import Critic
+from .protocols import RewardFunction, conforms
 
 
 @contextlib.contextmanager
@@ -63,10 +64,10 @@ def reference_for(policy: nn.Module, needs: frozenset, iterations: int, reset_re
     return reference
 
 
-def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], coefficient: GradientCoefficient) -> nn.Module:
+def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], critic: Optional[Critic]) -> nn.Module:
     """The model the training passes run through: DDP (gradients summed over ranks, the weights stay
     the policy's) or FSDP2 (each decoder layer sharded, then the log-prob root; the reference and the
-    coefficient's own models sharded the same way); the policy itself in one process."""
+    critic's value model sharded the same way); the policy itself in one process."""
     if world == 1:
         return policy
     if parallel == "ddp":
@@ -74,6 +75,6 @@ def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Re
     model = fsdp(policy)
     if reference is not None and reference.copy is not None:
         shard(reference.copy)
-    for owned, optimizer in coefficient.owned_models().values():  # PPO's value model
-        shard_trained(owned, optimizer)
+    if critic is not None:  # PPO's value model
+        shard_trained(critic.model, critic.optimizer)
     return model

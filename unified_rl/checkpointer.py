@@ -26,6 +26,7 @@ class Checkpointer:
         """What each rank keeps of its own: scheduler, counters, RNG, data position, auxiliary state."""
         return {"scheduler": self.t.scheduler.state_dict(), "step": self.t.step_count, "iteration": self.t.iteration,
                 "torch_rng": torch.get_rng_state(), "source": self.t.source.state_dict(), "coefficient": self.t.coefficient.state_dict(),
+                "critic": self.t.critic.state_dict() if self.t.critic is not None else {},
                 "reward": self.t.reward.state_dict() if self.t.reward is not None else {}}
 
     def _load_rank_state(self, state: dict, data: bool = True) -> None:
@@ -36,13 +37,15 @@ class Checkpointer:
             torch.set_rng_state(state["torch_rng"])
             self.t.source.load_state_dict(state["source"])
         self.t.coefficient.load_state_dict(state["coefficient"])
+        if self.t.critic is not None:
+            self.t.critic.load_state_dict(state["critic"])
         if self.t.reward is not None:
             self.t.reward.load_state_dict(state["reward"])
 
     def _sharded_parts(self) -> dict:
         """Models besides the policy that a sharded checkpoint stores through DCP, each with its
-        optimizer (None for the reference): the reference copy, the coefficient's own (PPO's value model)."""
-        parts = {f"coefficient.{k}": pair for k, pair in self.t.coefficient.owned_models().items()}
+        optimizer (None for the reference): the reference copy, the critic's value model (PPO)."""
+        parts = {"critic": (self.t.critic.model, self.t.critic.optimizer)} if self.t.critic is not None else {}
         if self.t.reference is not None and self.t.reference.copy is not None:
             parts["reference"] = (self.t.reference.copy, None)
         return parts
@@ -57,7 +60,8 @@ class Checkpointer:
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (every part is checked to be there before anything is restored)."""
         needed = ["policy", "optimizer", "scheduler", "step", "iteration", "torch_rng", "source", "coefficient", "reward"]
-        missing = [k for k in needed + (["reference"] if self.t.reference is not None else []) if k not in state]
+        needed += (["reference"] if self.t.reference is not None else []) + (["critic"] if self.t.critic is not None else [])
+        missing = [k for k in needed if k not in state]
         if missing:
             raise CheckpointError(f"checkpoint state has no {', '.join(missing)}: it is not a checkpoint of this kind of run")
         load_policy_state(self.t.policy, state["policy"])

@@ -3,13 +3,14 @@
 schedule, and the coefficient's own update (PPO's value model). It owns the optimizer and schedule."""
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from . import engine
 from .config import Optimisation
+from .critic import Critic
 from .engine import ExecutionPlan, Stats
 from .protocols import GradientCoefficient
 from .rollout import Rollout
@@ -34,11 +35,14 @@ def schedule(warmup_steps: int, total: int, kind: str) -> Callable[[int], float]
 
 class Learner:
     """Updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
-    ``params`` with AdamW, the schedule and the clipping that ``optim`` sets."""
+    ``params`` with AdamW, the schedule and the clipping that ``optim`` sets; with a ``critic``
+    (PPO), fills the rollout's values before the coefficient prepares it and trains the critic after
+    the policy's updates."""
 
     def __init__(self, policy: nn.Module, train_model: nn.Module, params: list, coefficient: GradientCoefficient, plan: ExecutionPlan,
-                 optim: Optimisation):
+                 optim: Optimisation, critic: Optional[Critic] = None):
         self.policy, self.train_model, self.params, self.coefficient, self.plan = policy, train_model, params, coefficient, plan
+        self.critic = critic
         self.mu, self.grad_clip = optim.mu, optim.grad_clip
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
         lr_factor = schedule(optim.warmup_steps, optim.steps * optim.iterations, optim.schedule)
@@ -46,8 +50,10 @@ class Learner:
 
     def update(self, rollout: Rollout, step: int) -> tuple[Rollout, Stats, float, dict]:
         """Prepare ``rollout`` (advantages, weights) and take ``mu`` updates on it; returns the
-        prepared rollout, the last pass's stats, its gradient norm and the coefficient's update metrics.
+        prepared rollout, the last pass's stats, its gradient norm and the critic's metrics.
         A non-finite gradient norm stops before the optimizer moves (``FloatingPointError``)."""
+        if self.critic is not None:
+            rollout = rollout.replace(values=self.critic.values(rollout))
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
         for _ in range(self.mu):
@@ -58,7 +64,7 @@ class Learner:
                 raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")
             self.optimizer.step()
         self.scheduler.step()
-        return rollout, stats, float(norm), self.coefficient.update(rollout)
+        return rollout, stats, float(norm), self.critic.update(rollout) if self.critic is not None else {}
 
     def lr(self) -> float:
         """The learning rate the next update will use."""

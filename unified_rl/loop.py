@@ -6,9 +6,10 @@
             rollout = data_source.sample(policy, n)           (offline sources ignore the policy)
             rollout = reward(rollout, rollout.texts)          (outcome, process or a reward model)
             fill old / reference log-probs the coefficient needs (skipped when beta = 0)
+            rollout.values = critic(rollout)                  (PPO: V(s_t) from the run's critic)
             rollout = coefficient.prepare(rollout)            (advantages + weights, no grad)
             repeat mu times: engine.backward -> clip grad norm -> AdamW -> LR schedule
-            coefficient.update(rollout)                       (PPO: the value model)
+            critic.update(rollout)                            (PPO: one value-model step)
         reward model: continual training on new samples + 10% replay
 """
 
@@ -74,7 +75,7 @@ class Trainer:
         conforms(self.sampler, Sampler, "sampler")
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
         self.method = with_sampler_correction(method, c.sampling.sampler_correction, c.sampling.sampler_correction_max, self.sampler.exact)
-        self.coefficient = copy.deepcopy(self.method.coefficient)  # the run's own pieces: a Method can start several runs, sharing no critic
+        self.coefficient = copy.deepcopy(self.method.coefficient)  # the run's own pieces: a Method can start several runs
         self.needs = self.coefficient.needs
         self.plan = ExecutionPlan(max_tokens=c.model.max_tokens, share_prefix=c.model.share_prefix, precision=c.model.precision,
                                   packed=c.model.packed)
@@ -85,11 +86,11 @@ class Trainer:
         self.source = data_source or self.method.data_source.build(setup)
         conforms(self.source, DataSource, "data source")
         self.reference = reference_for(policy, self.needs, c.optim.iterations, c.optim.reset_reference)
-        with seeded(c.run.seed + 1):  # a value model the coefficient builds (PPO) starts from the run's seed too
-            self.coefficient.attach(policy)
-        self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.coefficient)
+        with seeded(c.run.seed + 1):  # the run's own critic (PPO) starts from the run's seed too
+            self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
+        self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
-        self.learner = Learner(policy, self.train_model, self.params, self.coefficient, self.plan, c.optim)
+        self.learner = Learner(policy, self.train_model, self.params, self.coefficient, self.plan, c.optim, self.critic)
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
         self.producer = SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision, self.full_weights)
         self.step_count, self.iteration, self.history, self.interrupted = 0, 0, [], False

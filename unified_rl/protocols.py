@@ -5,7 +5,7 @@ computes  grad J = sum_{b,t} weights[b,t] * GC[b,t] * grad log pi_theta(o_t | q,
 Completions come from a ``Sampler``; a ``ModelAdapter`` tells the engine how a model family
 computes log-probs (the transformers one lives in ``unified_rl.hf``).
 
-Optional hooks (``metrics``, ``update``, ``attach``, ``state_dict`` ...) have no-op defaults in the
+Optional hooks (``metrics``, ``observe``, ``state_dict`` ...) have no-op defaults in the
 Protocol classes themselves: subclass a Protocol explicitly to inherit them. Nothing in the
 library probes for a hook with ``hasattr``; :func:`check_coefficient` checks the whole contract
 once, where a coefficient enters the Trainer.
@@ -41,22 +41,6 @@ class Stateful(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict`. Default: nothing to restore."""
-
-
-class OwnsModels(Stateful, Protocol):
-    """A plug-in that may own auxiliary models (PPO's value model): built from the policy, trained per batch."""
-
-    def attach(self, policy: Any) -> None:
-        """Build the models it owns from the policy. Default: nothing."""
-
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """Train the models it owns on a prepared batch; their metrics. Default: nothing."""
-        return {}
-
-    def owned_models(self) -> dict[str, tuple[Any, Any]]:
-        """The models it trains, by name, each with its optimizer: under torchrun the Trainer shards
-        them (FSDP2) and checkpoints them through DCP, and ``state_dict`` leaves them out. Default: none."""
-        return {}
 
 
 @runtime_checkable
@@ -101,7 +85,7 @@ class RewardFunction(Stateful, Protocol):
 
 
 @runtime_checkable
-class GradientCoefficient(OwnsModels, Protocol):
+class GradientCoefficient(Stateful, Protocol):
     """The per-token gradient coefficient GC(q, o, t).
 
     ``needs``: the Rollout fields the coefficient reads (the loop fills only these: no reference
@@ -109,8 +93,9 @@ class GradientCoefficient(OwnsModels, Protocol):
     ``couples_group``: a token's GC reads other sequences' log-probs (DPO pairs), so the engine
     never splits a group across micro-batches. ``prepare`` runs once per batch without grad
     (advantages and aggregation weights from the whole batch); ``__call__`` maps the current
-    log-probs to GC, also without grad. The other hooks (``metrics``; ``attach``, ``update``,
-``state_dict`` from :class:`OwnsModels`) are optional, with no-op defaults.
+    log-probs to GC, also without grad. The other hooks (``metrics``; ``state_dict`` from
+    :class:`Stateful`) are optional, with no-op defaults. A coefficient owns no model: one that
+    reads ``values`` gets them from the run's critic (``Method.critic``), which the learner owns.
     """
 
     needs: frozenset[RolloutField]

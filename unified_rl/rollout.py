@@ -26,6 +26,7 @@ _FINITE_WHERE = {
     "entropies": "completion_mask",
     "advantages": "completion_mask",
     "returns": "completion_mask",
+    "values": "completion_mask",
     "weights": "completion_mask",
 }
 
@@ -86,6 +87,8 @@ class Rollout:
     keep: Optional[Bool[Tensor, "batch seq"]] = _doc("the tokens that masks deciding on the whole batch keep (filled by "
                                                      "``prepare``, e.g. the top-entropy mask)")
     advantages: Optional[Float[Tensor, "batch seq"]] = _doc("filled by ``prepare``")
+    values: Optional[Float[Tensor, "batch seq"]] = _doc("the critic's $V(s_t)$ at sampling, at the position of token t (PPO; filled "
+                                                        "by the learner)")
     returns: Optional[Float[Tensor, "batch seq"]] = _doc("PPO's value targets, filled by ``prepare``")
     weights: Optional[Float[Tensor, "batch seq"]] = _doc("aggregation weights, computed once from the **whole** batch")
     texts: Optional[tuple[Sample, ...]] = _doc("prompt, completion and dataset columns per sample, for rewards and logs")

@@ -39,9 +39,8 @@ def methods(device: str) -> dict:
     rows = []
     for name in REGISTRY:
         method = build(name, max_new_tokens=48, **({"group_size": 2} if REGISTRY[name].parameter("group_size") else {}))
-        if hasattr(method.coefficient, "attach"):
-            method.coefficient.attach(copy.deepcopy(model64))  # PPO's value model (fp64; used by prepare only)
-        prepared = method.coefficient.prepare(batch)
+        critic = method.critic.build(copy.deepcopy(model64)) if method.critic is not None else None  # PPO (fp64; prepare only)
+        prepared = method.coefficient.prepare(batch.replace(values=critic.values(batch)) if critic is not None else batch)
         model64.zero_grad(set_to_none=True)
         url.engine.backward(model64, prepared, method.coefficient)
         want = _grads(model64)

@@ -31,6 +31,8 @@ from typing import Callable
 import torch
 
 from .. import engine, methods
+from ..config import Optimisation
+from ..learner import Learner
 from .memory import peak, reset_peak
 from .plots import figure
 
@@ -54,24 +56,19 @@ def grpo_vs_ppo_cost(out: str, quick: bool, progress: bool) -> str:
     r = trainer.reward(r, r.texts)
     r = r.replace(ref_logprobs=trainer.reference.logprobs(r, trainer.plan))
     rows: list[dict] = []
-    lines = ["| method | parameters held (policy, reference, value model) | seconds per update (prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
+    lines = ["| method | parameters held (policy, reference, value model) | seconds per update (values + prepare + backward + AdamW + value step) | peak RSS growth during the update (MiB) |",
              "|---|---|---|---|"]
     for name, method in (("GRPO", methods.grpo(group_size=d.group_size)), ("PPO", methods.ppo())):
         policy = copy.deepcopy(base)
-        method.coefficient.attach(policy)
-        held = sum(p.numel() for p in policy.parameters()) * 2  # policy + reference
-        if name == "PPO":
-            held += sum(p.numel() for p in method.coefficient.advantage.value_model.parameters())
-        opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+        critic = method.critic.build(policy) if method.critic is not None else None  # PPO's value model
+        held = sum(p.numel() for p in policy.parameters()) * 2 + (sum(p.numel() for p in critic.model.parameters()) if critic else 0)
+        learner = Learner(policy, policy, list(policy.parameters()), method.coefficient, engine.ExecutionPlan(max_tokens=4096),
+                          Optimisation(lr=1e-5), critic)
         times, growth = [], []
-        for _ in range(4):  # the first is warm-up (optimizer state, allocator pools)
+        for step in range(4):  # the first is warm-up (optimizer state, allocator pools)
             base_bytes = reset_peak()
             t = time.perf_counter()
-            prepared = method.coefficient.prepare(r)
-            opt.zero_grad()
-            engine.backward(policy, prepared, method.coefficient, engine.ExecutionPlan(max_tokens=4096))
-            opt.step()
-            method.coefficient.update(prepared)
+            learner.update(r, step)  # values (PPO), prepare, backward, clipping, AdamW, value step
             times.append(time.perf_counter() - t)
             growth.append((peak() - base_bytes) / 2**20)
         rows.append({"method": name, "parameters_held": held, "seconds_per_update": statistics.median(times[1:]),

@@ -8,7 +8,7 @@ from .aggregation import (
 from .compose import Chain, chain
 from .correction import corrected, sampler_correction
 from .dpo import dpo_term
-from .gae import GAE, default_critic, gae, gae_advantages, register_critic_builder
+from .gae import GAE, gae, gae_advantages
 from .masks import gated, off_policy_mask, top_entropy_mask
 from .pieces import AdvantageEstimator, Piece, Term
 from .ratio import cispo, ppo_clip, sapo
@@ -19,6 +19,6 @@ __all__ = [
     "groups_with_spread", "Aggregation",
     "Chain", "chain", "constant", "correct", "group_normalized", "leave_one_out", "process_normalized", "discounted_returns",
     "constant_weight", "group_mean", "mask_truncated", "max_length_mean", "sequence_mean", "sequence_sum", "token_mean",
-    "dpo_term", "GAE", "gae", "register_critic_builder", "default_critic", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
+    "dpo_term", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
     "gae_advantages", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
 ]

@@ -100,17 +100,8 @@ class Chain(GradientCoefficient):
             out.update(term.metrics(rollout, logprobs))
         return out
 
-    def attach(self, policy: Any) -> None:
-        """Give pieces that own models (PPO's value model) the policy to initialise from."""
-        for piece in self.pieces:
-            piece.attach(policy)
-
-    def owned_models(self) -> dict[str, tuple[Any, Any]]:
-        """The pieces' models and their optimizers, named ``"<position>.<name>"``."""
-        return {f"{i}.{name}": pair for i, p in enumerate(self.pieces) for name, pair in p.owned_models().items()}
-
     def state_dict(self) -> dict:
-        """State of pieces that own models (PPO's value model and its optimizer), by position."""
+        """The pieces' own state, by position (none for the built-in pieces)."""
         return {i: state for i, p in enumerate(self.pieces) if (state := p.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
@@ -118,13 +109,6 @@ class Chain(GradientCoefficient):
         for i, p in enumerate(self.pieces):
             if i in state:
                 p.load_state_dict(state[i])
-
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """Train any auxiliary model the pieces own (PPO's value model) on a prepared batch."""
-        out: dict[str, float] = {}
-        for piece in self.pieces:
-            out.update(piece.update(rollout))
-        return out
 
 
 def chain(advantage: Optional[AdvantageEstimator], *terms: Term, aggregation: Aggregation, name: str = "chain") -> Chain:

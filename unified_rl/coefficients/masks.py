@@ -118,9 +118,6 @@ class Scaled(Term):
     def gc(self, rollout: Rollout, logp: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
         return self.term.gc_scaled(rollout, logp, self.factor(rollout, logp).to(logp.dtype))
 
-    def attach(self, policy) -> None:
-        self.term.attach(policy)
-
 
 @dataclass(frozen=True)
 class Gated(Scaled):

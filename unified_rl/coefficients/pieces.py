@@ -9,14 +9,14 @@ from typing import Protocol
 from jaxtyping import Float
 from torch import Tensor
 
-from ..protocols import OwnsModels
+from ..protocols import Stateful
 from ..rollout import Rollout, RolloutField
 
 
-class Piece(OwnsModels, Protocol):
+class Piece(Stateful, Protocol):
     """What every piece has: the Rollout fields it reads (``needs``, checked by the chain before
-    anything is computed), a ``check`` of values, and the optional hooks of :class:`OwnsModels`
-    (no-op defaults, inherited by subclassing)."""
+    anything is computed), a ``check`` of values, and the optional checkpoint hooks of
+    :class:`Stateful` (no-op defaults, inherited by subclassing)."""
 
     needs: frozenset[RolloutField] = frozenset()
 

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..distributed import global_mean_std
 from ..rollout import Rollout
-from .gae import _last_token, _scored_tokens, gae_advantages
+from ..critic import scored_tokens as _scored_tokens
+from .gae import _last_token, gae_advantages
 from .pieces import AdvantageEstimator
 from .terms import KL_ESTIMATORS, kl_estimate, masked
 

@@ -6,7 +6,7 @@ wrapper, PEFT or a vLLM sampler plugs in here, never into the core.
 """
 
 from .. import engine
-from ..coefficients import register_critic_builder
+from ..critic import register_critic_builder
 from .distributed import DistributedAdapter, LogprobModule, ddp, decoder_layers, fsdp, full_state, gathered, init_process_group, launched_by_torchrun, leave_process_group, shard, shard_trained, sharded
 from .lora import adapters_off, add_lora, is_peft, load_policy_state, merged, policy_state, trainable, unwrap
 from .logprobs import TransformersAdapter, completion_logprobs, prompt_pass

@@ -38,5 +38,5 @@ def value_model_from_policy(policy: nn.Module) -> ValueModel:
 
 def critic_for(policy: nn.Module) -> Optional[ValueModel]:
     """PPO's default value model for a transformers policy (:func:`value_model_from_policy`); None
-    for another kind of model (registered with ``coefficients.register_critic_builder``)."""
+    for another kind of model (registered with ``critic.register_critic_builder``)."""
     return value_model_from_policy(policy) if isinstance(unwrap(policy), PreTrainedModel) else None

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..data.recipes import Dynamic, Sampled, SourceRecipe
+from ..critic import CriticSpec
 from ..protocols import GradientCoefficient, RewardFunction, check_coefficient
 
 
@@ -13,16 +14,21 @@ class Method:
     """A training method: where the data comes from (a recipe), what scores it, and the per-token GC.
 
     ``reward`` may be None: the run's reward (``Trainer(reward=...)``) is used, and a method whose
-    coefficient reads rewards cannot run without one.
+    coefficient reads rewards cannot run without one. ``critic``: how each run builds the value
+    model a coefficient reading ``values`` needs (PPO); the run's learner owns and trains it.
     """
 
     name: str
     coefficient: GradientCoefficient
     data_source: SourceRecipe
     reward: Optional[RewardFunction] = None
+    critic: Optional[CriticSpec] = None
 
     def __post_init__(self) -> None:
         check_coefficient(self.coefficient, f"method {self.name!r}: coefficient")
+        if "values" in self.coefficient.needs and self.critic is None:
+            raise ValueError(f"method {self.name!r}: its coefficient reads Rollout.values, so it needs a critic "
+                             "(Method(..., critic=CriticSpec()))")
 
     def samples_online(self) -> bool:
         """True when its data come from the current policy's sampler (Online RFT, GRPO, PPO ...)."""

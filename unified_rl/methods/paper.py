@@ -16,6 +16,7 @@ from ..coefficients import (
     process_normalized,
     sequence_mean,
 )
+from ..critic import CriticSpec
 from ..data.recipes import Pairs, Sampled, SourceRecipe, Supervised
 from ..protocols import RewardFunction
 from .method import Method
@@ -50,13 +51,15 @@ def dpo(beta: float = 0.1, length_normalized: bool = True, data_source: Optional
 def ppo(epsilon: float = 0.2, beta: float = 0.04, *, gamma: float = 1.0, lam: float = 0.95, value_model: Any = None,
         value_lr: float = 1e-4, value_clip: Optional[float] = 0.2, whiten: bool = False, data_source: Optional[SourceRecipe] = None,
         reward: Optional[RewardFunction] = None) -> Method:
-    """PPO: GC = A_t * rho_t * 1_clip, A_t by GAE(gamma, lambda) against a value model that the
-    coefficient trains; KL in the reward, r_t = r(q, o) 1[t = |o|] - beta log(pi_old / pi_ref).
-    The value model defaults to the one registered for the policy's kind: for a transformers policy,
-    a copy of its trunk with a scalar head (``hf.value_model_from_policy``)."""
-    advantage = gae(value_model, gamma=gamma, lam=lam, kl_beta=beta, whiten=whiten, value_lr=value_lr, value_clip=value_clip)
+    """PPO: GC = A_t * rho_t * 1_clip, A_t by GAE(gamma, lambda) against the critic's values; KL in
+    the reward, r_t = r(q, o) 1[t = |o|] - beta log(pi_old / pi_ref). Each run trains its own
+    critic (``unified_rl.critic``): a copy of ``value_model`` if given, else the one registered for
+    the policy's kind (a transformers policy: a copy of its trunk with a scalar head,
+    ``hf.value_model_from_policy``), with AdamW at ``value_lr`` and the value loss clipped to ``value_clip``."""
+    advantage = gae(gamma=gamma, lam=lam, kl_beta=beta, whiten=whiten)
     coef = chain(advantage, ppo_clip(epsilon), aggregation=sequence_mean(), name="ppo")
-    return Method("ppo", coef, data_source or Sampled(1, online=True), reward)
+    critic = CriticSpec(lr=value_lr, clip=value_clip, model=value_model)
+    return Method("ppo", coef, data_source or Sampled(1, online=True), reward, critic)
 
 
 _SUPERVISION = {"outcome": group_normalized, "process": process_normalized}
