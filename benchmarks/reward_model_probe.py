@@ -39,8 +39,8 @@ from transformers import AutoModelForTokenClassification
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
 
-from unified_rl.apps.design import Design, build_data, chain_length, labelled_samples, start  # noqa: E402
-from unified_rl.apps.figure6 import rm_accuracy  # noqa: E402
+from unified_rl.apps.experiments.design import Design, build_data, chain_length, labelled_samples, start  # noqa: E402
+from unified_rl.apps.experiments.figure6 import rm_accuracy  # noqa: E402
 from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem, step_checks  # noqa: E402
 from unified_rl.apps.tasks.arithmetic import _OPS, _STEP  # noqa: E402  (the task's own operations and step pattern)
 from unified_rl.data.collate import to_rollout  # noqa: E402

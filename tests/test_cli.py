@@ -96,9 +96,8 @@ def test_unknown_experiment(capsys, tmp_path):
 
 
 def test_the_experiment_help_names_exactly_the_experiments_there_are(capsys):
-    from unified_rl.apps.cli import EXPERIMENT_NAMES
     from unified_rl.apps.experiments import EXPERIMENTS
-    assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS)
+
     with pytest.raises(SystemExit):
         main(["experiment", "--help"])
-    assert "figure5-lr | figure5 | process-vs-outcome" in " ".join(capsys.readouterr().out.split())
+    assert " | ".join(EXPERIMENTS) in " ".join(capsys.readouterr().out.split())

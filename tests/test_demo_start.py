@@ -7,8 +7,8 @@ import hashlib
 import json
 
 from unified_rl.apps.demo import SHIPPED, DemoSettings, sft_start, shipped_start_fits
-from unified_rl.apps.design import correct
-from unified_rl.apps.rl_vs_sft import _sft_settings, start_file
+from unified_rl.apps.experiments.design import correct
+from unified_rl.apps.experiments.rl_vs_sft import _sft_settings, start_file
 
 
 def _record(s: DemoSettings) -> tuple[str, dict]:

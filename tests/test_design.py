@@ -1,4 +1,4 @@
-"""The paper figures' set-up (``apps/design.py``): the splits are what they claim, RFT's fixed pool
+"""The paper figures' set-up (``apps/experiments/design.py``): the splits are what they claim, RFT's fixed pool
 holds only correct samples of the frozen start and counts what it drew, the verdict reads the
 interval, and a reward model's agreement with the rule on the policy's samples is measured."""
 
@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from unified_rl.apps.design import Design, build_data, collect_pool, verdict
+from unified_rl.apps.experiments.design import Design, build_data, collect_pool, verdict
 from unified_rl.apps.demo import DemoSettings, sft_start
 from unified_rl.apps.tasks import char_tokenizer, extract_answer, parse_problem
 from unified_rl.apps.tasks.splits import ChainSplits
@@ -74,7 +74,7 @@ def test_a_reward_models_agreement_with_the_rule_on_policy_samples_is_logged(tmp
 
 
 def test_the_tuning_key_covers_what_the_first_pair_depends_on_and_not_the_seed_counts():
-    from unified_rl.apps.figure5_lr import design_key
+    from unified_rl.apps.experiments.figure5_lr import design_key
 
     d = Design()
     assert design_key(dataclasses.replace(d, sft_seeds=5, rl_seeds=1)) == design_key(d)
@@ -83,7 +83,7 @@ def test_the_tuning_key_covers_what_the_first_pair_depends_on_and_not_the_seed_c
 
 
 def test_process_vs_outcome_rl_questions_and_evaluation_are_5_to_6_steps_and_its_sft_holds_4_to_5():
-    from unified_rl.apps.process_vs_outcome import ProcessVsOutcome
+    from unified_rl.apps.experiments.process_vs_outcome import ProcessVsOutcome
 
     d = ProcessVsOutcome().design
     d = dataclasses.replace(d, starts=dataclasses.replace(d.starts, splits=dataclasses.replace(d.starts.splits, rl_size=2000, eval_size=300)))
@@ -96,7 +96,7 @@ def test_process_vs_outcome_rl_questions_and_evaluation_are_5_to_6_steps_and_its
 
 
 def test_figure6s_reward_model_is_held_out_on_questions_it_never_trains_on(tmp_path):
-    from unified_rl.apps.figure6 import Figure6, rm_data
+    from unified_rl.apps.experiments.figure6 import Figure6, rm_data
     s = DemoSettings()
     model, _, data, _ = sft_start(s, str(tmp_path), progress=False)
     f = Figure6(design=dataclasses.replace(s.design(), questions_per_step=4, group_size=4), rm_heldout=8)

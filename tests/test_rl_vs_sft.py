@@ -4,7 +4,7 @@ with their record and reused."""
 import json
 import os
 
-from unified_rl.apps.rl_vs_sft import RLvsSFT, run
+from unified_rl.apps.experiments.rl_vs_sft import RLvsSFT, run
 from unified_rl.apps.tasks import parse_problem
 from unified_rl.apps.tasks.splits import ChainSplits
 

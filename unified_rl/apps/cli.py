@@ -16,6 +16,7 @@ import typing
 from typing import Optional, Sequence
 
 from ..config import PARTS, TrainConfig, all_fields
+from .experiments import EXPERIMENTS
 from .data_flags import COLUMN_FLAGS, _extract, _model_and_data, _table, infer_format
 from .run_flags import _add_run_flags, _out_folder, _threads
 from .train_command import cmd_train
@@ -126,7 +127,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-EXPERIMENT_NAMES = ("figure5-lr", "figure5", "process-vs-outcome", "figure6", "figure7", "rl-vs-sft", "rl-vs-sft-long", "grpo-vs-ppo-cost")
 
 
 def cmd_experiment(args) -> int:
@@ -200,7 +200,7 @@ def _eval_and_experiment_parsers(sub) -> None:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("experiment", help="reproduce a paper finding in miniature (writes a results folder)")
-    p.add_argument("name", help=" | ".join(EXPERIMENT_NAMES))
+    p.add_argument("name", help=" | ".join(EXPERIMENTS))
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="a small size for CI (no claim)")
     _add_run_flags(p)

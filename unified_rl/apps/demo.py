@@ -30,11 +30,11 @@ import torch
 
 from ..hf import save_model
 from ..statistics import paired_difference
-from .design import Design, arm_trainer, build_data, correct, start
+from .experiments.design import Design, arm_trainer, build_data, correct, start
 from .environment import cpu_model, file_sha256
 from .plots import _smooth, figure, plot_training
-from .rl_vs_sft import SHIPPED_STARTS as SHIPPED
-from .rl_vs_sft import start_file
+from .experiments.rl_vs_sft import SHIPPED_STARTS as SHIPPED
+from .experiments.rl_vs_sft import start_file
 from .tasks import char_tokenizer
 
 SPLITS = ("eval_in", "eval_hard")

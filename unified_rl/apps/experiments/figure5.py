@@ -18,11 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from ..statistics import paired_difference
+from ...statistics import paired_difference
 from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, seeds_line, start, verdict
-from .environment import environment, measured_on
+from ..environment import environment, measured_on
 from .figure5_lr import SPLITS, Collected, run_arm, tuned, write_metrics
-from .plots import figure
+from ..plots import figure
 
 # the paper's claims as (a, b): b - a > 0 is the claim
 CLAIMS = [(("rft", "online_rft"), "Online RFT beats RFT (online data)"),

@@ -36,13 +36,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..hf import reward_model_from_policy
-from ..rewards import ModelReward, OutcomeReward, Product, VerifierReward
-from ..statistics import paired_difference
+from ...hf import reward_model_from_policy
+from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
+from ...statistics import paired_difference
 from .design import Design, build_data, chain_length, cell, correct, labelled_samples, seeds_line, start, train_arm, verdict
-from .environment import environment, measured_on
-from .plots import figure
-from .tasks import char_tokenizer, extract_answer
+from ..environment import environment, measured_on
+from ..plots import figure
+from ..tasks import char_tokenizer, extract_answer
 
 SPLITS = ("eval_in", "eval_hard")
 RUNS = ("control", "non_iterative", "iterative")

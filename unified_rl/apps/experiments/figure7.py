@@ -17,14 +17,14 @@ from typing import Optional
 
 import numpy as np
 
-from ..data import Encoder
-from ..evaluate import pass_and_majority_per_problem
-from ..hf import make_sampler
-from ..statistics import paired_difference
+from ...data import Encoder
+from ...evaluate import pass_and_majority_per_problem
+from ...hf import make_sampler
+from ...statistics import paired_difference
 from .design import Design, build_data, cell, seeds_line, start, train_arm
-from .environment import environment, measured_on
-from .plots import figure
-from .tasks import char_tokenizer, extract_answer
+from ..environment import environment, measured_on
+from ..plots import figure
+from ..tasks import char_tokenizer, extract_answer
 
 
 @dataclass

@@ -22,13 +22,13 @@ from typing import Optional
 
 import numpy as np
 
-from ..statistics import paired_difference
+from ...statistics import paired_difference
 from .design import ARM_NAMES, Design, build_data, by_length, cell, correct, seeds_line, start, verdict
-from .environment import environment, measured_on
+from ..environment import environment, measured_on
 from .figure5_lr import SPLITS, Collected, best_lr, run_arm, write_metrics
-from .plots import figure
+from ..plots import figure
 from .rl_vs_sft import RLvsSFT
-from .tasks.splits import ChainSplits
+from ..tasks.splits import ChainSplits
 
 ARMS = ("control", "grpo", "grpo_process")
 CLAIMS = [(("grpo", "grpo_process"), "GRPO process beats GRPO outcome"), (("control", "grpo"), "GRPO outcome beats more SFT (the control)"),

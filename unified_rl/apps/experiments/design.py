@@ -22,15 +22,15 @@ from typing import Optional
 
 import numpy as np
 
-from .. import methods, threads
-from ..config import TrainConfig
-from ..data import Encoder, SampledSource
-from ..hf import make_sampler
-from ..loop import Trainer
-from ..rewards import OutcomeReward
+from ... import methods, threads
+from ...config import TrainConfig
+from ...data import Encoder, SampledSource
+from ...hf import make_sampler
+from ...loop import Trainer
+from ...rewards import OutcomeReward
 from .rl_vs_sft import RLvsSFT, _correct, by_length, cell, sft_start
-from .tasks import char_tokenizer, extract_answer, parse_problem, task_reward
-from .tasks.splits import ChainSplits
+from ..tasks import char_tokenizer, extract_answer, parse_problem, task_reward
+from ..tasks.splits import ChainSplits
 
 
 def _starts() -> RLvsSFT:

@@ -21,17 +21,17 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import methods, threads
-from ..config import TrainConfig
-from ..data import Encoder
-from ..evaluate import greedy_correct
-from ..hf import make_sampler, tiny_llama
-from ..loop import Trainer
-from ..statistics import paired_difference
-from .environment import environment, file_sha256, measured_on
-from .plots import figure
-from .tasks import char_tokenizer, extract_answer, parse_problem, task_reward
-from .tasks.splits import ChainSplits
+from ... import methods, threads
+from ...config import TrainConfig
+from ...data import Encoder
+from ...evaluate import greedy_correct
+from ...hf import make_sampler, tiny_llama
+from ...loop import Trainer
+from ...statistics import paired_difference
+from ..environment import environment, file_sha256, measured_on
+from ..plots import figure
+from ..tasks import char_tokenizer, extract_answer, parse_problem, task_reward
+from ..tasks.splits import ChainSplits
 
 
 @dataclass
@@ -60,6 +60,18 @@ class RLvsSFT:
         return cls(splits=ChainSplits(sft_size=64, validation_size=32, rl_size=64, eval_size=32), sft_steps=6, sft_batch=8, sft_check_every=3,
                    rl_steps=2, questions_per_step=2, group_size=2, control_batch=4, sft_seeds=1, rl_seeds=2)
 
+    @classmethod
+    def long(cls) -> "RLvsSFT":
+        """``rl-vs-sft-long``: 200 worked 4-step solutions among the SFT data (``ChainSplits.sft_long_size``);
+        a probe of one SFT seed x one RL seed, not a claim."""
+        return cls(splits=ChainSplits(sft_long_size=200), sft_seeds=1, rl_seeds=1)
+
+    @classmethod
+    def long_quick(cls) -> "RLvsSFT":
+        """A CI-sized ``rl-vs-sft-long`` (no claim)."""
+        size = cls.quick()
+        return dataclasses.replace(size, splits=dataclasses.replace(size.splits, sft_long_size=8))
+
 
 def _sft_settings(size: RLvsSFT, seed: int) -> dict:
     splits = dataclasses.asdict(size.splits)
@@ -69,7 +81,7 @@ def _sft_settings(size: RLvsSFT, seed: int) -> dict:
             "sft_check_every": size.sft_check_every, "max_new_tokens": size.max_new_tokens, "seed": seed}
 
 
-SHIPPED_STARTS = os.path.join(os.path.dirname(__file__), "tasks", "starts")
+SHIPPED_STARTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tasks", "starts")
 
 
 def start_file(size: RLvsSFT, seed: int, starts_dir: str) -> str:
