@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .names import PRECISIONS  # noqa: F401  (re-exported: engine and config read it from here)
+from .names import PRECISIONS  # noqa: F401  (the table is names.PRECISIONS; re-exported for the engine)
 
 
 def autocast(model: nn.Module, precision: str, *, backward: bool = False) -> contextlib.AbstractContextManager:

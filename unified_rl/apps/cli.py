@@ -20,7 +20,7 @@ from .experiments import EXPERIMENTS
 from .data_flags import COLUMN_FLAGS, _extract, _model_and_data, _table, infer_format
 from .run_flags import _add_run_flags, _out_folder, _threads
 from .train_command import cmd_train
-from ..names import METHOD_NAMES
+from ..names import METHODS
 
 
 def _boolean(text: str) -> bool:
@@ -161,7 +161,7 @@ def _demo_and_train_parsers(sub) -> None:
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("train", help="train with one method")
-    p.add_argument("--method", help=f"one of {', '.join(METHOD_NAMES)} (or a name your script registered); may come from --config")
+    p.add_argument("--method", help=f"one of {', '.join(METHODS)} (or a name your script registered); may come from --config")
     p.add_argument("--config", help="TOML, YAML or JSON file of the method's settings, TrainConfig fields and train options (a recipe: recipes/); flags override it")
     p.add_argument("--model", help="a local transformers model folder (safetensors); default: the tiny embedded model")
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE)

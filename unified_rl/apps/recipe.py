@@ -5,11 +5,10 @@ settings are checked before torch is imported; the method is built from them aft
 (``methods.build``), so the run's configuration holds no method math."""
 
 import difflib
-import sys
 from typing import Any, Optional
 
 from ..config import METHOD_KEYS, TrainConfig, above_zero, at_least_zero, check_type, positive, all_fields
-from ..names import METHOD_NAMES
+from ..names import METHODS
 
 # The method's settings a recipe or a flag may give: type, range rule, help (None: the preset's own default).
 METHOD_SETTINGS: dict[str, tuple[Any, Any, str]] = {
@@ -22,10 +21,8 @@ assert set(METHOD_SETTINGS) | {"method"} == set(METHOD_KEYS)
 
 
 def known_methods() -> list[str]:
-    """Method names: the registry when it is loaded (a script may have registered its own), else
-    the built-in names (no torch import)."""
-    loaded = sys.modules.get("unified_rl.methods")
-    return list(loaded.REGISTRY) if loaded is not None else list(METHOD_NAMES)
+    """Method names: the registry's (the built-in ones and any a script registered; no torch import)."""
+    return list(METHODS)
 
 
 def method_settings(table: dict[str, Any]) -> dict[str, Any]:

@@ -19,12 +19,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..names import CORRECTION_MODES
 from ..rollout import Rollout
 from .masks import Scaled
 from .pieces import Term
 from .terms import masked, token_mean_of
 
-MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+MODES = CORRECTION_MODES
 
 
 @dataclass(frozen=True)

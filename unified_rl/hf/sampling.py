@@ -18,6 +18,7 @@ from einops import repeat
 from torch import Tensor, nn
 from transformers import GenerationConfig
 
+from ..names import SAMPLERS, load
 from ..protocols import Generated, Sampler
 from .compat import CACHE_KWARG, output_cache
 from .lora import unwrap
@@ -232,18 +233,9 @@ class HFSampler(Sampler):
         return Generated([list(p) for p in prompts for _ in range(group_size)], completions, logprobs)
 
 
-def _vllm(**options):
-    from .vllm_sampler import VLLMSampler  # vLLM is an optional extra, imported when asked for
-
-    return VLLMSampler(**options)
-
-
-SAMPLERS = {"static": StaticCacheSampler, "hf": HFSampler, "vllm": _vllm}
-
-
 def make_sampler(name: str, tokenizer: Any, **options) -> Sampler:
     """The sampler called ``name`` ("static", "hf" or "vllm"), with the tokenizer's eos and pad ids
     and ``options`` (vllm: ``gpu_memory_utilization``, ``max_model_len``, ``sync_every`` ...)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, **options)
+    return load(SAMPLERS[name])(eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, **options)

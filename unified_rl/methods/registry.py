@@ -1,4 +1,4 @@
-"""The one registry of method names: CLI ``--method``, a recipe's ``method``, docs and ``Method.name``.
+"""Building a registered method (the registry itself, ``names.METHODS``, loads no torch).
 
 A preset registers with its own signature; :func:`build` calls it with the settings a recipe or the
 command line gives (``group_size``, ``beta``, ``epsilon``, ``dpo_beta``), each passed to the
@@ -6,41 +6,18 @@ preset's parameter of that name unless the entry renames it (the pair methods ta
 as ``samples_per_question`` and ``dpo_beta`` as their ``beta``)."""
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 from ..config import METHOD_KEYS
+from ..names import METHODS as REGISTRY
+from ..names import Entry, register
 from .method import Method
 
-
-@dataclass(frozen=True)
-class Entry:
-    """A registered method: its preset, a one-line summary, and the recipe keys the preset takes
-    under another parameter name (``{"dpo_beta": "beta"}``; a key renamed to None is refused)."""
-
-    name: str
-    preset: Callable[..., Method]
-    summary: str
-    renames: Mapping[str, Optional[str]] = field(default_factory=dict)
-
-    def parameter(self, key: str) -> Optional[str]:
-        """The preset's parameter that the recipe key ``key`` sets (None: the preset takes no such setting)."""
-        name = self.renames.get(key, key)
-        return name if name is not None and name in inspect.signature(self.preset).parameters else None
-
-
-REGISTRY: dict[str, Entry] = {}
+__all__ = ["REGISTRY", "Entry", "register", "build", "with_sampler_correction"]
 
 # Facts of the run a preset may take (Dr. GRPO's L_max is the longest completion sampled): passed
 # where the preset has the parameter, never an error where it has not.
 RUN_FACTS = {"max_new_tokens": "max_completion_length"}
-
-
-def register(name: str, preset: Callable[..., Method], summary: str, renames: Optional[Mapping[str, Optional[str]]] = None) -> None:
-    """Add a method name (CLI ``--method``, a recipe's ``method``, docs); a name registered twice is an error."""
-    if name in REGISTRY:
-        raise ValueError(f"method {name!r} is registered already (by {REGISTRY[name].preset.__module__}.{REGISTRY[name].preset.__name__})")
-    REGISTRY[name] = Entry(name, preset, summary, dict(renames or {}))
 
 
 def build(name: str, *, max_new_tokens: Optional[int] = None, **settings: Any) -> Method:

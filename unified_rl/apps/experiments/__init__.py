@@ -40,6 +40,7 @@ class Experiment:
     quick: str = "quick"
 
     def build_size(self, quick: bool):
+        """The experiment's size object (the quick one for a CI-sized run)."""
         module, name = self.size.split(":")
         cls = getattr(importlib.import_module(f".{module}", __name__), name)
         maker = self.quick if quick else self.full
