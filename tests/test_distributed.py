@@ -251,7 +251,7 @@ def test_torchrun_trains_ppo(tmp_path):
     DCP (not in the ranks' own state), resumed on 2 ranks and resharded into one process."""
     from safetensors import safe_open
 
-    args = [*COMMON[:2], "ppo", *COMMON[3:], "--steps", "1"]
+    args = [*COMMON[:2], "ppo", *COMMON[3:5], *COMMON[7:], "--steps", "1"]  # PPO draws one sample per question: no --group-size
     _ok(_torchrun(args, tmp_path))
     out = _ok(_torchrun([*args[:-1], "2", "--resume"], tmp_path))
     assert "at step 1" in out.stdout
@@ -259,7 +259,7 @@ def test_torchrun_trains_ppo(tmp_path):
     for part in ("rank0", "rank1"):
         for f in (checkpoint / part).glob("*.safetensors"):
             with safe_open(str(f), "pt") as st:
-                assert not [k for k in st.keys() if "value_model" in k], f
+                assert not [k for k in st.keys() if "value_model" in k or "critic" in k], f
     one = subprocess.run([sys.executable, "-m", "unified_rl.apps.cli", *args[:-1], "3", "--resume"], capture_output=True,
                          text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert one.returncode == 0 and "at step 2" in one.stdout, one.stderr[-3000:]

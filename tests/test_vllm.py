@@ -139,6 +139,7 @@ def test_grpo_trains_with_vllm_and_logs_the_mismatch(sampler, tmp_path):
     trainer = Trainer(policy(4), TOK, url.methods.grpo(group_size=4), ROWS, cfg, reward=url.rewards.FromCallable(
         lambda prompts, completions, **_: [float("7" in c) for c in completions]), sampler=sampler)
     assert [type(t).__name__ for t in trainer.coefficient.terms] == ["Corrected", "KL"]
+    before = set(os.environ)
     history = trainer.run(progress=False)
     steps = [m for m in history if "loss" in m]
     assert len(steps) == 2
@@ -147,7 +148,9 @@ def test_grpo_trains_with_vllm_and_logs_the_mismatch(sampler, tmp_path):
         assert m["mismatch/frac_corrected"] == 0.0 and abs(m["mismatch/kl_sampler_trainer"]) < 1e-6
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("mismatch/logp_diff_max" in m for m in lines if "loss" in m)
-    assert isinstance(method.coefficient.terms[0].correction, C.correction.SamplerCorrection)
+    assert isinstance(trainer.coefficient.terms[0].correction, C.correction.SamplerCorrection)
+    ours = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_LEVEL", "VLLM_CPU_OMP_THREADS_BIND")  # what the sampler sets to start vLLM
+    assert not [k for k in ours if k in os.environ and k not in before]  # ... only while the engine starts
 
 
 def test_torchrun_fsdp2_ranks_each_sample_with_their_own_engine(tmp_path):

@@ -118,9 +118,9 @@ class Sampling(_Part):
     max_prompt_tokens: int = _spec(256, "the longest prompt, in tokens (a longer one is an error naming its row)", positive)
     temperature: float = _spec(1.0, "sampling temperature (log-probs are taken at it too)", above_zero)
     top_k: int = _spec(0, "sample among the k most likely tokens only (0: all); recorded log-probs stay over the whole vocabulary",
-                       at_least_zero)
+                       lambda v: None if v >= 0 else "must be an integer >= 0 (0: no top-k)")
     top_p: float = _spec(1.0, "sample from the smallest set of tokens holding this probability (1: all); recorded log-probs stay "
-                              "over the whole vocabulary", fraction)
+                              "over the whole vocabulary", lambda v: None if 0 < v <= 1 else "must be a number in (0, 1] (1: no top-p)")
     sampler: Literal[SAMPLER_NAMES] = _spec("static", "static (lean static-cache decoder), hf (transformers generate) or vllm "
                                                       "(needs unified_rl[vllm])")
     sampler_correction: Literal[("auto", "none", *CORRECTION_MODES)] = _spec(

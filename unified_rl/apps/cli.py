@@ -114,7 +114,7 @@ def cmd_eval(args) -> int:
     if args.data is None and (args.format is not None or args.answer_marker is not None):
         raise ValueError("--format and --answer-marker have no effect without --data")
     args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
-    cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens).check()
+    cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens)
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
     rows = render_rows((eval_rows or rows)[: args.n], tok)  # conversational rows through the chat template

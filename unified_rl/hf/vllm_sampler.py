@@ -52,8 +52,20 @@ class _Benign(logging.Filter):
         return not any(text in record.getMessage() for text in self.texts)
 
 
+@contextlib.contextmanager
+def _env_defaults(**values: str) -> Iterator[None]:
+    """Environment variables set for the block where the user has not set them, and removed again
+    after it: what vLLM reads while it starts, without changing the process's environment for good."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def _import_vllm():
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its per-request INFO lines would bury the progress bar
     try:
         import vllm
     except ImportError as e:
@@ -141,8 +153,14 @@ class VLLMSampler(Sampler):
         return self.top_k > 0 or self.top_p < 1
 
     def _start(self, policy: nn.Module) -> None:
-        """Build the engine from the policy's config (no weights: they come by :meth:`sync`)."""
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this process: weights sync in memory
+        """Build the engine from the policy's config (no weights: they come by :meth:`sync`). What it
+        changes to start vLLM (environment variables, ``torch.set_num_threads``, the RNGs) is put back."""
+        # in this process (weights sync in memory); its per-request INFO lines would bury the progress bar;
+        # on a CPU, vLLM leaves the training threads where they are
+        with _env_defaults(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_LOGGING_LEVEL="WARNING", VLLM_CPU_OMP_THREADS_BIND="nobind"):
+            self._start_engine(policy)
+
+    def _start_engine(self, policy: nn.Module) -> None:
         vllm = _import_vllm()
         model = unwrap(policy)
         weight = next(model.parameters())
@@ -152,7 +170,6 @@ class VLLMSampler(Sampler):
         if on_gpu:
             options: dict[str, Any] = dict(gpu_memory_utilization=self.gpu_memory_utilization)
         else:
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # leave the training threads where they are
             options = dict(kv_cache_memory_bytes=int(self.cpu_kv_cache_gib * 2**30))
         if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
             # under torchrun: one engine per rank, each on its own prompts, vLLM joining the job's processes
