@@ -25,7 +25,7 @@ class Checkpointer:
     def _rank_state(self) -> dict:
         """What each rank keeps of its own: scheduler, counters, RNG, data position, auxiliary state."""
         return {"scheduler": self.t.scheduler.state_dict(), "step": self.t.step_count, "iteration": self.t.iteration,
-                "torch_rng": torch.get_rng_state(), "source": self.t.source.state_dict(), "coefficient": self.t.coefficient.state_dict(),
+                "torch_rng": torch.get_rng_state(), "source": self.t.producer.state_dict(), "coefficient": self.t.coefficient.state_dict(),
                 "critic": self.t.critic.state_dict() if self.t.critic is not None else {},
                 "reward": self.t.reward.state_dict() if self.t.reward is not None else {}}
 
@@ -35,7 +35,7 @@ class Checkpointer:
         self.t.step_count, self.t.iteration = int(state["step"]), int(state["iteration"])
         if data:
             torch.set_rng_state(state["torch_rng"])
-            self.t.source.load_state_dict(state["source"])
+            self.t.producer.load_state_dict(state["source"])
         self.t.coefficient.load_state_dict(state["coefficient"])
         if self.t.critic is not None:
             self.t.critic.load_state_dict(state["critic"])

@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
-from .names import CORRECTION_MODES, PRECISIONS, SAMPLER_NAMES
+from .names import CORRECTION_MODES, PRECISIONS, SAMPLERS
 from .recipe_files import read_table
 
 __all__ = ["Optimisation", "Sampling", "ModelSetup", "RunSetup", "TrainConfig", "METHOD_KEYS", "fields_table", "read_table"]
@@ -121,8 +121,9 @@ class Sampling(_Part):
                        lambda v: None if v >= 0 else "must be an integer >= 0 (0: no top-k)")
     top_p: float = _spec(1.0, "sample from the smallest set of tokens holding this probability (1: all); recorded log-probs stay "
                               "over the whole vocabulary", lambda v: None if 0 < v <= 1 else "must be a number in (0, 1] (1: no top-p)")
-    sampler: Literal[SAMPLER_NAMES] = _spec("static", "static (lean static-cache decoder), hf (transformers generate) or vllm "
-                                                      "(needs unified_rl[vllm])")
+    sampler: str = _spec("static", "a name in names.SAMPLERS: static (lean static-cache decoder), hf (transformers generate), vllm "
+                                   "(needs unified_rl[vllm]), or one a script registered",
+                         lambda v: None if v in SAMPLERS else f"choose one of {', '.join(SAMPLERS)}")
     sampler_correction: Literal[("auto", "none", *CORRECTION_MODES)] = _spec(
         "auto", "the mismatch weight on the policy terms: auto (token_truncate for a sampler whose log-probs are another "
                 "engine's, such as vllm; none otherwise), none, or a mode")

@@ -18,7 +18,6 @@ PRECISIONS = ("fp32", "bf16")
 CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 SAMPLERS: dict[str, str] = {"static": "unified_rl.hf.sampling:StaticCacheSampler", "hf": "unified_rl.hf.sampling:HFSampler",
                             "vllm": "unified_rl.hf.vllm_sampler:VLLMSampler"}  # vLLM: an optional extra, imported when asked for
-SAMPLER_NAMES = tuple(SAMPLERS)
 
 
 def load(target: Union[str, Callable]) -> Any:
