@@ -1,5 +1,5 @@
 """Evaluation: greedy accuracy, Pass@K (any of K samples correct) and Maj@K (majority vote),
-estimated from n >= K samples per problem (``unified_rl.statistics``).
+estimated from n >= K samples per problem (``unified_rl.accuracy_stats``).
 
 Completions come from any ``Sampler``; ``extract`` reads a completion's final answer (e.g.
 ``rewards.AfterMarker("####")``), compared with the row's ``answer`` column, number-normalised.
@@ -13,7 +13,7 @@ from torch import nn
 from .data.sources import Encoder
 from .protocols import Sampler
 from .rewards.answers import normalize_number
-from .statistics import maj_at_k, pass_at_k
+from .accuracy_stats import maj_at_k, pass_at_k
 
 Extractor = Callable[[str], Optional[str]]
 
@@ -46,7 +46,7 @@ def greedy_accuracy(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *,
 def pass_and_majority(model: nn.Module, encoder: Encoder, rows: Sequence[dict], ks: Sequence[int], *, sampler: Sampler, extract: Extractor,
                       temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0, batch_size: int = 64) -> dict[int, dict[str, float]]:
     """Pass@K and Maj@K for each K in ``ks`` from n = max(ks) samples per question: Pass@K by the
-    unbiased estimator, Maj@K averaged over K-subsets of the n (``unified_rl.statistics``)."""
+    unbiased estimator, Maj@K averaged over K-subsets of the n (``unified_rl.accuracy_stats``)."""
     per_problem = pass_and_majority_per_problem(model, encoder, rows, ks, sampler=sampler, extract=extract, temperature=temperature,
                                                 max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
     return {k: {"pass": sum(v["pass"]) / len(rows), "maj": sum(v["maj"]) / len(rows)} for k, v in per_problem.items()}

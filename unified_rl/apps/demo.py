@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..hf import save_model
-from ..statistics import paired_difference
+from ..accuracy_stats import paired_difference
 from .experiments.design import Design, arm_trainer, build_data, correct, start
 from .environment import cpu_model, file_sha256
 from .plots import _smooth, figure, plot_training

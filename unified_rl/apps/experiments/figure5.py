@@ -8,7 +8,7 @@ seed 0); that pair's results are the tuning's runs at the chosen lrs (read from 
 the tuning runs first when it is missing or was made for another design or start), the other
 pairs are trained here. ``metrics.jsonl`` holds the pairs trained here. Greedy
 accuracy on fresh problems of the RL length and harder ones; paired differences with 95% bootstrap
-intervals over runs and problems (``unified_rl.statistics.paired_difference``).
+intervals over runs and problems (``unified_rl.accuracy_stats.paired_difference``).
 """
 
 import json
@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...statistics import paired_difference
+from ...accuracy_stats import paired_difference
 from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, seeds_line, start, verdict
 from ..environment import environment, measured_on
 from .figure5_lr import SPLITS, Collected, run_arm, tuned, write_metrics

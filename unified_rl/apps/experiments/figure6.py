@@ -38,7 +38,7 @@ import torch
 
 from ...hf import reward_model_from_policy
 from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
-from ...statistics import paired_difference
+from ...accuracy_stats import paired_difference
 from .design import Design, build_data, chain_length, cell, correct, labelled_samples, seeds_line, start, train_arm, verdict
 from ..environment import environment, measured_on
 from ..plots import figure

@@ -5,7 +5,7 @@ The problems are fresh ones of the RL length (4-5 operations): the start solves 
 and few 5-step ones, so its Pass@64 starts near 60% rather than at the ceiling. For each saved SFT
 start and RL seed: ``max(ks)`` samples per problem at temperature 1 (as in training), from the
 start, after GRPO and after the SFT-continuation control; the unbiased Pass@K estimator and Maj@K averaged over K-subsets
-(``unified_rl.statistics``); differences paired over starts, seeds and problems with 95% bootstrap
+(``unified_rl.accuracy_stats``); differences paired over starts, seeds and problems with 95% bootstrap
 intervals.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from ...data import Encoder
 from ...evaluate import pass_and_majority_per_problem
 from ...hf import make_sampler
-from ...statistics import paired_difference
+from ...accuracy_stats import paired_difference
 from .design import Design, build_data, cell, seeds_line, start, train_arm
 from ..environment import environment, measured_on
 from ..plots import figure

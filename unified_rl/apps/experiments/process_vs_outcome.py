@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...statistics import paired_difference
+from ...accuracy_stats import paired_difference
 from .design import ARM_NAMES, Design, build_data, by_length, cell, correct, seeds_line, start, verdict
 from ..environment import environment, measured_on
 from .figure5_lr import SPLITS, Collected, best_lr, run_arm, write_metrics

@@ -3,7 +3,7 @@ it honestly could (``tasks.splits.ChainSplits``)? From an SFT start trained to c
 worked solutions, GRPO on longer answers-only questions against the SFT-continuation control (the
 same number of updates on the worked solutions), both from the same start; several SFT seeds x RL
 seeds; greedy accuracy on 4,096 fresh problems of the RL length and 4,096 harder ones; paired
-differences with 95% bootstrap intervals over seeds and problems (``unified_rl.statistics``).
+differences with 95% bootstrap intervals over seeds and problems (``unified_rl.accuracy_stats``).
 
 The SFT starts are saved (safetensors with a JSON record: settings, digest, machine, versions) and
 reused by later runs with the same settings, so a second machine can start from the same weights.
@@ -27,7 +27,7 @@ from ...data import Encoder
 from ...evaluate import greedy_correct
 from ...hf import make_sampler, tiny_llama
 from ...loop import Trainer
-from ...statistics import paired_difference
+from ...accuracy_stats import paired_difference
 from ..environment import environment, file_sha256, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer, parse_problem, task_reward

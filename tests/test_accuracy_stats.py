@@ -1,4 +1,4 @@
-"""unified_rl.statistics: the estimators equal brute force over every K-subset; the paired bootstrap
+"""unified_rl.accuracy_stats: the estimators equal brute force over every K-subset; the paired bootstrap
 keeps the pairing and is exact where the answer is known."""
 
 import itertools
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unified_rl.statistics import maj_at_k, mean_sd, paired_difference, pass_at_k
+from unified_rl.accuracy_stats import maj_at_k, mean_sd, paired_difference, pass_at_k
 
 
 @settings(max_examples=200, deadline=None)
