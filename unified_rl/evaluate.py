@@ -16,17 +16,48 @@ from .rewards.answers import normalize_number
 from .accuracy_stats import maj_at_k, pass_at_k
 
 Extractor = Callable[[str], Optional[str]]
+# A judge scores completions against their rows: 1.0 right, 0.0 wrong, None when it cannot tell
+# (e.g. ``rewards.verify_answer``'s math-verify equivalence).
+Judge = Callable[[Sequence[str], Sequence[dict]], Sequence[Optional[float]]]
+
+
+def _texts(model: nn.Module, encoder: Encoder, sampler: Sampler, rows: Sequence[dict], k: int, max_new_tokens: int,
+           temperature: float, generator: Optional[torch.Generator], batch_size: int) -> list[list[str]]:
+    """``k`` decoded completions per row."""
+    out: list[list[str]] = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i: i + batch_size]
+        gen = sampler.sample(model, [encoder.prompt(r) for r in chunk], k, max_new_tokens, temperature, generator)
+        texts = [encoder.decode(c) for c in gen.completion_ids]
+        out.extend(texts[j * k: (j + 1) * k] for j in range(len(chunk)))
+    return out
 
 
 def _answers(model: nn.Module, encoder: Encoder, sampler: Sampler, extract: Extractor, rows: Sequence[dict], k: int, max_new_tokens: int,
              temperature: float, generator: Optional[torch.Generator], batch_size: int) -> list[list[Optional[str]]]:
-    out: list[list[Optional[str]]] = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i: i + batch_size]
-        gen = sampler.sample(model, [encoder.prompt(r) for r in chunk], k, max_new_tokens, temperature, generator)
-        answers = [extract(encoder.decode(c)) for c in gen.completion_ids]
-        out.extend(answers[j * k: (j + 1) * k] for j in range(len(chunk)))
+    texts = _texts(model, encoder, sampler, rows, k, max_new_tokens, temperature, generator, batch_size)
+    return [[extract(t) for t in row] for row in texts]
+
+
+def judged(model: nn.Module, encoder: Encoder, rows: Sequence[dict], ks: Sequence[int], *, sampler: Sampler, judge: Judge,
+           temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0, batch_size: int = 64) -> dict:
+    """Greedy accuracy and Pass@K as ``judge`` scores the completions (no Maj@K: a judge compares a
+    completion with the reference, not two completions). A completion the judge cannot score counts
+    as not correct and is counted under ``unverifiable``, never hidden."""
+    greedy = [v[0] for v in _judge_rows(judge, _texts(model, encoder, sampler, rows, 1, max_new_tokens, 0.0, None, batch_size), rows)]
+    out: dict = {"greedy_accuracy": sum(v == 1.0 for v in greedy) / len(rows), "unverifiable_greedy": sum(v is None for v in greedy)}
+    if ks:
+        kmax, g = max(ks), torch.Generator().manual_seed(seed)
+        scores = _judge_rows(judge, _texts(model, encoder, sampler, rows, kmax, max_new_tokens, temperature, g, batch_size), rows)
+        out["at_k"] = {k: {"pass": sum(pass_at_k(kmax, sum(v == 1.0 for v in row), k) for row in scores) / len(rows)} for k in ks}
+        out["unverifiable_samples"] = sum(v is None for row in scores for v in row)
     return out
+
+
+def _judge_rows(judge: Judge, texts: list[list[str]], rows: Sequence[dict]) -> list[list[Optional[float]]]:
+    flat = judge([t for row in texts for t in row], [r for r, row in zip(rows, texts) for _ in row])
+    k = len(texts[0]) if texts else 0
+    return [list(flat[i * k: (i + 1) * k]) for i in range(len(texts))]
 
 
 def greedy_correct(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *, sampler: Sampler, extract: Extractor,
@@ -64,4 +95,4 @@ def pass_and_majority_per_problem(model: nn.Module, encoder: Encoder, rows: Sequ
                 "maj": [maj_at_k(ans, t, k, seed=seed) for ans, t in zip(answers, truths)]} for k in ks}
 
 
-__all__ = ["greedy_accuracy", "pass_and_majority", "pass_and_majority_per_problem"]
+__all__ = ["greedy_accuracy", "pass_and_majority", "pass_and_majority_per_problem", "judged", "Judge"]

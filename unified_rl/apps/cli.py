@@ -101,7 +101,7 @@ def cmd_eval(args) -> int:
     """``unified-rl eval``: greedy accuracy, Pass@K and Maj@K of a model folder."""
     from ..data.chat import render_rows
     from ..data.sources import Encoder
-    from ..evaluate import greedy_accuracy, pass_and_majority
+    from ..evaluate import greedy_accuracy, judged, pass_and_majority
     from ..hf import make_sampler
 
     ks = []
@@ -111,22 +111,36 @@ def cmd_eval(args) -> int:
         ks.append(int(k))
     if args.n < 1:
         raise ValueError(f"--n: must be >= 1, got {args.n}")
-    if args.data is None and (args.format is not None or args.answer_marker is not None):
-        raise ValueError("--format and --answer-marker have no effect without --data")
+    if args.data is None and (args.format is not None or args.answer_marker is not None or args.reward is not None):
+        raise ValueError("--format, --answer-marker and --reward have no effect without --data (the embedded task is scored exactly)")
+    if args.reward == "math" and args.answer_marker is not None:
+        raise ValueError("--answer-marker has no effect with --reward math (math-verify reads the whole completion)")
     args.format = args.format or (infer_format(args.data, args) if args.data else "prompt_completion")
     cfg = TrainConfig(eval_size=args.n, max_new_tokens=args.max_new_tokens)
     args.eval_data = None
     model, tok, rows, eval_rows = _model_and_data(args, cfg, need_train=False)
     rows = render_rows((eval_rows or rows)[: args.n], tok)  # conversational rows through the chat template
     enc = Encoder(tok, max_completion_tokens=args.max_new_tokens + 1)
-    how = dict(sampler=make_sampler(args.sampler, tok), extract=_extract(args), max_new_tokens=args.max_new_tokens)
-    result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, **how), "n": len(rows)}
-    if ks:
-        result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, **how)
+    sampler = make_sampler(args.sampler, tok)
+    if args.reward == "math":  # math-verify's equivalence of each completion with the answer column
+        result = {**judged(model, enc, rows, ks, sampler=sampler, judge=_math_judge, temperature=args.temperature,
+                           max_new_tokens=args.max_new_tokens), "n": len(rows)}
+    else:
+        how = dict(sampler=sampler, extract=_extract(args), max_new_tokens=args.max_new_tokens)
+        result = {"greedy_accuracy": greedy_accuracy(model, enc, rows, **how), "n": len(rows)}
+        if ks:
+            result["at_k"] = pass_and_majority(model, enc, rows, ks, temperature=args.temperature, **how)
     print(json.dumps(result, indent=2))
     return 0
 
 
+
+
+def _math_judge(completions, rows):
+    """math-verify's verdict on each completion against its row's ``answer`` (None: unverifiable)."""
+    from ..rewards.math import verify_answer
+
+    return verify_answer([r.get("prompt") for r in rows], list(completions), answer=[r["answer"] for r in rows])
 
 
 def cmd_experiment(args) -> int:
@@ -197,6 +211,9 @@ def _eval_and_experiment_parsers(sub) -> None:
     p.add_argument("--k", default="1,4,16", help="comma-separated K for Pass@K / Maj@K ('' for none)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--reward", choices=("answer", "math"), help="answer: the text after --answer-marker equals the answer column "
+                   "(default); math: math-verify's equivalence (boxed, fractions, LaTeX; needs unified_rl[math]): greedy accuracy "
+                   "and Pass@K, with the completions it could not verify counted")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("experiment", help="reproduce a paper finding in miniature (writes a results folder)")
