@@ -238,6 +238,24 @@ def test_a_damaged_sharded_checkpoint_is_refused_before_anything_loads(two_steps
     assert "Traceback" not in refused.stderr and not marker.exists()
 
 
+def test_one_process_then_two_ranks_then_one_process(tmp_path):
+    """1 -> 2 -> 1: a one-process checkpoint is refused by 2 ranks (both world sizes and the command
+    that can resume it named, nothing written), and one process then resumes it bitwise: its step 3
+    equals a straight 3-step run's."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _ok(_one_process([*COMMON, "--steps", "2"], a))
+    metrics = (a / "run" / "metrics.jsonl").read_text()
+    refused = _torchrun([*COMMON, "--steps", "3", "--resume"], a)
+    said = [line for line in refused.stderr.splitlines() if line.startswith("unified-rl train: error:")]
+    assert refused.returncode != 0 and said and "saved by 1 process" in said[0] and "resumed by 2 ranks" in said[0], refused.stderr[-2000:]
+    assert (a / "run" / "metrics.jsonl").read_text() == metrics
+    assert "at step 2" in _ok(_one_process([*COMMON, "--steps", "3", "--resume"], a)).stdout
+    _ok(_one_process([*COMMON, "--steps", "3"], b))
+    resumed, straight = _weights(a / "run"), _weights(b / "run")
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
 def test_torchrun_with_ddp(tmp_path):
     args = [*COMMON, "--parallel", "ddp", "--steps", "1"]
     _ok(_torchrun(args, tmp_path))

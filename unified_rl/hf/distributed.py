@@ -20,6 +20,7 @@ import datetime
 import gc
 import os
 import sys
+import threading
 import weakref
 from typing import Iterator, Optional
 
@@ -65,22 +66,38 @@ def init_process_group(backend: Optional[str] = None, timeout_s: float = 600.0) 
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def leave_process_group() -> None:
+def leave_process_group(timeout_s: float = 60.0) -> None:
     """End this process's part of the job (every rank, after its last collective): tear down the
     DDP wrappers :func:`ddp` handed out, then destroy the process group. Without it, gloo's worker
     threads can still hold the last collective's work when the interpreter shuts down, and the rank
     dies with SIGABRT ("terminate called without an active exception") after it has finished; and a
     DDP wrapper still alive when the group goes can hang the exit (its reducer's destructor joins a
-    gloo thread that waits for the GIL). Not called on an exception: other ranks may be waiting in
-    a collective, and torchrun stops them. A wrapper is unusable afterwards."""
-    for wrapped in list(_HANDED_OUT):
-        for name in ("logger", "reducer"):  # the C++ objects that hold the process group
-            if hasattr(wrapped, name):
-                delattr(wrapped, name)
-    _HANDED_OUT.clear()
-    gc.collect()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    gloo thread that waits for the GIL). The teardown has ``timeout_s``: a rank that cannot leave in
+    that time says so in one line and exits with status 1 instead of hanging. Not called on an
+    exception: other ranks may be waiting in a collective, and torchrun stops them. A wrapper is
+    unusable afterwards."""
+    watchdog = threading.Timer(timeout_s, _cannot_leave, (timeout_s,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        for wrapped in list(_HANDED_OUT):
+            for name in ("logger", "reducer"):  # the C++ objects that hold the process group
+                if hasattr(wrapped, name):
+                    delattr(wrapped, name)
+        _HANDED_OUT.clear()
+        gc.collect()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        watchdog.cancel()
+
+
+def _cannot_leave(timeout_s: float) -> None:
+    """The teardown's watchdog: one line, then the rank ends (a hang would hold the job for ever)."""
+    sys.stderr.write(f"unified_rl: rank {os.environ.get('RANK', '0')}: leaving the process group did not finish in "
+                     f"{timeout_s:g} s; exiting with status 1\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def exit_rank(status: int) -> None:
