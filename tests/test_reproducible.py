@@ -11,8 +11,15 @@ from safetensors.torch import load_file
 from helpers import run_cli
 from unified_rl.apps.cli import main
 
-FLAGS = ["--questions-per-step", "4", "--group-size", "4", "--max-new-tokens", "40", "--steps", "2", "--eval-size", "4",
-         "--checkpoint-every", "0", "--no-progress", "--seed", "0"]
+FLAGS = ["--questions-per-step", "4", "--max-new-tokens", "40", "--steps", "2", "--eval-size", "4", "--checkpoint-every", "0",
+         "--no-progress", "--seed", "0"]
+
+
+def _group(method):
+    """``--group-size 4`` where the method samples several per question (SFT and PPO take none)."""
+    from unified_rl.names import METHODS
+
+    return ["--group-size", "4"] if METHODS[method].parameter("group_size") else []
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,8 @@ def _two_processes(args, tmp_path):
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("method", ["sft", "rft", "dpo", "ppo", "grpo"])
 def test_two_runs_in_two_processes_are_bitwise_equal(method, lora, start, tmp_path):
-    runs = _two_processes(["train", "--method", method, "--model", start, *FLAGS, *(["--lora-r", "4"] if lora else [])], tmp_path)
+    runs = _two_processes(["train", "--method", method, "--model", start, *FLAGS, *_group(method), *(["--lora-r", "4"] if lora else [])],
+                          tmp_path)
     assert all(m["grad_norm"] > 0 for m in runs[0][1] if "grad_norm" in m)  # real updates, not zeros compared
     _same(*runs)
 
@@ -81,11 +89,40 @@ def test_two_runs_in_one_process_are_bitwise_equal(start, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     runs = []
     for out in ("a", "b"):
-        assert main(["train", "--method", "grpo", "--model", start, *FLAGS, "--steps", "1", "--lora-r", "4", "--out", out]) == 0
+        assert main(["train", "--method", "grpo", "--model", start, *FLAGS, *_group("grpo"), "--steps", "1", "--lora-r", "4", "--out", out]) == 0
         runs.append(_outputs(str(tmp_path / out)))
         torch.rand(7)  # the global RNG moves between the runs
     assert runs[0][1][0]["grad_norm"] > 0
     _same(*runs)
+
+
+@pytest.mark.parametrize("lora", [None, 2], ids=["full", "lora"])
+def test_every_method_is_bitwise_reproducible_from_the_run_s_seed(lora):
+    """Every registered method, with and without LoRA: two Trainers built with the same seed (the
+    global RNG moved between them) take bitwise the same first update: adapters, PPO's critic, data
+    order and sampling all come from the run's seed."""
+    import torch
+
+    from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model
+    from unified_rl.config import TrainConfig
+    from unified_rl.loop import Trainer
+    from unified_rl.names import METHODS
+    from unified_rl.rewards import FromCallable, ProcessReward
+
+    cfg = TrainConfig(steps=1, questions_per_step=4, max_new_tokens=40, lora_r=lora, checkpoint_every=0, seed=5)
+    moved = []
+    for name in METHODS:
+        weights = []
+        for _ in range(2):
+            method = registered(name, max_new_tokens=40, group_size=4)
+            reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo_process" else FromCallable(has_seven)
+            trainer = Trainer(small_model(seed=1), TOK, method, ROWS, cfg, reward=reward)
+            m = trainer.train_step()
+            weights.append([p.detach().clone() for p in trainer.params])
+            moved.append(m["grad_norm"] > 0)
+            torch.rand(11)  # the global RNG moves between the runs
+        assert all(torch.equal(a, b) for a, b in zip(*weights)), name
+    assert sum(moved) >= 0.75 * len(moved), moved  # real updates compared (a step may draw no reward spread)
 
 
 def test_grpo_at_the_demo_s_size_is_bitwise_reproducible_with_threads():
