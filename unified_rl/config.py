@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Optional
 
 from .names import CORRECTION_MODES, PRECISIONS, SAMPLERS
 from .recipe_files import read_table
+from .schedules import SCHEDULES
 
 __all__ = ["Optimisation", "Sampling", "ModelSetup", "RunSetup", "TrainConfig", "METHOD_KEYS", "fields_table", "read_table"]
 
@@ -103,7 +104,7 @@ class Optimisation(_Part):
     lr: float = _spec(3e-5, "learning rate of AdamW", above_zero)
     weight_decay: float = _spec(0.0, "AdamW's weight decay", at_least_zero)
     warmup_steps: int = _spec(0, "steps of linear warmup of the learning rate", at_least_zero)
-    schedule: Literal["constant", "cosine", "linear"] = _spec("constant", "the learning rate after warmup")
+    schedule: Literal[tuple(SCHEDULES)] = _spec("constant", "the learning rate after warmup")
     grad_clip: Optional[float] = _spec(1.0, "clip the gradient's global norm to this (null: no clipping)", above_zero)
     reset_reference: bool = _spec(True, "pi_ref <- pi_theta at each iteration (iterative RL)")
     reward_replay: float = _spec(0.1, "fraction of history replayed when re-training a reward model",

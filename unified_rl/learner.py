@@ -1,36 +1,20 @@
-"""The learner: what turns a scored rollout into parameter updates -- the coefficient's ``prepare``,
-``mu`` engine passes each followed by gradient clipping and an AdamW step, the learning-rate
-schedule, and the coefficient's own update (PPO's value model). It owns the optimizer and schedule."""
+"""The learner: what turns a scored rollout into parameter updates -- the critic's values (PPO),
+the coefficient's ``prepare``, ``mu`` engine passes each followed by gradient clipping and an AdamW
+step, the learning-rate schedule, and the critic's step. It owns the optimizer, the schedule and
+the critic."""
 
-import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from . import engine
 from .config import Optimisation
+from .schedules import schedule
 from .critic import Critic
 from .engine import ExecutionPlan, Stats
 from .protocols import GradientCoefficient
 from .rollout import Rollout
-
-
-def schedule(warmup_steps: int, total: int, kind: str) -> Callable[[int], float]:
-    """The learning-rate factor of step ``step``: linear warm-up over ``warmup_steps``, then
-    constant, cosine or linear decay to 0 at ``total``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total - warmup_steps)
-        if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 1.0
-
-    return factor
 
 
 class Learner:

@@ -6,6 +6,7 @@ chain checks them); ``check`` looks only at values, e.g. group sizes.
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -16,7 +17,8 @@ from ._groups import center_in_groups, group_index, group_sizes, normalize_in_gr
 from .pieces import AdvantageEstimator
 from .terms import KL_ESTIMATORS, kl_estimate, masked
 
-SCALES = ("group", "batch", "none")
+Scale = Literal["group", "batch", "none"]
+SCALES: tuple[str, ...] = get_args(Scale)
 
 
 def check_groups(rollout: Rollout, piece: str, min_size: int = 2) -> None:
@@ -91,7 +93,7 @@ class GroupNormalized(AdvantageEstimator):
     here a group without spread is 0 and no epsilon is added.)
     """
 
-    scale: str = "group"
+    scale: Scale = "group"
     needs = frozenset({"rewards", "group_ids"})
 
     @property

@@ -12,6 +12,7 @@ dJ/dlogp = w * GC exactly. A token's GC reads its partner's log-probs: ``couples
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from .pieces import Term
 from .terms import masked
 
 
-LOSSES = ("sigmoid", "ipo", "hinge", "simpo")
+Loss = Literal["sigmoid", "ipo", "hinge", "simpo"]
+LOSSES: tuple[str, ...] = get_args(Loss)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class DPOTerm(Term):
 
     beta: float = 0.1
     length_normalized: bool = True
-    loss: str = "sigmoid"
+    loss: Loss = "sigmoid"
     gamma: float = 0.0
     couples_group = True
 

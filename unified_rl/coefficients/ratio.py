@@ -39,7 +39,7 @@ def log_ratio(rollout: Rollout, logp: Tensor, level: str) -> Tensor:
 class RatioTerm(Term):
     """j = f(r, A) for a surrogate f of the ratio; GC follows from df/dr by the chain rule above."""
 
-    level: str = "token"
+    level: Level = "token"
     couples_group = False
     needs = frozenset({"advantages", "old_logprobs"})
 
@@ -95,7 +95,7 @@ class PPOClip(RatioTerm):
 
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
-    level: str = "token"
+    level: Level = "token"
     delta: Optional[float] = None
     dual_clip: Optional[float] = None
 
@@ -144,7 +144,7 @@ class SAPO(RatioTerm):
 
     tau_pos: float = 1.0
     tau_neg: float = 1.05
-    level: str = "token"
+    level: Level = "token"
 
     @property
     def label(self) -> str:
@@ -175,7 +175,7 @@ class CISPO(Term):
 
     epsilon_high: float = 5.0
     epsilon_low: Optional[float] = None
-    level: str = "token"
+    level: Level = "token"
     couples_group = False
     needs = frozenset({"advantages", "old_logprobs"})
 

@@ -6,6 +6,7 @@ used, so it changes nothing.
 """
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Float
@@ -50,7 +51,8 @@ class PolicyGradient(Term):
         return {"advantage/mean": token_mean_of(rollout, rollout.advantages)}
 
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
+Estimator = Literal["k1", "k2", "k3"]
+KL_ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 
 def kl_estimate(logp: Tensor, ref: Tensor, estimator: str) -> Tensor:
@@ -73,7 +75,7 @@ class KL(Term):
     GC = -beta dD/dlogp:  k1 -> -beta,  k2 -> beta log kappa,  k3 -> beta (kappa - 1) (GRPO, Eq. 3)."""
 
     beta: float = 0.04
-    estimator: str = "k3"
+    estimator: Estimator = "k3"
     couples_group = False
 
     @property
