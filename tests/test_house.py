@@ -36,7 +36,7 @@ def test_library_files_and_functions_stay_short():
     for path in glob.glob(os.path.join(ROOT, "unified_rl", "**", "*.py"), recursive=True):
         source = open(path, encoding="utf-8").read()
         name = os.path.relpath(path, ROOT)
-        if source.count("\n") > (200 if name == os.path.join("unified_rl", "loop.py") else 300):
+        if source.count("\n") > (199 if name == os.path.join("unified_rl", "loop.py") else 300):
             long_files.append(f"{name}: {source.count(chr(10))} lines")
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:

@@ -162,3 +162,50 @@ def test_a_run_shorter_than_checkpoint_every_ends_resumable(tmp_path):
     assert first.returncode == 0 and (tmp_path / "run" / "checkpoint" / "state.json").exists(), first.stderr[-2000:]
     more = run_cli([*flags, "--steps", "3", "--resume"], tmp_path)
     assert more.returncode == 0 and "at step 2" in more.stdout, more.stderr[-2000:]
+
+
+def test_a_producer_of_one_s_own_feeds_the_loop_and_its_state_is_checkpointed():
+    """``Trainer(producer=...)``: every rollout comes from the user's RolloutProducer (here one that
+    replays fixed rows under its own cursor, the shape a multi-turn or asynchronous producer has),
+    its metrics reach the step's, and its state is what a checkpoint keeps and restores."""
+    from unified_rl.producer import RolloutProducer
+
+    class Replay:
+        def __init__(self, trainer):
+            self.encoder, self.cursor = trainer.encoder, 0
+
+        def produce(self, n):
+            from unified_rl.data.collate import to_rollout
+            from unified_rl.rollout import Sample
+
+            rows = [ROWS[(self.cursor + i) % len(ROWS)] for i in range(n)]
+            self.cursor += n
+            return to_rollout([self.encoder.prompt(r) for r in rows], [self.encoder.completion(r["completion"]) for r in rows],
+                              pad_id=TOK.pad_token_id, texts=[Sample(r["prompt"], r["completion"], r) for r in rows])
+
+        def metrics(self):
+            return {"replay/cursor": float(self.cursor), "time/generate": 0.0, "time/old_logprobs": 0.0}
+
+        def state_dict(self):
+            return {"cursor": self.cursor}
+
+        def load_state_dict(self, state):
+            self.cursor = state["cursor"]
+
+    cfg = TrainConfig(steps=3, questions_per_step=2, max_new_tokens=40, checkpoint_every=0)
+    trainer = Trainer(tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64), TOK, url.methods.sft(), ROWS, cfg,
+                      producer=Replay)
+    assert isinstance(trainer.producer, RolloutProducer)
+    history = trainer.run(progress=False)
+    assert [m["replay/cursor"] for m in history] == [2.0, 4.0, 6.0] and all(m["loss"] == m["loss"] for m in history)
+    state = trainer.checkpointer.state_dict()
+    assert state["source"] == {"cursor": 6}
+    trainer.producer.cursor = 0
+    trainer.checkpointer.load_state_dict(state)
+    assert trainer.producer.cursor == 6
+    with pytest.raises(TypeError, match="producer Bare does not satisfy url.RolloutProducer: no load_state_dict, metrics, produce"):
+        class Bare:
+            def __init__(self, trainer):
+                pass
+
+        Trainer(tiny_llama(len(TOK), hidden=32, layers=1, heads=2, intermediate=64), TOK, url.methods.sft(), ROWS, cfg, producer=Bare)

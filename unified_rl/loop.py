@@ -17,7 +17,7 @@ import contextlib
 import copy
 import os
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ from .learner import Learner
 from .methods import Method, with_sampler_correction
 from .metric_logger import MetricLogger, RunLogger
 from .precision import autocast
-from .producer import SourceProducer
+from .producer import RolloutProducer, SourceProducer
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 from .step_metrics import SignalWatch, completion_rows, rollout_summary
 
@@ -51,12 +51,14 @@ class Trainer:
     unless ``data_source=`` gives a ready one. ``reward`` scores samples (the method's own if it has
     one); ``extract`` reads answers for the held-out greedy accuracy on ``eval_rows``. Every plug-in
     is checked against its Protocol here, once; ``adapt_threads`` refits torch's threads to the free
-    cores before every step (faster on a shared machine, but the rounding then follows the load)."""
+    cores each step (the rounding then follows the load). ``producer(trainer)`` builds the
+    :class:`RolloutProducer` rollouts are drawn from (default: the method's data source)."""
 
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
                  eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
-                 phase: Optional[str] = None, logger: Optional[MetricLogger] = None, adapt_threads: bool = False):
+                 phase: Optional[str] = None, logger: Optional[MetricLogger] = None, adapt_threads: bool = False,
+                 producer: Optional[Callable[["Trainer"], RolloutProducer]] = None):
         self.cfg = c = config
         if c.model.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
             init_process_group()
@@ -92,10 +94,11 @@ class Trainer:
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
         self.learner = Learner(policy, self.train_model, self.params, self.coefficient, self.plan, c.optim, self.critic)
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
-        self.producer = SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision, self.full_weights)
+        self.producer = producer(self) if producer else SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision,
+                                                                       self.full_weights)
+        conforms(self.producer, RolloutProducer, "producer")
         self.step_count, self.iteration, self.history, self.interrupted = 0, 0, [], False
-        self.signal = SignalWatch()
-        self.adapt_threads = adapt_threads
+        self.signal, self.adapt_threads = SignalWatch(), adapt_threads
         self.logger = logger or RunLogger(c.run.out_dir, c.run.report_to, f"{self.phase}-{c.run.seed}", c.flat(), self.rank)
         conforms(self.logger, MetricLogger, "logger")
         self.checkpointer = Checkpointer(self)
