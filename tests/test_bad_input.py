@@ -85,11 +85,11 @@ def test_missing_ref_logprobs_when_beta_positive():
         url.methods.grpo().coefficient.prepare(r.replace(rewards=None))
 
 
-def test_backward_without_prepare_and_unattached_ppo():
+def test_backward_without_prepare_and_ppo_without_its_critic_s_values():
     r = _base()
     with pytest.raises(ValueError, match="call coefficient.prepare"):
         url.engine.backward(MODEL, r, url.methods.sft().coefficient)
-    with pytest.raises(ValueError, match="no value model"):
+    with pytest.raises(ValueError, match=r"gae\(kl_beta=0.04\) needs Rollout.values, which is None"):
         url.methods.ppo().coefficient.prepare(with_policy_logprobs(MODEL, r, 0))
 
 
