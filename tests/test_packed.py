@@ -10,7 +10,6 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import unified_rl as url
-from unified_rl.config import TrainConfig
 from unified_rl.hf import completion_logprobs
 from helpers import registered, with_critic
 from unified_rl.methods import REGISTRY

@@ -17,7 +17,7 @@ from .sharded_checkpoint import is_sharded, load_sharded, read_manifest, read_ra
 
 class Checkpointer:
     """Saves and restores a Trainer's state: weights, optimizer, schedule, counters, RNG, data
-    position, the reference and the coefficient's and reward's own state."""
+    position, the reference, the critic and the coefficient's and reward's own state."""
 
     def __init__(self, trainer: Any):
         self.t = trainer
