@@ -28,8 +28,9 @@ def _unkey(k: str) -> Any:
     return int(k[2:]) if k.startswith("i:") else k[2:]
 
 
-def flatten(state: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
-    """Move tensors out of ``state`` into ``tensors`` (by path); return the JSON-able rest."""
+def flatten(state: Any, tensors: dict, prefix: str = "") -> Any:
+    """Move tensors out of ``state`` into ``tensors`` (a dict of path to tensor); return the
+    JSON-able rest."""
     if isinstance(state, torch.Tensor):
         tensors[prefix] = state.detach().cpu().contiguous()
         return {"__tensor__": prefix}

@@ -127,8 +127,11 @@ def _strip_eos(text: str, tokenizer: Any) -> str:
 
 
 def render_rows(rows: Sequence[dict], tokenizer: Any) -> list[dict]:
-    """Every row rendered (see :func:`render`); standard rows are returned as they are."""
-    return [render(r, tokenizer, i) for i, r in enumerate(rows)]
+    """Every row rendered (see :func:`render`); standard rows are returned as they are, without a
+    call per row (a plain-text data set of many rows costs one pass of dictionary lookups)."""
+    return [r if ("messages" not in r and ("prompt" in r or "chosen" not in r or "rejected" not in r)  # nothing to normalize
+                  and not any(isinstance(r.get(c), list) for c in TURN_COLUMNS))  # nor to render
+            else render(r, tokenizer, i) for i, r in enumerate(rows)]
 
 
 def as_messages(completion: str) -> list[dict]:

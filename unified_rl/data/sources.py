@@ -43,6 +43,23 @@ class RowCursor:
         return out
 
 
+def _meaningless(pairs: list, tokenizer: Any) -> dict:
+    """Why each prompt's token ids (``pairs`` of row index and ids) cannot mean anything, by row
+    index: no token besides the special ones, or mostly the unknown token. Rows that can mean
+    something are left out."""
+    unk = tokenizer.unk_token_id
+    special = set(tokenizer.all_special_ids) - {unk}
+    out = {}
+    for i, ids in pairs:
+        content = [t for t in ids if t not in special]
+        n_unk = sum(t == unk for t in content) if unk is not None else 0
+        if not content:
+            out[i] = "encodes to no tokens"
+        elif 2 * n_unk > len(content):
+            out[i] = f"encodes to {n_unk} unknown tokens of {len(content)}"
+    return out
+
+
 @dataclass
 class Encoder:
     """Tokenises prompts and completions with limits; errors name the row and the column."""
@@ -66,8 +83,10 @@ class Encoder:
                 if len(text.encode("utf-8", "surrogatepass")) > (limit + 1) * longest:
                     raise ValueError(f"{where(rows[i], i)}: column {col!r} has {len(text)} characters, more than "
                                      f"{'max_prompt_tokens' if prompt else 'max_completion_tokens'}={limit + (0 if prompt else 1)} tokens can hold")
-            for i, ids in self._token_ids(rows, texts, prompt):
-                if prompt and (why := self._meaningless(ids)):
+            pairs = self._token_ids(rows, texts, prompt)
+            meaningless = _meaningless(pairs, self.tokenizer) if prompt else {}
+            for i, ids in pairs:
+                if why := meaningless.get(i):
                     raise ValueError(f"{where(rows[i], i)}: column {col!r} {texts[i]!r:.40} {why} with this tokenizer; "
                                      "is it the model's own tokenizer, and the model's language?")
                 if len(ids) > limit:
@@ -75,18 +94,7 @@ class Encoder:
                             f"of {texts[i]!r:.60} has {len(ids) + 1} tokens with eos, over max_completion_tokens={limit + 1} (raise max_new_tokens)")
                     raise ValueError(f"{where(rows[i], i)}: column {col!r} {what}")
 
-    def _meaningless(self, ids: list[int]) -> str:
-        """Why a prompt's token ids cannot mean anything ('' if they can): no token besides the
-        special ones, or mostly the unknown token."""
-        special = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}
-        content = [t for t in ids if t not in special]
-        if not content:
-            return "encodes to no tokens"
-        unk = self.tokenizer.unk_token_id
-        n_unk = sum(t == unk for t in content) if unk is not None else 0
-        return f"encodes to {n_unk} unknown tokens of {len(content)}" if 2 * n_unk > len(content) else ""
-
-    def _token_ids(self, rows: Sequence[dict], texts: Sequence[str], prompt: bool) -> list[tuple[int, list[int]]]:
+    def _token_ids(self, rows: Sequence[dict], texts: Sequence[str], prompt: bool) -> list:  # (index, ids) pairs; not element-typed: one per row
         """(index, token ids) of each text, tokenised in two batches: prompts rendered by a chat
         template get no added special tokens (the template wrote them), other prompts do."""
         out = []
