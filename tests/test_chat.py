@@ -11,7 +11,7 @@ from unified_rl.apps.tasks import char_tokenizer, chat_tokenizer
 from unified_rl.config import TrainConfig
 from unified_rl.data.chat import CHAT, normalize, render, render_rows
 from unified_rl.data.rows import read_jsonl
-from unified_rl.data.sources import Encoder
+from unified_rl.data.encoder import Encoder
 from unified_rl.hf import tiny_llama
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable

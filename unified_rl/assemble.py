@@ -3,7 +3,7 @@ LoRA adapters, activation checkpointing), the plug-ins checked against their pro
 model the passes run through (FSDP2 or DDP across ranks, the policy itself in one process)."""
 
 import contextlib
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -13,6 +13,14 @@ from .hf import Reference, add_lora, check_tokenizer, check_vocabulary, ddp, ena
 from .methods import Method
 from .critic import Critic
 from .protocols import RewardFunction, conforms
+
+
+def plug(factory: Optional[Callable[[Any], Any]], trainer: Any, default: Callable[[], Any], protocol: type, where: str) -> Any:
+    """The loop part ``factory(trainer)`` builds (``default()`` when there is no factory), checked
+    against its ``protocol`` once, here."""
+    part = factory(trainer) if factory else default()
+    conforms(part, protocol, where)
+    return part
 
 
 @contextlib.contextmanager

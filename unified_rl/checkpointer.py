@@ -1,11 +1,12 @@
 """Checkpoints of a run, one interface over both formats: the one-process files
 (``unified_rl.checkpoint``: atomic, checksummed, the previous one kept as a fallback) and the DCP
 shards that ``torchrun`` ranks write (``unified_rl.sharded_checkpoint``: resharded on another world
-size). The :class:`Checkpointer` reads and writes what a :class:`~unified_rl.loop.Trainer` holds."""
+size). :class:`Checkpointer` is the protocol the Trainer saves and resumes through;
+:class:`TrainerCheckpointer`, the default, reads and writes what a :class:`~unified_rl.loop.Trainer` holds."""
 
 import logging
 import os
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -15,8 +16,19 @@ from .metric_logger import rewind
 from .sharded_checkpoint import is_sharded, load_sharded, read_manifest, read_rank_state, save_sharded
 
 
-class Checkpointer:
-    """Saves and restores a Trainer's state: weights, optimizer, schedule, counters, RNG, data
+@runtime_checkable
+class Checkpointer(Protocol):
+    """Saves a run's state to a folder and resumes it from one (``Trainer(..., checkpointer=lambda trainer: ...)``)."""
+
+    def save(self, folder: str) -> None:
+        """Write a checkpoint of the run to ``folder``."""
+
+    def resume(self, folder: str) -> None:
+        """Load the checkpoint in ``folder`` into the run."""
+
+
+class TrainerCheckpointer:
+    """The default :class:`Checkpointer`: saves and restores a Trainer's state: weights, optimizer, schedule, counters, RNG, data
     position, the reference, the critic and the coefficient's and reward's own state."""
 
     def __init__(self, trainer: Any):

@@ -1,9 +1,10 @@
-"""The learner: what turns a scored rollout into parameter updates -- the critic's values (PPO),
+"""The learner: what turns a scored rollout into parameter updates. :class:`Learner` is the
+protocol the Trainer calls; :class:`AdamWLearner`, the default, takes the critic's values (PPO),
 the coefficient's ``prepare``, ``mu`` engine passes each followed by gradient clipping and an AdamW
 step, the learning-rate schedule, and the critic's step. It owns the optimizer, the schedule and
 the critic."""
 
-from typing import Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -17,8 +18,24 @@ from .protocols import GradientCoefficient
 from .rollout import Rollout
 
 
-class Learner:
-    """Updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
+@runtime_checkable
+class Learner(Protocol):
+    """Turns a scored rollout into parameter updates (``Trainer(..., learner=lambda trainer: ...)``).
+    ``optimizer`` and ``scheduler`` are what a checkpoint stores and restores."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+    def update(self, rollout: Rollout, step: int) -> tuple[Rollout, Stats, float, dict]:
+        """Prepare ``rollout`` and update on it; returns the prepared rollout, the last engine
+        pass's stats, the gradient norm and any metrics of the learner's own."""
+
+    def lr(self) -> float:
+        """The learning rate the next update will use."""
+
+
+class AdamWLearner:
+    """The default :class:`Learner`: updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
     ``params`` with AdamW, the schedule and the clipping that ``optim`` sets; with a ``critic``
     (PPO), fills the rollout's values before the coefficient prepares it and trains the critic after
     the policy's updates."""

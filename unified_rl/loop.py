@@ -24,18 +24,17 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed, threads
-from .assemble import ready_policy, reference_for, run_reward, seeded, wrapped
-from .checkpointer import Checkpointer
+from .assemble import plug, ready_policy, reference_for, run_reward, seeded, wrapped
+from .checkpointer import Checkpointer, TrainerCheckpointer
 from .config import TrainConfig
 from .data.chat import render_rows
 from .data.recipes import Setup
-from .data.sources import Encoder
-from .distributed import reduce_metrics
+from .data.encoder import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
 from .hf import gathered, init_process_group, launched_by_torchrun, make_sampler, trainable
 from .interrupt import StopAfterStep
-from .learner import Learner
+from .learner import AdamWLearner, Learner
 from .methods import Method, with_sampler_correction
 from .metric_logger import MetricLogger, RunLogger
 from .precision import autocast
@@ -51,14 +50,16 @@ class Trainer:
     unless ``data_source=`` gives a ready one. ``reward`` scores samples (the method's own if it has
     one); ``extract`` reads answers for the held-out greedy accuracy on ``eval_rows``. Every plug-in
     is checked against its Protocol here, once; ``adapt_threads`` refits torch's threads to the free
-    cores each step (the rounding then follows the load). ``producer(trainer)`` builds the
-    :class:`RolloutProducer` rollouts are drawn from (default: the method's data source)."""
+    cores each step. The loop's parts: ``producer(trainer)``, ``learner(trainer)`` and ``checkpointer(trainer)``
+    build a :class:`RolloutProducer`, :class:`Learner`, :class:`Checkpointer` in place of the defaults."""
 
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
                  eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
                  phase: Optional[str] = None, logger: Optional[MetricLogger] = None, adapt_threads: bool = False,
-                 producer: Optional[Callable[["Trainer"], RolloutProducer]] = None):
+                 producer: Optional[Callable[["Trainer"], RolloutProducer]] = None,
+                 learner: Optional[Callable[["Trainer"], Learner]] = None,
+                 checkpointer: Optional[Callable[["Trainer"], Checkpointer]] = None):
         self.cfg = c = config
         if c.model.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
             init_process_group()
@@ -92,16 +93,16 @@ class Trainer:
             self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
         self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
-        self.learner = Learner(policy, self.train_model, self.params, self.coefficient, self.plan, c.optim, self.critic)
+        self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
+                                                                c.optim, self.critic), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
-        self.producer = producer(self) if producer else SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision,
-                                                                       self.full_weights)
-        conforms(self.producer, RolloutProducer, "producer")
+        self.producer = plug(producer, self, lambda: SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision,
+                                                                    self.full_weights), RolloutProducer, "producer")
         self.step_count, self.iteration, self.history, self.interrupted = 0, 0, [], False
         self.signal, self.adapt_threads = SignalWatch(), adapt_threads
-        self.logger = logger or RunLogger(c.run.out_dir, c.run.report_to, f"{self.phase}-{c.run.seed}", c.flat(), self.rank)
-        conforms(self.logger, MetricLogger, "logger")
-        self.checkpointer = Checkpointer(self)
+        self.logger = plug(logger and (lambda _: logger), self, lambda: RunLogger(c.run.out_dir, c.run.report_to, f"{self.phase}-{c.run.seed}",
+                                                                                  c.flat(), self.rank), MetricLogger, "logger")
+        self.checkpointer = plug(checkpointer, self, lambda: TrainerCheckpointer(self), Checkpointer, "checkpointer")
 
     def train_step(self) -> dict[str, Any]:
         """One step of Algorithm 1: produce, score, reference log-probs, prepare and mu updates; returns the step's metrics."""
@@ -122,8 +123,7 @@ class Trainer:
         rollout, stats, norm, aux = self.learner.update(rollout, self.step_count)
         if self.reward is not None:
             self.reward.observe(rollout)
-        self.step_count += 1
-        t_end = time.perf_counter()
+        self.step_count, t_end = self.step_count + 1, time.perf_counter()
         times = {"time/generate": produced.pop("time/generate"), "time/reward": t_ref - t_rew,
                  "time/logprobs": produced.pop("time/old_logprobs") + (t_upd - t_ref), "time/update": t_end - t_upd}
         m = {"phase": self.phase, "step": self.step_count, "iteration": self.iteration, **stats.metrics, **aux, **produced,
@@ -131,7 +131,7 @@ class Trainer:
              "tokens_per_s": rollout.num_completion_tokens * self.cfg.optim.mu / max(t_end - t0, 1e-9),
              "completion_length": rollout.num_completion_tokens / rollout.batch_size, "threads": n_threads,
              **rollout_summary(rollout, self.signal, self.step_count)}
-        return self._finish_step(reduce_metrics(m), rollout)  # reduced over every rank (as it is in one process)
+        return self._finish_step(distributed.reduce_metrics(m), rollout)  # reduced over every rank (as it is in one process)
 
     def _finish_step(self, m: dict[str, Any], rollout) -> dict[str, Any]:
         """Evaluation, logging, completions and checkpoint, each when due."""
@@ -195,5 +195,5 @@ class Trainer:
         self.checkpointer.save(folder)
 
     def resume(self, folder: str) -> None:
-        """Continue from the checkpoint in ``folder`` (verified; :meth:`Checkpointer.resume <unified_rl.checkpointer.Checkpointer.resume>`)."""
+        """Continue from the checkpoint in ``folder`` (the default checks it: :class:`~unified_rl.checkpointer.TrainerCheckpointer`)."""
         self.checkpointer.resume(folder)

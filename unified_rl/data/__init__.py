@@ -4,7 +4,8 @@ from .collate import concat, to_rollout
 from .dynamic import DynamicSampling
 from .recipes import Dynamic, Given, Pairs, Preferences, Sampled, Setup, SourceRecipe, Supervised
 from .rows import check_rows, gsm8k_rows, read_jsonl
-from .sources import Encoder, PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource
+from .encoder import Encoder
+from .sources import PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource
 
 __all__ = ["concat", "to_rollout", "Dynamic", "DynamicSampling", "Given", "Pairs", "Preferences", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
            "read_jsonl", "Encoder", "PairSource", "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource"]

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..protocols import DataSource, RewardFunction, Sampler
 from .dynamic import DynamicSampling
-from .sources import Encoder, PairSource, PreferenceSource, SampledSource, SupervisedSource
+from .encoder import Encoder
+from .sources import PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
 @dataclass

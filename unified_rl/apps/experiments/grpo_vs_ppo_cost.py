@@ -9,7 +9,7 @@ import time
 
 from ... import engine, methods
 from ...config import Optimisation
-from ...learner import Learner
+from ...learner import AdamWLearner
 from ..memory import peak, reset_peak
 from ..plots import figure
 from .design import Design, arm_trainer, build_data, start
@@ -37,7 +37,7 @@ def run(out: str, d: Design, progress: bool) -> str:
         policy = copy.deepcopy(base)
         critic = method.critic.build(policy) if method.critic is not None else None  # PPO's value model
         held = sum(p.numel() for p in policy.parameters()) * 2 + (sum(p.numel() for p in critic.model.parameters()) if critic else 0)
-        learner = Learner(policy, policy, list(policy.parameters()), method.coefficient, engine.ExecutionPlan(max_tokens=4096),
+        learner = AdamWLearner(policy, policy, list(policy.parameters()), method.coefficient, engine.ExecutionPlan(max_tokens=4096),
                           Optimisation(lr=1e-5), critic)
         times, growth = [], []
         for step in range(4):  # the first is warm-up (optimizer state, allocator pools)
