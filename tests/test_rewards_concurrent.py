@@ -124,7 +124,7 @@ def test_math_reward_works_off_the_main_thread_with_its_own_timeout_and_caches()
         return verify_answer(prompts, completions, **columns)
 
     reward = math_reward(pool="thread", workers=2, timeout=20)
-    reward.fn = counting
+    reward.calls.fn = counting
     r, texts = batch([c for c, _, _ in CASES] * 2, [a for _, a, _ in CASES] * 2)  # every answer twice
     result = {}
     worker = threading.Thread(target=lambda: result.update(out=reward(r, texts)))

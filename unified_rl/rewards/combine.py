@@ -25,6 +25,28 @@ def trl_arguments(texts: Sequence[Sample]) -> tuple[list, list, dict[str, list]]
     return prompts, completions, {k: [s.columns.get(k) for s in texts] for k in names}
 
 
+def scored(rollout: Rollout, texts: Sequence[Sample], values: Sequence[Any], name: str) -> Rollout:
+    """``rollout`` with ``values`` (one per sample, from the reward function ``name``) as its rewards:
+    ``None`` marks a sample unscored (``scored=False``, its reward a placeholder that no baseline
+    reads); a wrong count, NaN/inf or a non-number is an error that names the function and the sample."""
+    if len(values) != len(texts):
+        raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(texts)} samples")
+    rewards, ok = [], []
+    for i, v in enumerate(values):
+        if v is None:
+            rewards.append(0.0)
+            ok.append(False)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i}; expected a number or None")
+        if not math.isfinite(v):
+            raise ValueError(f"reward function {name!r} returned {v} for sample {i} (prompt {texts[i].prompt!r:.60})")
+        rewards.append(float(v))
+        ok.append(True)
+    dev = rollout.input_ids.device
+    return rollout.replace(rewards=torch.tensor(rewards, dtype=torch.float32, device=dev), scored=torch.tensor(ok, device=dev))
+
+
 @dataclass
 class FromCallable(RewardFunction):
     """Adapts ``f(prompts, completions, **columns) -> list[float | None]`` (TRL's convention).
@@ -55,24 +77,7 @@ class FromCallable(RewardFunction):
             raise RuntimeError(f"reward function {name!r} raised on the batch: {batch_error!r}") from batch_error
 
     def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        name = self.name or _name(self.fn)
-        values = self._values(texts)
-        if len(values) != len(texts):
-            raise ValueError(f"reward function {name!r} returned {len(values)} values for {len(texts)} samples")
-        rewards, scored = [], []
-        for i, v in enumerate(values):
-            if v is None:
-                rewards.append(0.0)
-                scored.append(False)
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i}; expected a number or None")
-            if not math.isfinite(v):
-                raise ValueError(f"reward function {name!r} returned {v} for sample {i} (prompt {texts[i].prompt!r:.60})")
-            rewards.append(float(v))
-            scored.append(True)
-        dev = rollout.input_ids.device
-        return rollout.replace(rewards=torch.tensor(rewards, dtype=torch.float32, device=dev), scored=torch.tensor(scored, device=dev))
+        return scored(rollout, texts, self._values(texts), self.name or _name(self.fn))
 
 
 @dataclass
@@ -134,10 +139,27 @@ class Parts:
             fn.load_state_dict(s)
 
 
-class _Delegates:
-    """A composite's hooks, handed to its :class:`Parts` (``self.held``)."""
+@dataclass
+class Composite(RewardFunction):
+    """A reward combined from ``parts`` by ``combine`` (a function of the parts' reward tensors, in
+    order); a sample is scored only if every part scored it. Every hook reaches every part (see
+    :class:`Parts`); :func:`WeightedSum` and :func:`Product` build the two common ones."""
 
-    held: Parts
+    parts: Sequence[Any]
+    combine: Callable[[list[torch.Tensor]], torch.Tensor]
+    name: str = "Composite"
+
+    def __post_init__(self) -> None:
+        self.held = Parts(list(self.parts), self.name)
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        rewards, ok = self.held.outputs(rollout, texts)
+        total = self.combine(rewards)
+        return rollout.replace(rewards=torch.where(ok, total, torch.zeros_like(total)), scored=ok)
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        """The parts' ``score_pairs`` on (prompt, completion) pairs, combined (learned parts: ``LearnedReward``)."""
+        return self.combine([fn.score_pairs(pairs) for fn in self.parts])
 
     def observe(self, rollout: Rollout) -> None:
         self.held.observe(rollout)
@@ -155,37 +177,13 @@ class _Delegates:
         self.held.load_state_dict(state)
 
 
-@dataclass
-class WeightedSum(_Delegates):
-    """r = sum_k w_k r_k over reward functions; a sample is scored only if every part scored it."""
-
-    parts: Sequence[tuple[float, Any]]
-
-    def __post_init__(self) -> None:
-        self.held = Parts([fn for _, fn in self.parts], "WeightedSum")
-
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        rewards, scored = self.held.outputs(rollout, texts)
-        total = sum(weight * r for (weight, _), r in zip(self.parts, rewards))
-        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
+def WeightedSum(parts: Sequence[tuple[float, Any]]) -> Composite:  # noqa: N802 -- named as the reward it builds
+    """r = sum_k w_k r_k over ``(w_k, reward function)`` parts."""
+    weights = [float(w) for w, _ in parts]
+    return Composite([fn for _, fn in parts], lambda rs: sum(w * r for w, r in zip(weights, rs)), "WeightedSum")
 
 
-@dataclass
-class Product(_Delegates):
+def Product(parts: Sequence[Any]) -> Composite:  # noqa: N802 -- named as the reward it builds
     """r = prod_k r_k, for parts scoring in [0, 1] (e.g. a classifier's probability and a
-    verifier's): a sample scores high only when every part accepts it. A sample is scored only if
-    every part scored it."""
-
-    parts: Sequence[Any]
-
-    def __post_init__(self) -> None:
-        self.held = Parts(list(self.parts), "Product")
-
-    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
-        rewards, scored = self.held.outputs(rollout, texts)
-        total = torch.stack(rewards).prod(0)
-        return rollout.replace(rewards=torch.where(scored, total, torch.zeros_like(total)), scored=scored)
-
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
-        """The product of the parts' ``score_pairs`` on (prompt, completion) pairs (learned parts: ``LearnedReward``)."""
-        return torch.stack([fn.score_pairs(pairs) for fn in self.parts]).prod(0)
+    verifier's): a sample scores high only when every part accepts it."""
+    return Composite(list(parts), lambda rs: torch.stack(rs).prod(0), "Product")

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from ..rollout import Sample
-from .combine import FromCallable, _name, trl_arguments
+from ..protocols import RewardFunction
+from ..rollout import Rollout
+from .combine import _name, scored, trl_arguments
 
 POOLS = ("thread", "process")
 _GRACE = 5.0  # seconds a process worker gets past its alarm before it is replaced
@@ -60,16 +62,19 @@ def _timed_call(fn: Callable, args: tuple, kwargs: dict, timeout: Optional[float
 
 
 @dataclass
-class Concurrent(FromCallable):
+class Concurrent(RewardFunction):
     """``fn(prompts, completions, **columns)`` (TRL's convention) called on one sample at a time,
     ``workers`` at once in a thread or process pool, each call limited to ``timeout`` seconds (None:
-    no limit). Values come back in sample order; ``None`` (and a timeout) marks a sample unscored."""
+    no limit). Values come back in sample order; ``None`` (and a timeout) marks a sample unscored;
+    the values are checked as :class:`~unified_rl.rewards.FromCallable` checks them."""
 
+    fn: Callable[..., Sequence[Optional[float]]]
+    name: Optional[str] = None
     workers: int = 4
     timeout: Optional[float] = 30.0
     pool: str = "thread"
     _timeouts: int = field(default=0, init=False, repr=False)
-    _late: list = field(default_factory=list, init=False, repr=False)
+    late: list = field(default_factory=list, init=False, repr=False)  # samples of the last batch that timed out
     _processes: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +91,11 @@ class Concurrent(FromCallable):
                 raise ValueError(f"Concurrent: pool='process' sends {_name(self.fn)!r} to worker processes, so it must be a "
                                  f"module-level function (picklable): {e}") from None
 
-    def _values(self, texts: Sequence[Sample]) -> list:
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        return scored(rollout, texts, self.values(texts), self.name or _name(self.fn))
+
+    def values(self, texts: Sequence[Sample]) -> list:
+        """The function's value for each sample, in order (``None`` where it timed out: see :attr:`late`)."""
         calls = []
         for s in texts:
             prompts, completions, columns = trl_arguments([s])
@@ -103,7 +112,7 @@ class Concurrent(FromCallable):
             if not isinstance(value, (list, tuple)) or len(value) != 1:
                 raise ValueError(f"reward function {name!r} returned {value!r:.60} for sample {i}; expected a list of one value")
             values.append(value[0])
-        self._late, self._timeouts = late, len(late)
+        self.late, self._timeouts = late, len(late)
         if late:
             logging.getLogger("unified_rl").warning(f"reward function {name!r}: {len(late)} call(s) took over {self.timeout} s "
                                                     f"(samples {late[:8]}); those samples are unscored")

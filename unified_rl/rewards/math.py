@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..rollout import Sample
+from ..protocols import RewardFunction
+from ..rollout import Rollout, Sample
+from .combine import scored
 from .concurrent import Concurrent
 
 CACHE_LIMIT = 100_000
@@ -53,13 +55,18 @@ def verify_answer(prompts: Sequence[Any], completions: Sequence[Any], *, column:
 
 
 @dataclass
-class MathVerify(Concurrent):
-    """math-verify's judgement of each completion against the ``column`` answer, concurrently with
-    a per-sample timeout, cached; build it with :func:`math_reward`."""
+class MathVerify(RewardFunction):
+    """math-verify's judgement of each completion against the ``column`` answer, through ``calls``
+    (concurrently, a timeout per sample), cached; build it with :func:`math_reward`."""
 
+    calls: Concurrent
     column: str = "answer"
+    _timeouts: int = field(default=0, init=False, repr=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
     _unverifiable: int = field(default=0, init=False, repr=False)
+
+    def __call__(self, rollout: Rollout, texts: Sequence[Sample]) -> Rollout:
+        return scored(rollout, texts, self._values(texts), "math_verify")
 
     def _values(self, texts: Sequence[Sample]) -> list:
         for i, s in enumerate(texts):
@@ -71,8 +78,8 @@ class MathVerify(Concurrent):
             if k not in self._cache:
                 first.setdefault(k, s)
         todo = list(first)
-        fresh = super()._values(list(first.values())) if todo else []
-        late = {todo[i] for i in self._late}
+        fresh = self.calls.values(list(first.values())) if todo else []
+        late = {todo[i] for i in self.calls.late} if todo else set()
         if len(self._cache) + len(todo) > CACHE_LIMIT:
             self._cache.clear()
         values = dict(zip(todo, fresh))
@@ -84,7 +91,11 @@ class MathVerify(Concurrent):
 
     def metrics(self) -> dict[str, float]:
         """``reward/timeouts`` and ``reward/unverifiable`` of the last batch (distinct answers)."""
-        return {**super().metrics(), "reward/unverifiable": float(self._unverifiable)}
+        return {"reward/timeouts": float(self._timeouts), "reward/unverifiable": float(self._unverifiable)}
+
+    def close(self) -> None:
+        """Stop the worker processes (a new pool starts on the next call)."""
+        self.calls.close()
 
 
 def math_reward(column: str = "answer", *, workers: int = 2, timeout: Optional[float] = 5.0, pool: str = "process") -> MathVerify:
@@ -94,5 +105,5 @@ def math_reward(column: str = "answer", *, workers: int = 2, timeout: Optional[f
         import math_verify  # noqa: F401
     except ImportError as e:
         raise ImportError("math rewards need math-verify: pip install 'unified_rl[math]'") from e
-    return MathVerify(functools.partial(verify_answer, column=column), name="math_verify", workers=workers, timeout=timeout, pool=pool,
-                      column=column)
+    return MathVerify(Concurrent(functools.partial(verify_answer, column=column), name="math_verify", workers=workers, timeout=timeout,
+                                 pool=pool), column=column)
