@@ -236,7 +236,7 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     d = Design()
     data = build_data(d)
-    base, _ = start(d, 0, data, STARTS, progress=False)
+    base, _ = start(d, 0, data, STARTS)
     sampling = dataclasses.replace(d, group_size=a.per_question, questions_per_step=d.questions_per_step * d.group_size // a.per_question)
     pool = labelled_samples(base, data["rl"], sampling, a.labels + 1024, seed=7)
     held = pool[:1024]

@@ -28,7 +28,7 @@ def test_the_shipped_start_is_what_its_record_says():
 
 def test_the_shipped_start_loads_and_scores_what_was_recorded(tmp_path):
     s = DemoSettings()
-    model, record, data, shipped = sft_start(s, str(tmp_path), progress=False)
+    model, record, data, shipped = sft_start(s, str(tmp_path))
     assert shipped and not (tmp_path / "starts").exists()  # loaded, not trained
     # Greedy decoding of the same weights: equal on the CPU that wrote it; another CPU may flip a near-tie or two.
     accuracy = float(correct(model, data["validation_sft"], s.design()).mean())

@@ -38,7 +38,7 @@ def test_a_few_longer_worked_solutions_join_the_sft_split_only():
 def test_sft_starts_are_saved_with_their_record_and_reused(tmp_path):
     size = RLvsSFT.quick()
     os.makedirs(tmp_path / "a")
-    first = run(str(tmp_path / "a"), size, progress=False, starts_dir=str(tmp_path / "starts"))
+    first = run(str(tmp_path / "a"), size, starts_dir=str(tmp_path / "starts"))
     saved = sorted((tmp_path / "starts").iterdir())
     assert [p.suffix for p in saved] == [".json", ".safetensors"]
     record = json.loads(saved[0].read_text())
@@ -47,7 +47,7 @@ def test_sft_starts_are_saved_with_their_record_and_reused(tmp_path):
     assert max(c["validation_accuracy"] for c in record["curve"]) == record["validation_accuracy"]
     stamp = saved[1].stat().st_mtime_ns
     os.makedirs(tmp_path / "b")
-    second = run(str(tmp_path / "b"), size, progress=False, starts_dir=str(tmp_path / "starts"))
+    second = run(str(tmp_path / "b"), size, starts_dir=str(tmp_path / "starts"))
     assert saved[1].stat().st_mtime_ns == stamp  # loaded, not trained again
     assert record["sha256"][:12] in first and record["sha256"][:12] in second
     results = json.loads((tmp_path / "b" / "results.json").read_text())

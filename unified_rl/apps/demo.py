@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .progress import bars, progress_bars
 from ..hf import save_model
 from ..accuracy_stats import paired_difference
 from .experiments.design import Design, arm_trainer, build_data, correct, start
@@ -86,13 +87,13 @@ def write_metrics(history: list[dict], out_dir: str) -> None:
         w.writerows(history)
 
 
-def sft_start(s: DemoSettings, out_dir: str, progress: bool = True, from_scratch: bool = False):
+def sft_start(s: DemoSettings, out_dir: str, from_scratch: bool = False):
     """(model, record, data, shipped): the shipped start where it fits and ``from_scratch`` is off,
     else one trained into ``out_dir/starts`` (or loaded from there by a later run)."""
     d = s.design()
     data = build_data(d)
     shipped = not from_scratch and shipped_start_fits(s)
-    model, record = start(d, s.seed, data, SHIPPED if shipped else os.path.join(out_dir, "starts"), progress)
+    model, record = start(d, s.seed, data, SHIPPED if shipped else os.path.join(out_dir, "starts"))
     return model, record, data, shipped
 
 
@@ -106,12 +107,17 @@ def _stopped(history: list, model, out_dir: str, phase: str, step: int, t0: floa
 
 def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None, progress: bool = True, from_scratch: bool = False) -> dict:
     """Run the demo into ``out_dir`` and return its summary (accuracies, the gain and its interval, seconds)."""
+    with progress_bars(progress):
+        return _demo(out_dir, settings, from_scratch)
+
+
+def _demo(out_dir: str, settings: Optional[DemoSettings], from_scratch: bool) -> dict:
     s = settings or DemoSettings()
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, "metrics.jsonl")):
         os.remove(os.path.join(out_dir, "metrics.jsonl"))
-    base, record, data, shipped = sft_start(s, out_dir, progress, from_scratch)
+    base, record, data, shipped = sft_start(s, out_dir, from_scratch)
     t_sft = time.perf_counter()
     d, rl_seed = s.design(), s.seed if s.rl_seed is None else s.rl_seed
     val0 = float(correct(base, data["validation"], d).mean())
@@ -119,7 +125,7 @@ def run_demo(out_dir: str = "runs/demo", settings: Optional[DemoSettings] = None
     models = {}
     for arm in ("grpo", "control"):
         trainer = arm_trainer(arm, base, data, d, s.lr, rl_seed, eval_every=s.eval_every, out_dir=out_dir)
-        trainer.run(progress=progress)
+        trainer.run(progress=bars())
         history += trainer.history
         if trainer.interrupted:
             return _stopped(history, trainer.policy, out_dir, arm, trainer.step_count, t0)
@@ -202,7 +208,7 @@ def write_start() -> None:
     path = start_file(d.starts, s.seed, SHIPPED)
     if os.path.exists(path):
         os.remove(path)
-    start(d, s.seed, build_data(d), SHIPPED, progress=True)
+    start(d, s.seed, build_data(d), SHIPPED)
     print(f"wrote {path} ({file_sha256(path)[:12]}...)")
 
 

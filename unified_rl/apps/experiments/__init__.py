@@ -1,7 +1,7 @@
 """Named experiments that reproduce DeepSeekMath's findings in miniature (``unified-rl experiment``).
 
 Each writes a results folder: ``metrics.jsonl``, PNG plots and ``results.md`` (a Markdown table).
-One module per experiment, each with a ``run(out, size, progress)``; the table below names its size
+One module per experiment, each with a ``run(out, size)``; the table below names its size
 class, so ``unified-rl --help`` lists them without importing torch. The figures run on the RL-vs-SFT task
 design (``design.py``): SFT starts trained to convergence on
 short worked solutions, saved and reused; RL on longer answers-only questions; paired statistics
@@ -27,10 +27,12 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..progress import progress_bars
+
 
 @dataclass(frozen=True)
 class Experiment:
-    """An experiment: the module of this package whose ``run(out, size, progress)`` runs it, and its
+    """An experiment: the module of this package whose ``run(out, size)`` runs it, and its
     size as ``"module:Class"``, built with ``Class()`` (or the classmethod ``full``) or, for a quick
     run, with ``Class.quick()`` (or the classmethod ``quick``)."""
 
@@ -68,7 +70,8 @@ def run_experiment(name: str, out_dir: str, quick: bool = False, progress: bool 
     spec = EXPERIMENTS[name]
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
-    table = importlib.import_module(f".{spec.module}", __name__).run(out_dir, spec.build_size(quick), progress)
+    with progress_bars(progress):
+        table = importlib.import_module(f".{spec.module}", __name__).run(out_dir, spec.build_size(quick))
     seconds = time.perf_counter() - t0
     text = f"# {name}\n\n{table}\n\nsize: {'quick' if quick else 'default'}; {seconds:.0f} s on {os.cpu_count()} CPUs, torch {torch.__version__}\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:

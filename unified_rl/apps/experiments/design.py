@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..progress import bars
 from ... import methods, threads
 from ...config import TrainConfig
 from ...data import Encoder, SampledSource
@@ -86,10 +87,10 @@ def build_data(d: Design) -> dict[str, list[dict]]:
             "eval_in": [r for r in s["eval_in"] if lo <= chain_length(r["prompt"]) <= hi], "eval_hard": s["eval_hard"]}
 
 
-def start(d: Design, seed: int, data: dict, starts_dir: str, progress: bool):
+def start(d: Design, seed: int, data: dict, starts_dir: str):
     """The saved (or newly trained and saved) SFT start of ``seed`` and its record."""
     splits = {"sft": data["sft"], "validation": data["validation_sft"]}
-    return sft_start(d.starts, seed, splits, starts_dir, progress)
+    return sft_start(d.starts, seed, splits, starts_dir)
 
 
 def correct(model, rows, d: Design) -> np.ndarray:
@@ -154,14 +155,14 @@ def arm_trainer(arm: str, base, data: dict, d: Design, lr: float, seed: int, poo
     return Trainer(model, tok, method, data["rl"], cfg, reward=reward or task_reward(method, tok), phase=arm, **ev, adapt_threads=threads.per_step())
 
 
-def train_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, progress: bool, pool: Optional[list[dict]] = None,
+def train_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: Optional[list[dict]] = None,
               eval_every: int = 0, reward=None, **cfg_kw):
     """One arm trained from a copy of ``base`` (:func:`arm_trainer`); returns (model, history). An
     empty RFT pool makes no update: a copy of the start and an empty history are returned."""
     trainer = arm_trainer(arm, base, data, d, lr, seed, pool, eval_every, reward, **cfg_kw)
     if trainer is None:
         return copy.deepcopy(base), []
-    return trainer.policy, trainer.run(progress=progress)
+    return trainer.policy, trainer.run(progress=bars())
 
 
 def drift(history: list[dict]) -> Optional[float]:

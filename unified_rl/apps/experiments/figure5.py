@@ -32,7 +32,7 @@ CLAIMS = [(("rft", "online_rft"), "Online RFT beats RFT (online data)"),
           (("control", "rft"), "RFT (fixed pool) beats more SFT (not a paper claim)")]
 
 
-def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, tuning_dir: Optional[str] = None) -> str:
+def run(out: str, d: Design, starts_dir: Optional[str] = None, tuning_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``; the lr
     tuning in ``tuning_dir``, default ``out/../figure5-lr``, run there first when missing); returns
     its results Markdown."""
@@ -47,11 +47,11 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, t
     scores.update({("start", sp): [] for sp in SPLITS})
     log, starts, pools, tune = [], [], [], None
     for sft_seed in range(d.sft_seeds):
-        base, record = start(d, sft_seed, data, starts_dir, progress)
+        base, record = start(d, sft_seed, data, starts_dir)
         starts.append({"seed": sft_seed, "sha256": record["sha256"], "chosen_step": record["chosen_step"],
                        "validation_accuracy": record["validation_accuracy"]})
         if tune is None:  # seed 0's start: the tuning's first pair is this figure's first pair
-            tune = tuned(tuning_dir, d, record["sha256"], progress, starts_dir)
+            tune = tuned(tuning_dir, d, record["sha256"], starts_dir)
             chosen = {arm: float(lr) for arm, lr in tune["chosen_lr"].items()}
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
         val0 = float(correct(base, data["validation"], d).mean())
@@ -72,7 +72,7 @@ def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None, t
             pool, drawn = collect_pool(base, data, d, seed)
             pools.append({"sft_seed": sft_seed, "rl_seed": rl_seed, "drawn": drawn, "kept": len(pool)})
             for arm in ARMS:
-                r = run_arm(arm, base, data, d, chosen[arm], seed, pool, progress, val0)
+                r = run_arm(arm, base, data, d, chosen[arm], seed, pool, val0)
                 log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed, "lr": chosen[arm]} for m in r["log"]]
                 got.add(arm, r)
     write_metrics(out, log)

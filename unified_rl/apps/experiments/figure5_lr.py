@@ -32,11 +32,11 @@ def design_key(d: Design) -> str:
     return hashlib.sha256(json.dumps(x, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: list[dict], progress: bool, val0: float) -> dict:
+def run_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: list[dict], val0: float) -> dict:
     """One arm at one lr from ``base``: its final validation accuracy, validation curve, KL drift,
     per-problem scores on the evaluation splits and its training history."""
     eval_every = max(1, d.steps // 4)
-    model, hist = train_arm(arm, base, data, d, lr, seed, progress, pool=pool, eval_every=eval_every)
+    model, hist = train_arm(arm, base, data, d, lr, seed, pool=pool, eval_every=eval_every)
     evals = [m["eval/accuracy"] for m in hist if "eval/accuracy" in m]
     return {"validation": evals[-1] if evals else val0,  # no history: no update was made (an empty pool)
             "curve": [val0] + (evals or [val0] * (d.steps // eval_every)), "drift": drift(hist),
@@ -72,15 +72,15 @@ def write_metrics(out: str, rows: list[dict]) -> None:
             f.write(json.dumps(m) + "\n")
 
 
-def run(out: str, d: Design, progress: bool, starts_dir: Optional[str] = None) -> str:
+def run(out: str, d: Design, starts_dir: Optional[str] = None) -> str:
     """Tune into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
     data = build_data(d)
     starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
-    base, record = start(d, 0, data, starts_dir, progress)
+    base, record = start(d, 0, data, starts_dir)
     val0 = float(correct(base, data["validation"], d).mean())
     pool, drawn = collect_pool(base, data, d, seed=0)
-    runs = {(arm, lr): run_arm(arm, base, data, d, lr, 0, pool, progress, val0) for arm in ARMS for lr in d.lr_grid}
+    runs = {(arm, lr): run_arm(arm, base, data, d, lr, 0, pool, val0) for arm in ARMS for lr in d.lr_grid}
     tuning = {arm: {f"{lr:g}": runs[arm, lr]["validation"] for lr in d.lr_grid} for arm in ARMS}
     chosen = {arm: best_lr({lr: runs[arm, lr]["validation"] for lr in d.lr_grid}) for arm in ARMS}
     write_metrics(out, [{**m, "sft_seed": 0, "rl_seed": 0, "lr_tried": lr} for (arm, lr), r in runs.items() for m in r["log"]])
@@ -122,7 +122,7 @@ def _plot(out: str, d: Design, runs: dict) -> None:
     fig.savefig(os.path.join(out, "figure5-lr.png"), dpi=110)
 
 
-def tuned(tuning_dir: str, d: Design, start_sha256: str, progress: bool, starts_dir: str) -> dict:
+def tuned(tuning_dir: str, d: Design, start_sha256: str, starts_dir: str) -> dict:
     """The tuning of ``d`` in ``tuning_dir`` (run there first when missing, or made for another
     design or start): its ``results.json`` plus ``scores`` {(arm, lr, split): [problems] 0/1}."""
     path = os.path.join(tuning_dir, "results.json")
@@ -139,7 +139,7 @@ def tuned(tuning_dir: str, d: Design, start_sha256: str, progress: bool, starts_
     if why:
         print(f"figure5: running the lr tuning (figure5-lr) into {tuning_dir} first: {why}", flush=True)
         os.makedirs(tuning_dir, exist_ok=True)
-        table = run(tuning_dir, d, progress, starts_dir)
+        table = run(tuning_dir, d, starts_dir)
         with open(os.path.join(tuning_dir, "results.md"), "w") as f:
             f.write("# figure5-lr\n\n" + table + "\n")
         with open(path) as f:

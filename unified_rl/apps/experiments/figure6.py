@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..progress import bars
 from ...hf import reward_model_from_policy
 from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
 from ...accuracy_stats import paired_difference
@@ -108,7 +109,7 @@ def _reward_model(base, samples, f: Figure6, seed: int) -> Product:
     return Product([classifier, verifier])
 
 
-def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) -> str:
+def run(out: str, f: Figure6, starts_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
     d = f.design
@@ -119,7 +120,7 @@ def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) 
     scores = {(x, sp): [] for x in ("start", *RUNS) for sp in SPLITS}
     rms, policy_acc, curves, log, starts = [], {x: [] for x in RUNS[1:]}, {x: [] for x in RUNS[1:]}, [], []
     for sft_seed in range(d.sft_seeds):
-        base, record = start(d, sft_seed, data, starts_dir, progress)
+        base, record = start(d, sft_seed, data, starts_dir)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
         heldout, train = rm_data(base, data, f, f.rm_samples + new_labels, seed=7 + sft_seed)
@@ -137,16 +138,16 @@ def run(out: str, f: Figure6, progress: bool, starts_dir: Optional[str] = None) 
                        for i, part in enumerate(("classifier", "verifier"))},
                     "heldout_correct_rate": rate, "heldout_length_only_accuracy": length_only,
                     "labels_iterative_start": f.rm_samples, "labels_non_iterative": len(train)})
-        if progress:
+        if bars():
             print(f"  reward models, SFT seed {sft_seed}: held-out accuracy {rms[-1]}", flush=True)
         for rl_seed in range(d.rl_seeds):
             seed = 1000 * sft_seed + rl_seed
-            trained = {"control": train_arm("control", base, data, d, f.lr, seed, progress)[0]}
+            trained = {"control": train_arm("control", base, data, d, f.lr, seed)[0]}
             for name, rm, iterations in (("non_iterative", rm_once, 1), ("iterative", rm_iter, f.iterations)):
                 dd = copy.deepcopy(d)
                 dd.steps = d.steps if iterations == 1 else k
                 used = copy.deepcopy(rm)
-                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, progress, reward=used, iterations=iterations,
+                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, reward=used, iterations=iterations,
                                         reward_replay=f.replay)
                 trained[name] = model
                 if iterations > 1:  # the re-trained reward model of the last iteration, on the same held-out samples of the start

@@ -48,7 +48,7 @@ def _at_k(model, rows, f: Figure7, seed: int) -> dict:
                                          extract=extract_answer, max_new_tokens=f.design.max_new_tokens, seed=seed)
 
 
-def _collect(f: Figure7, data: dict, rows: list, starts_dir: str, progress: bool):
+def _collect(f: Figure7, data: dict, rows: list, starts_dir: str):
     """Pass@K and Maj@K per run of the start, GRPO and the SFT continuation (same updates); the
     starts' records and the training log."""
     d = f.design
@@ -57,14 +57,14 @@ def _collect(f: Figure7, data: dict, rows: list, starts_dir: str, progress: bool
     control = {(k, w): [] for k in f.ks for w in ("pass", "maj")}  # the SFT continuation, same updates
     starts, log = [], []
     for sft_seed in range(d.sft_seeds):
-        base, record = start(d, sft_seed, data, starts_dir, progress)
+        base, record = start(d, sft_seed, data, starts_dir)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
         b = _at_k(base, rows, f, seed=1)
         for rl_seed in range(d.rl_seeds):
-            model, hist = train_arm("grpo", base, data, d, f.lr, 1000 * sft_seed + rl_seed, progress)
+            model, hist = train_arm("grpo", base, data, d, f.lr, 1000 * sft_seed + rl_seed)
             log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
             a = _at_k(model, rows, f, seed=1)
-            c = _at_k(train_arm("control", base, data, d, f.lr, 1000 * sft_seed + rl_seed, progress)[0], rows, f, seed=1)
+            c = _at_k(train_arm("control", base, data, d, f.lr, 1000 * sft_seed + rl_seed)[0], rows, f, seed=1)
             for key in before:
                 before[key].append(b[key[0]][key[1]])
                 after[key].append(a[key[0]][key[1]])
@@ -114,13 +114,13 @@ def _lines(f: Figure7, rows: list, res: dict, vs_control: dict, verdicts: tuple[
                     "SFT starts: " + "; ".join(f"seed {s['seed']}: {s['sha256'][:12]}" for s in starts), measured_on(env, seconds)]
 
 
-def run(out: str, f: Figure7, progress: bool, starts_dir: Optional[str] = None) -> str:
+def run(out: str, f: Figure7, starts_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
     data = build_data(f.design)
     rows = data["eval_in"][: f.problems]
     starts_dir = starts_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "starts")
-    before, after, control, starts, log = _collect(f, data, rows, starts_dir, progress)
+    before, after, control, starts, log = _collect(f, data, rows, starts_dir)
     np.savez_compressed(os.path.join(out, "scores.npz"), **{f"{arm}/{w}@{k}": np.array(v[k, w]) for arm, v in
                                                            (("start", before), ("grpo", after), ("control", control)) for k in f.ks for w in ("pass", "maj")})
     res, vs_control = {}, {}

@@ -21,11 +21,11 @@ def _write(out: str, name: str, rows: list[dict]) -> None:
             f.write(json.dumps(r) + "\n")
 
 
-def run(out: str, d: Design, progress: bool) -> str:
+def run(out: str, d: Design) -> str:
     """Parameters held, seconds and peak memory per update: GRPO vs PPO with its value model, on one
     sampled rollout of RL questions from the design's SFT start (seed 0)."""
     data = build_data(d)
-    base, _ = start(d, 0, data, os.path.join(os.path.dirname(os.path.abspath(out)), "starts"), progress)
+    base, _ = start(d, 0, data, os.path.join(os.path.dirname(os.path.abspath(out)), "starts"))
     trainer = arm_trainer("grpo", base, data, d, 1e-4, 0)
     r = trainer.source.sample(trainer.policy, d.questions_per_step)
     r = trainer.reward(r, r.texts)

@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..progress import bars
 from ...accuracy_stats import paired_difference
 from .design import ARM_NAMES, Design, build_data, by_length, cell, correct, seeds_line, start, verdict
 from ..environment import environment, measured_on
@@ -62,7 +63,7 @@ def clipped(history: list[dict], limit: float = 1.0) -> float:
     return float(np.mean([n > limit for n in norms])) if norms else float("nan")
 
 
-def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str] = None) -> str:
+def run(out: str, p: ProcessVsOutcome, starts_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
     d = p.design
@@ -74,18 +75,18 @@ def run(out: str, p: ProcessVsOutcome, progress: bool, starts_dir: Optional[str]
     clip = {arm: [] for arm in ARMS}
     log, starts, chosen, tuning = [], [], {}, {arm: {} for arm in ARMS}
     for sft_seed in range(d.sft_seeds):
-        base, record = start(d, sft_seed, data, starts_dir, progress)
+        base, record = start(d, sft_seed, data, starts_dir)
         starts.append({"seed": sft_seed, "sha256": record["sha256"]})
         at_start = {sp: correct(base, data[sp], d) for sp in SPLITS}
         val0 = float(correct(base, data["validation"], d).mean())
-        if progress:
+        if bars():
             print(f"  SFT seed {sft_seed}: the start solves {100 * at_start['eval_in'].mean():.1f}% of 5-6-step problems", flush=True)
         for rl_seed in range(d.rl_seeds):
             seed = 1000 * sft_seed + rl_seed
             for sp in SPLITS:
                 scores["start", sp].append(at_start[sp])
             for arm in ARMS:
-                tried = {lr: run_arm(arm, base, data, d, lr, seed, [], progress, val0) for lr in ((chosen[arm],) if arm in chosen else p.lr_grid)}
+                tried = {lr: run_arm(arm, base, data, d, lr, seed, [], val0) for lr in ((chosen[arm],) if arm in chosen else p.lr_grid)}
                 if arm not in chosen:  # the first pair: every lr of the grid, the rule of figure5-lr
                     tuning[arm] = {f"{lr:g}": t["validation"] for lr, t in tried.items()}
                     chosen[arm] = best_lr({lr: t["validation"] for lr, t in tried.items()})

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..progress import bars
 from ... import methods, threads
 from ...config import TrainConfig
 from ...data import Encoder
@@ -90,7 +91,7 @@ def start_file(size: RLvsSFT, seed: int, starts_dir: str) -> str:
     return os.path.join(starts_dir, f"rl-vs-sft-{key}.safetensors")
 
 
-def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress: bool):
+def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str):
     """The SFT start of ``seed``: loaded when ``starts_dir`` (or the package's ``tasks/starts``) holds
     one made with these settings, else trained (cosine schedule, best validation checkpoint) and saved there with its record."""
     from safetensors.torch import load_file, save_file
@@ -115,7 +116,7 @@ def sft_start(size: RLvsSFT, seed: int, splits: dict, starts_dir: str, progress:
             sft.train_step()
         accuracy = _accuracy(model, tok, splits["validation"], size)
         curve.append({"step": sft.step_count, "validation_accuracy": accuracy})
-        if progress:
+        if bars():
             print(f"  SFT seed {seed}: step {sft.step_count}, validation accuracy {accuracy:.1%}", flush=True)
         if accuracy > best:
             best, best_step, best_state = accuracy, sft.step_count, copy.deepcopy(model.state_dict())
@@ -140,25 +141,25 @@ def _accuracy(model, tok, rows, size: RLvsSFT) -> float:
     return float(_correct(model, tok, rows, size).mean())
 
 
-def _grpo(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
+def _grpo(start, tok, splits, size: RLvsSFT, seed: int):
     model = copy.deepcopy(start)
     cfg = TrainConfig(steps=size.rl_steps, questions_per_step=size.questions_per_step, lr=size.rl_lr,
                       warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
     method = methods.grpo(size.beta, size.epsilon, group_size=size.group_size)
-    history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo", adapt_threads=threads.per_step()).run(progress=progress)
+    history = Trainer(model, tok, method, splits["rl"], cfg, reward=task_reward(method, tok), phase="grpo", adapt_threads=threads.per_step()).run(progress=bars())
     return model, history
 
 
-def _control(start, tok, splits, size: RLvsSFT, seed: int, progress: bool):
+def _control(start, tok, splits, size: RLvsSFT, seed: int):
     """SFT continued for as many updates as GRPO takes, on the only worked solutions there are."""
     model = copy.deepcopy(start)
     cfg = TrainConfig(steps=size.rl_steps, questions_per_step=size.control_batch, lr=size.rl_lr,
                       warmup_steps=min(10, size.rl_steps // 2), max_new_tokens=size.max_new_tokens, seed=seed)
-    history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control", adapt_threads=threads.per_step()).run(progress=progress)
+    history = Trainer(model, tok, methods.sft(), splits["sft"], cfg, phase="sft_control", adapt_threads=threads.per_step()).run(progress=bars())
     return model, history
 
 
-def run(out: str, size: RLvsSFT, progress: bool, starts_dir: Optional[str] = None) -> str:
+def run(out: str, size: RLvsSFT, starts_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out``; returns its results Markdown."""
     t0 = time.perf_counter()
     splits = size.splits.build()
@@ -168,15 +169,15 @@ def run(out: str, size: RLvsSFT, progress: bool, starts_dir: Optional[str] = Non
     scores = {(arm, split): [] for arm in arms for split in ("eval_in", "eval_hard")}  # lists of [problems] per (sft seed, rl seed)
     log, starts = [], []
     for sft_seed in range(size.sft_seeds):
-        start, record = sft_start(size, sft_seed, splits, starts_dir, progress)
+        start, record = sft_start(size, sft_seed, splits, starts_dir)
         starts.append({"seed": sft_seed, "sha256": record["sha256"], "chosen_step": record["chosen_step"],
                        "validation_accuracy": record["validation_accuracy"]})
         at_start = {split: _correct(start, tok, splits[split], size) for split in ("eval_in", "eval_hard")}
         for rl_seed in range(size.rl_seeds):
             trained = {"start": start}
-            trained["grpo"], hist = _grpo(start, tok, splits, size, 1000 * sft_seed + rl_seed, progress)
+            trained["grpo"], hist = _grpo(start, tok, splits, size, 1000 * sft_seed + rl_seed)
             log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
-            trained["control"], hist = _control(start, tok, splits, size, 1000 * sft_seed + rl_seed, progress)
+            trained["control"], hist = _control(start, tok, splits, size, 1000 * sft_seed + rl_seed)
             log += [{**m, "sft_seed": sft_seed, "rl_seed": rl_seed} for m in hist]
             for split in ("eval_in", "eval_hard"):
                 scores["start", split].append(at_start[split])
