@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from unified_rl.apps.environment import cpu_model
+from unified_rl.apps.machine_record import cpu_model
 
 
 def machine() -> str:

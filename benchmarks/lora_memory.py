@@ -30,7 +30,7 @@ VARIANTS = {  # name -> (lora_r, beta, gradient checkpointing)
 
 def one(name: str, hidden: int, layers: int, vocab: int, device: str, completion: int) -> dict:
     from unified_rl import methods
-    from unified_rl.apps.memory import peak, reset_peak
+    from unified_rl.apps.peak_memory import peak, reset_peak
     from unified_rl.apps.tasks import ArithmeticTask, char_tokenizer
     from unified_rl.config import TrainConfig
     from unified_rl.data.collate import to_rollout

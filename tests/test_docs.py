@@ -62,15 +62,15 @@ def test_documentation_site_builds_strictly(tmp_path):
 
 
 def test_the_method_table_in_the_docs_is_the_code_s():
-    """docs/paradigm.md holds exactly what ``python -m unified_rl.apps.method_table`` prints (never edited by hand)."""
+    """docs/paradigm.md holds exactly what ``python -m unified_rl.apps.docs_method_table`` prints (never edited by hand)."""
     import os
 
-    from unified_rl.apps.method_table import END, START, table
+    from unified_rl.apps.docs_method_table import END, START, table
     from unified_rl.methods import REGISTRY
 
     doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "paradigm.md")).read()
     held = doc[doc.index(START): doc.index(END) + len(END)]
-    assert held == table(), "docs/paradigm.md's method table is stale: paste the output of python -m unified_rl.apps.method_table"
+    assert held == table(), "docs/paradigm.md's method table is stale: paste the output of python -m unified_rl.apps.docs_method_table"
     assert all(f"| `{name}` |" in held for name in REGISTRY)
 
 

@@ -32,7 +32,7 @@ from .progress import bars, progress_bars
 from ..hf import save_model
 from ..accuracy_stats import paired_difference
 from .experiments.design import Design, arm_trainer, build_data, correct, start
-from .environment import cpu_model, file_sha256
+from .machine_record import cpu_model, file_sha256
 from .plots import _smooth, figure, plot_training
 from .experiments.rl_vs_sft import SHIPPED_STARTS as SHIPPED
 from .experiments.rl_vs_sft import start_file

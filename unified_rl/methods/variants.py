@@ -1,7 +1,7 @@
 """The GRPO family as practitioners run it in 2025-26, each a composition of the same pieces.
 
 Every preset is one ``chain`` (advantage estimator, terms, aggregation) and a data source; the
-table in docs/paradigm.md is printed from these chains (``python -m unified_rl.apps.method_table``).
+table in docs/paradigm.md is printed from these chains (``python -m unified_rl.apps.docs_method_table``).
 """
 
 from typing import Optional

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...accuracy_stats import paired_difference
 from .design import ARM_NAMES, ARMS, Design, build_data, by_length, cell, collect_pool, correct, seeds_line, start, verdict
-from ..environment import environment, measured_on
+from ..machine_record import environment, measured_on
 from .figure5_lr import SPLITS, Collected, run_arm, tuned, write_metrics
 from ..plots import figure
 

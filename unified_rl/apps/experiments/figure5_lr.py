@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .design import ARM_NAMES, ARMS, Design, build_data, collect_pool, correct, drift, start, train_arm
-from ..environment import environment, measured_on
+from ..machine_record import environment, measured_on
 from ..plots import figure
 
 SPLITS = ("eval_in", "eval_hard")

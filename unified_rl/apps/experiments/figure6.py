@@ -41,7 +41,7 @@ from ...hf import reward_model_from_policy
 from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
 from ...accuracy_stats import paired_difference
 from .design import Design, build_data, chain_length, cell, correct, labelled_samples, seeds_line, start, train_arm, verdict
-from ..environment import environment, measured_on
+from ..machine_record import environment, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer
 

@@ -22,7 +22,7 @@ from ...evaluate import pass_and_majority_per_problem
 from ...hf import make_sampler
 from ...accuracy_stats import paired_difference
 from .design import Design, build_data, cell, seeds_line, start, train_arm
-from ..environment import environment, measured_on
+from ..machine_record import environment, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer
 

@@ -10,7 +10,7 @@ import time
 from ... import engine, methods
 from ...config import Optimisation
 from ...learner import AdamWLearner
-from ..memory import peak, reset_peak
+from ..peak_memory import peak, reset_peak
 from ..plots import figure
 from .design import Design, arm_trainer, build_data, start
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..progress import bars
 from ...accuracy_stats import paired_difference
 from .design import ARM_NAMES, Design, build_data, by_length, cell, correct, seeds_line, start, verdict
-from ..environment import environment, measured_on
+from ..machine_record import environment, measured_on
 from .figure5_lr import SPLITS, Collected, best_lr, run_arm, write_metrics
 from ..plots import figure
 from .rl_vs_sft import RLvsSFT

@@ -29,7 +29,7 @@ from ...evaluate import greedy_correct
 from ...hf import make_sampler, tiny_llama
 from ...loop import Trainer
 from ...accuracy_stats import paired_difference
-from ..environment import environment, file_sha256, measured_on
+from ..machine_record import environment, file_sha256, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer, parse_problem, task_reward
 from ..tasks.splits import ChainSplits

@@ -1,6 +1,6 @@
 """Print docs/paradigm.md's table of every registered method, read from the chains themselves.
 
-``python -m unified_rl.apps.method_table`` prints the Markdown table; the docs hold its output
+``python -m unified_rl.apps.docs_method_table`` prints the Markdown table; the docs hold its output
 between two markers and a test checks they are equal, so the table cannot drift from the code.
 Each method is built as the CLI builds it with no setting given (``methods.build``, L_max = the default max_new_tokens).
 """
