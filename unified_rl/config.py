@@ -15,10 +15,7 @@ from .names import CORRECTION_MODES, PRECISIONS, SAMPLERS
 from .recipe_files import read_table
 from .schedules import SCHEDULES
 
-__all__ = ["Optimisation", "Sampling", "ModelSetup", "RunSetup", "TrainConfig", "METHOD_KEYS", "fields_table", "read_table"]
-
-# Recipe keys that set a method, not the run: the command line and recipes build the Method from them.
-METHOD_KEYS = ("method", "group_size", "beta", "epsilon", "dpo_beta")
+__all__ = ["Optimisation", "Sampling", "ModelSetup", "RunSetup", "TrainConfig", "METHOD_KEYS", "METHOD_SETTINGS", "fields_table", "read_table"]
 
 
 def check_type(name: str, annotation: Any, value: Any) -> None:
@@ -58,6 +55,17 @@ def at_least_zero(v: Any) -> Optional[str]:
 def above_zero(v: Any) -> Optional[str]:
     """Why ``v`` is not a finite number > 0."""
     return None if math.isfinite(v) and v > 0 else "must be a finite number > 0"
+
+
+# The method's settings a recipe or a flag may give: type, range rule, help (None: the preset's own default).
+METHOD_SETTINGS: dict[str, tuple[Any, Any, str]] = {
+    "group_size": (Optional[int], positive, "G (GRPO) / samples per question (RFT, Online RFT, the pair methods); null: the method's (8, or 4 for RFT)"),
+    "beta": (Optional[float], at_least_zero, "KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); null: the method's default"),
+    "epsilon": (Optional[float], at_least_zero, "clip range; null: the method's default (0.2 for most, GSPO 3e-4)"),
+    "dpo_beta": (Optional[float], above_zero, "beta of the preference losses (dpo, ipo, hinge, simpo); null: the method's default"),
+}
+# Recipe keys that set a method, not the run: the command line and recipes build the Method from them.
+METHOD_KEYS = ("method", *METHOD_SETTINGS)
 
 
 def fraction(v: Any) -> Optional[str]:

@@ -5,19 +5,11 @@ settings are checked before torch is imported; the method is built from them aft
 (``methods.build``), so the run's configuration holds no method math."""
 
 import difflib
-from typing import Any, Optional
+from typing import Any
 
-from ..config import METHOD_KEYS, TrainConfig, above_zero, at_least_zero, check_type, positive, all_fields
+from ..config import METHOD_KEYS, METHOD_SETTINGS, TrainConfig, all_fields, check_type
 from ..names import METHODS
 
-# The method's settings a recipe or a flag may give: type, range rule, help (None: the preset's own default).
-METHOD_SETTINGS: dict[str, tuple[Any, Any, str]] = {
-    "group_size": (Optional[int], positive, "G (GRPO) / samples per question (RFT, Online RFT, the pair methods); null: the method's (8, or 4 for RFT)"),
-    "beta": (Optional[float], at_least_zero, "KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); null: the method's default"),
-    "epsilon": (Optional[float], at_least_zero, "clip range; null: the method's default (0.2 for most, GSPO 3e-4)"),
-    "dpo_beta": (Optional[float], above_zero, "beta of the preference losses (dpo, ipo, hinge, simpo); null: the method's default"),
-}
-assert set(METHOD_SETTINGS) | {"method"} == set(METHOD_KEYS)
 
 
 def known_methods() -> list[str]:
