@@ -8,7 +8,7 @@ import pytest
 from unified_rl.apps.cli import main
 from unified_rl.methods import REGISTRY
 
-PREFERENCE = {"dpo", "ipo", "hinge", "simpo"}
+PREFERENCE = {"dpo", "ipo", "hinge", "simpo", "orpo"}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

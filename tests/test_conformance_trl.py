@@ -224,6 +224,33 @@ def test_preference_losses_match_trl_dpo(loss, normalized, beta):
     _assert_same(ours, _flat_grads(model))
 
 
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_orpo_matches_trl_orpo(beta):
+    """ORPO's loss, NLL(chosen tokens) - mean beta log sigmoid(log odds ratio): TRL's own
+    ``odds_ratio_loss`` (which casts its inputs to fp32, so 1e-6 there) and, in fp64 at ``REL``, its
+    expression with TRL's own ``log1mexp``."""
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer, log1mexp
+
+    model, r = _pairs(11 + int(beta * 10))
+    coef = url.methods.orpo(beta).coefficient
+    ours = _ours(model, coef.prepare(r), coef)
+    p = r.batch_size // 2
+
+    def theirs(odds_ratio_losses):
+        model.zero_grad(set_to_none=True)
+        lp = true_logprobs(model, r)
+        avg = lp.sum(-1) / r.completion_lengths
+        chosen_tokens = r.completion_mask[:p]
+        nll = -lp[:p][chosen_tokens].sum() / chosen_tokens.sum()  # TRL's CrossEntropyLoss over the chosen labels
+        (nll - odds_ratio_losses(avg[:p], avg[p:]).mean()).backward()
+        return _flat_grads(model)
+
+    trl_fp32 = theirs(lambda c, r_: ORPOTrainer.odds_ratio_loss(_stub(beta=beta), c, r_)[0])
+    assert float((ours - trl_fp32).norm() / trl_fp32.norm()) < 1e-6
+    fp64 = theirs(lambda c, r_: beta * torch.nn.functional.logsigmoid((c - r_) - (log1mexp(c) - log1mexp(r_))))
+    _assert_same(ours, fp64)
+
+
 @pytest.mark.parametrize("beta,gamma", [(2.0, 1.0), (0.1, 0.5), (2.5, 0.0)])
 def test_simpo_matches_trl_cpo(beta, gamma):
     model, r = _pairs(7)

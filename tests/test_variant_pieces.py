@@ -56,6 +56,20 @@ def test_preference_losses_gc_is_gradient_of_objective(seed, beta, loss, normali
     _check(term, r, logp)
 
 
+@given(seed=st.integers(0, 100_000), beta=st.floats(0.05, 2.0))
+def test_orpo_gc_is_gradient_of_objective(seed, beta):
+    """ORPO's odds-ratio term and its NLL part (policy gradient on chosen_nll's advantage): GC x
+    weights is autograd of the objective; the NLL part is the mean log-likelihood of the chosen tokens."""
+    r, logp = _filled(seed, C.group_mean(True))
+    term = C.odds_ratio(beta)
+    term.check(r)
+    _check(term, r, logp)
+    r = C.chosen_nll()(r)
+    _check(C.policy_gradient(), r, logp)
+    chosen = r.completion_mask & r.chosen[:, None]
+    torch.testing.assert_close(C.policy_gradient().objective(r, logp), logp[chosen].mean(), rtol=1e-12, atol=0)
+
+
 def test_sapo_and_cispo_and_dual_clip_by_hand():
     ids = torch.zeros(1, 4, dtype=torch.long)
     m = torch.tensor([[False, True, True, True]])

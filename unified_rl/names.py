@@ -82,5 +82,6 @@ for _name, _where, _summary, _renames in (
     ("ipo", "preference", "IPO: squared margin loss on pairs", _PAIRS),
     ("hinge", "preference", "hinge (SLiC) loss on pairs", _PAIRS),
     ("simpo", "preference", "SimPO: reference-free, length-normalised pairs", _PAIRS),
+    ("orpo", "preference", "ORPO: chosen NLL plus an odds-ratio term on pairs, no reference", _PAIRS),
 ):
     register(_name, f"unified_rl.methods.{_where}:{_name}", _summary, _renames)

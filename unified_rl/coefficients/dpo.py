@@ -29,6 +29,20 @@ Loss = Literal["sigmoid", "ipo", "hinge", "simpo"]
 LOSSES: tuple[str, ...] = get_args(Loss)
 
 
+def check_pairs(rollout: Rollout, who: str) -> None:
+    """Every group of ``rollout`` is a pair: exactly 2 sequences, one of them chosen (a ValueError
+    naming ``who``, the pair and a sample otherwise)."""
+    idx, k = group_index(rollout.group_ids)
+    n = torch.bincount(idx, minlength=k)
+    n_chosen = torch.bincount(idx, weights=rollout.chosen.double(), minlength=k)
+    for bad, what in ((n != 2, "sequence(s); a pair needs exactly 2"), (n_chosen != 1, "chosen; a pair needs exactly 1 chosen and 1 rejected")):
+        if bool(bad.any()):
+            g = int(bad.nonzero()[0, 0])
+            row = int((idx == g).nonzero()[0, 0])
+            count = int(n[g]) if "sequence" in what else int(n_chosen[g])
+            raise ValueError(f"{who}: pair {int(rollout.group_ids[row])} (sample {row}) has {count} {what}")
+
+
 @dataclass(frozen=True)
 class DPOTerm(Term):
     """A pairwise preference loss f(m) on the margin m (see the module docstring)."""
@@ -70,15 +84,7 @@ class DPOTerm(Term):
                 "simpo": lambda: -b * torch.sigmoid(self.gamma - b * m)}[self.loss]()
 
     def check(self, rollout: Rollout) -> None:
-        idx, k = group_index(rollout.group_ids)
-        n = torch.bincount(idx, minlength=k)
-        n_chosen = torch.bincount(idx, weights=rollout.chosen.double(), minlength=k)
-        for bad, what in ((n != 2, "sequence(s); a DPO pair needs exactly 2"), (n_chosen != 1, "chosen; a DPO pair needs exactly 1 chosen and 1 rejected")):
-            if bool(bad.any()):
-                g = int(bad.nonzero()[0, 0])
-                row = int((idx == g).nonzero()[0, 0])
-                count = int(n[g]) if "sequence" in what else int(n_chosen[g])
-                raise ValueError(f"dpo(): pair {int(rollout.group_ids[row])} (sample {row}) has {count} {what}")
+        check_pairs(rollout, "dpo()")
 
     def _parts(self, rollout: Rollout, logp: Tensor):
         lengths = rollout.completion_lengths.to(logp.dtype)

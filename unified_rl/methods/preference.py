@@ -9,8 +9,8 @@ from .method import Method
 
 
 def _pairs(name: str, term: C.Term, normalized: bool, data_source: Optional[SourceRecipe], reward: Optional[RewardFunction],
-           samples_per_question: int) -> Method:
-    coef = C.chain(None, term, aggregation=C.group_mean(normalized), name=name)
+           samples_per_question: int, advantage: Optional[C.AdvantageEstimator] = None, *more: C.Term) -> Method:
+    coef = C.chain(advantage, *more, term, aggregation=C.group_mean(normalized), name=name)
     return Method(name, coef, data_source or Pairs(samples_per_question), reward)
 
 
@@ -35,3 +35,11 @@ def simpo(beta: float = 2.0, gamma: float = 1.0, *, data_source: Optional[Source
     ``simpo_gamma`` is this ``gamma``: TRL writes beta (m - simpo_gamma / beta)). Defaults from the
     SimPO paper's range (gamma / beta = 0.5), not TRL's (beta 0.1, simpo_gamma 0.5)."""
     return _pairs("simpo", C.dpo_term(beta, True, "simpo", gamma), True, data_source, reward, samples_per_question)
+
+
+def orpo(beta: float = 0.1, *, data_source: Optional[SourceRecipe] = None, reward: Optional[RewardFunction] = None,
+         samples_per_question: int = 8) -> Method:
+    """ORPO (Hong et al. 2024; TRL ``experimental.orpo``): the chosen answers' mean token NLL plus
+    beta times the pairs' mean -log sigmoid of the log odds ratio, no reference model
+    (``coefficients.orpo``). ``beta`` is TRL's (the paper's lambda), default 0.1 as TRL's."""
+    return _pairs("orpo", C.odds_ratio(beta), True, data_source, reward, samples_per_question, C.chosen_nll(), C.policy_gradient())
