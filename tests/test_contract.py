@@ -57,7 +57,7 @@ def test_a_structural_coefficient_without_the_hooks_is_named():
         def __call__(self, rollout, logprobs):
             return logprobs
 
-    with pytest.raises(TypeError, match=r"Bare does not satisfy url.GradientCoefficient: no load_state_dict, metrics, state_dict "
+    with pytest.raises(TypeError, match=r"Bare does not satisfy url.GradientCoefficient: no load_state_dict, metrics, sampled, state_dict, vocabulary "
                                         r"\(subclass url.GradientCoefficient"):
         url.protocols.check_coefficient(Bare(), "method 'bare': coefficient")  # what Method and Trainer call
 

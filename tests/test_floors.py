@@ -9,7 +9,7 @@ import textwrap
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "unified_rl")
 CORE = ["rollout.py", "protocols.py", "engine.py", "batching.py", "lm_head.py", "precision.py", "threads.py", "names.py", "distributed.py", "critic.py",
-        "schedules.py",
+        "schedules.py", "vocabulary_pass.py",
         "coefficients"]
 CORE_DEPENDENCIES = {"torch", "numpy", "jaxtyping", "einops"}
 

@@ -14,7 +14,7 @@ Log-probs are taken at the temperature the rollout was sampled at (``rollout.tem
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -25,6 +25,7 @@ from .lm_head import logits_logprobs, on_mask
 from .precision import PRECISIONS, autocast
 from .protocols import GradientCoefficient, ModelAdapter
 from .rollout import Rollout
+from .vocabulary_pass import HeadStates, backward_vocabulary
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class PlainAdapter(ModelAdapter):
             logp = logits_logprobs(logits[:, :-1][target], mb.input_ids[:, 1:][target], mb.temperature)
             yield idx, lo, hi, mb, on_mask(mb.completion_mask, logp)
 
+    def head_states(self, model: nn.Module, mb: Rollout) -> HeadStates:
+        """The logits at the output positions themselves, and the identity as the head."""
+        logits = forward_logits(model, mb)
+        return logits[:, :-1][mb.completion_mask[:, 1:]], lambda x: x, logits.shape[-1]
+
 
 _ADAPTERS: list[ModelAdapter] = []
 
@@ -117,18 +123,22 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     return next((a for a in _ADAPTERS if a.accepts(model)), PlainAdapter())
 
 
-def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficient, plan: ExecutionPlan = ExecutionPlan()) -> Stats:
+def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficient, plan: ExecutionPlan = ExecutionPlan(),
+             models: Optional[Mapping[str, nn.Module]] = None) -> Stats:
     """Accumulate parameter ``.grad`` += -grad J for a prepared rollout; return :class:`Stats`.
 
     ``rollout`` must have ``weights`` (run ``coefficient.prepare`` first). ``plan`` says how the
-    passes run (micro-batch budget, loss-head chunk, shared prompts, precision); same gradient."""
+    passes run (micro-batch budget, loss-head chunk, shared prompts, precision); same gradient.
+    A coefficient's terms over the vocabulary (``coefficient.vocabulary``) run in a pass of their
+    own (``vocabulary_pass``), reading the distributions of ``models`` (``{"teacher": ...}``)."""
     if rollout.weights is None:
         raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
     gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
     logp_full = torch.zeros_like(gc_full)
-    loss_total = 0.0
+    loss_total, extra = 0.0, {}
+    adapter = adapter_for(model)
     with autocast(model, plan.precision, backward=True):
-        for idx, lo, hi, mb, logp in adapter_for(model).passes(model, rollout, plan, keep_groups=coefficient.couples_group):
+        for idx, lo, hi, mb, logp in (adapter.passes(model, rollout, plan, keep_groups=coefficient.couples_group) if coefficient.sampled else ()):
             with torch.no_grad():
                 gc = coefficient(mb, logp.detach())
             bad = mb.completion_mask & ~torch.isfinite(gc)
@@ -140,11 +150,15 @@ def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficien
             loss_total += float(loss.detach())
             gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
             logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
+        if coefficient.vocabulary:
+            states_of = lambda m, mb: adapter_for(m).head_states(m, mb)  # noqa: E731
+            vocab_loss, extra = backward_vocabulary(model, rollout, coefficient.vocabulary, plan, models or {}, states_of)
+            loss_total += vocab_loss
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     dtype = torch.promote_types(dtype, torch.float32)
     gc_full, logp_full = gc_full.to(dtype), logp_full.to(dtype)
-    metrics = {"loss": loss_total, "tokens": float(rollout.num_completion_tokens)}
-    if rollout.num_completion_tokens:
+    metrics = {"loss": loss_total, "tokens": float(rollout.num_completion_tokens), **extra}
+    if rollout.num_completion_tokens and coefficient.sampled:
         metrics.update(coefficient.metrics(rollout, logp_full, gc_full))
     return Stats(loss_total, gc_full, logp_full, metrics)
 

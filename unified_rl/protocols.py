@@ -100,6 +100,8 @@ class GradientCoefficient(Stateful, Protocol):
 
     needs: frozenset[RolloutField]
     couples_group: bool = False
+    sampled: bool = True  # it has a GC on the sampled tokens (False: only terms over the vocabulary)
+    vocabulary: tuple = ()  # terms over the vocabulary (``coefficients.vocabulary``), in a pass of their own
 
     def prepare(self, rollout: Rollout) -> Rollout:
         """Advantages and aggregation ``weights`` from the whole batch, without grad."""
@@ -155,6 +157,12 @@ class ModelAdapter(Protocol):
         """(row index, lo, hi, view, logp) per micro-batch within ``plan.max_tokens``: ``view`` is
         the rows' columns [lo, hi), ``logp`` its differentiable log-probs (0 outside completions).
         A caller that differentiates runs each logp's backward before asking for the next."""
+        ...
+
+    def head_states(self, model: nn.Module, mb: Any) -> tuple[Tensor, Any, int]:
+        """(states, head, vocabulary size) at ``mb``'s output positions, in ``completion_mask``'s
+        order: ``head(states[i:j])`` gives those positions' logits (the engine's pass over the
+        vocabulary runs the head chunk by chunk)."""
         ...
 
 

@@ -21,15 +21,17 @@ from .terms import masked, token_mean_of
 
 @dataclass(frozen=True)
 class Chain(GradientCoefficient):
-    """A GradientCoefficient: ``advantage`` (may be None) -> ``terms`` -> ``aggregation``."""
+    """A GradientCoefficient: ``advantage`` (may be None) -> ``terms`` -> ``aggregation``; terms over
+    the vocabulary (``vocabulary``) share the aggregation's weights."""
 
     advantage: Optional[AdvantageEstimator]
     terms: tuple[Term, ...]
     aggregation: Aggregation
     name: str = "chain"
+    vocabulary: tuple = ()
 
     def __post_init__(self) -> None:
-        for piece in self.pieces:
+        for piece in self.pieces + self.vocabulary:
             check_needs(piece.needs, f"chain {self.name!r}: piece {piece.label}")
         conforms(self.aggregation, Aggregation, f"chain {self.name!r}: aggregation")
         check_needs(self.aggregation.needs, f"chain {self.name!r}: aggregation {type(self.aggregation).__name__}")
@@ -42,7 +44,7 @@ class Chain(GradientCoefficient):
     @property
     def needs(self) -> frozenset:
         """Rollout fields the pieces read (the loop fills only these: no reference pass at beta = 0)."""
-        out = set().union(*(t.needs for t in self.terms))
+        out = set().union(*(t.needs for t in self.terms + self.vocabulary))
         if self.advantage is not None:
             out = (out - self.advantage.provides) | self.advantage.needs
         return frozenset(out | self.aggregation.needs)
@@ -59,6 +61,16 @@ class Chain(GradientCoefficient):
     @property
     def couples_group(self) -> bool:
         return any(t.couples_group for t in self.terms)
+
+    @property
+    def sampled(self) -> bool:
+        """True when a term has a GC on the sampled tokens (a chain of vocabulary terms only has none)."""
+        return bool(self.terms)
+
+    @property
+    def reads(self) -> frozenset:
+        """The other models' distributions the vocabulary terms read (``"teacher"``, ``"reference"``)."""
+        return frozenset().union(*(t.reads for t in self.vocabulary))
 
     @torch.no_grad()
     def prepare(self, rollout: Rollout) -> Rollout:
@@ -84,11 +96,12 @@ class Chain(GradientCoefficient):
 
     @torch.no_grad()
     def __call__(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
-        gc = sum(term.gc(rollout, logprobs) for term in self.terms)
+        gc = sum((term.gc(rollout, logprobs) for term in self.terms), torch.zeros_like(logprobs))
         return masked(rollout, gc)
 
     def objective(self, rollout: Rollout, logprobs: Float[Tensor, "batch seq"]) -> Float[Tensor, ""]:
-        """J(logp): the quantity whose gradient the engine follows (for tests and teaching)."""
+        """J(logp) of the sampled-token terms: the quantity whose gradient the engine follows (for
+        tests and teaching; the vocabulary terms' objectives read whole distributions)."""
         return sum(term.objective(rollout, logprobs) for term in self.terms)
 
     @torch.no_grad()
@@ -111,9 +124,11 @@ class Chain(GradientCoefficient):
                 p.load_state_dict(state[i])
 
 
-def chain(advantage: Optional[AdvantageEstimator], *terms: Term, aggregation: Aggregation, name: str = "chain") -> Chain:
+def chain(advantage: Optional[AdvantageEstimator], *terms: Term, aggregation: Aggregation, name: str = "chain",
+          vocabulary: tuple = ()) -> Chain:
     """Compose a gradient coefficient, e.g.
-    ``chain(group_normalized(), ppo_clip(0.2), kl_k3(0.04), aggregation=sequence_mean())``."""
-    if not terms:
-        raise ValueError("chain: needs at least one objective term")
-    return Chain(advantage, tuple(terms), aggregation, name)
+    ``chain(group_normalized(), ppo_clip(0.2), kl_k3(0.04), aggregation=sequence_mean())``, or with
+    terms over the vocabulary: ``chain(None, aggregation=token_mean(), vocabulary=(jsd(0.5),))``."""
+    if not terms and not vocabulary:
+        raise ValueError("chain: needs at least one objective term (on the sampled tokens or over the vocabulary)")
+    return Chain(advantage, tuple(terms), aggregation, name, tuple(vocabulary))

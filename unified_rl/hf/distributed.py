@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import weakref
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -276,3 +276,8 @@ class DistributedAdapter(ModelAdapter):
                 (logp.sum() * 0.0).backward()
         for k, (idx, lo, hi, mb) in enumerate(views, start=padding):
             yield idx, lo, hi, mb, forward(mb, k)
+
+    def head_states(self, model: nn.Module, mb: Rollout) -> tuple[Tensor, Any, int]:
+        """Not yet: terms over the vocabulary do not run through an FSDP2 or DDP wrapper."""
+        raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under torchrun's FSDP2/DDP "
+                         "wrappers yet; train them in one process")

@@ -6,9 +6,10 @@ batch (prefix.py). Models whose head is not a plain linear map fall back to full
 Registered with the engine when ``unified_rl.hf`` is imported.
 """
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformers import PreTrainedModel
@@ -158,3 +159,17 @@ class TransformersAdapter(ModelAdapter):
             yield idx, lo, hi, mb, logp
         if prompts is not None:
             prompts.finish()
+
+    def head_states(self, model: nn.Module, mb: Rollout) -> tuple[Tensor, Any, int]:
+        """The trunk's last hidden states at the output positions and the linear head (LoRA: the
+        adapters active); a model whose head is not linear gives its logits, with the identity."""
+        inner = unwrap(model)
+        split = _split_head(inner)
+        position_ids = (mb.attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+        run = split[0] if split is not None else inner
+        out = run(input_ids=mb.input_ids, attention_mask=mb.attention_mask.long(), position_ids=position_ids, use_cache=False)
+        states = _states(out, split)[:, :-1][mb.completion_mask[:, 1:]]
+        if split is None:
+            return states, lambda x: x, states.shape[-1]
+        head = split[1]
+        return states, lambda x: F.linear(x, head.weight, head.bias), head.weight.shape[0]

@@ -1,0 +1,90 @@
+"""The engine's pass for terms over the vocabulary (``coefficients.vocabulary``):
+
+    grad J = sum_t w_t sum_v C_{t,v} grad log pi(v | q, o_<t),   C = dj / d log pi
+
+A model's adapter gives the states its head reads at the output positions (the last hidden states
+and the linear head of a transformers model; the logits themselves for any other module); the
+head runs on ``plan.chunk_bytes`` of fp32 logits at a time under activation checkpointing, so
+C, the log-softmax and the other models' distributions (teacher, reference) exist for one chunk
+only, in the forward and again in the backward. Other models run without grad, in eval mode.
+"""
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .batching import micro_batch_views
+from .lm_head import default_chunk_bytes
+from .rollout import Rollout
+
+HeadStates = tuple[Tensor, Callable[[Tensor], Tensor], int]  # (states [n, d], head: states -> logits, vocabulary size)
+
+
+def _check_reads(terms: Sequence, models: Mapping[str, nn.Module]) -> frozenset:
+    reads = frozenset().union(*(t.reads for t in terms))
+    for t in terms:
+        for name in sorted(t.reads - set(models)):
+            raise ValueError(f"engine.backward: {t.label} reads the {name}'s distribution, but no {name!r} model was given "
+                             f"(models={sorted(models)}); the Trainer takes teacher= (the command line --teacher PATH)")
+    return reads
+
+
+def _others(models: Mapping[str, nn.Module], reads: frozenset, mb: Rollout, states_of: Callable) -> dict[str, HeadStates]:
+    out = {}
+    for name in sorted(reads):
+        m = models[name]
+        was = m.training
+        m.eval()
+        try:
+            with torch.no_grad():
+                out[name] = states_of(m, mb)
+        finally:
+            m.train(was)
+    return out
+
+
+def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, plan, models: Mapping[str, nn.Module],
+                        states_of: Callable[[nn.Module, Rollout], HeadStates]) -> tuple[float, dict[str, float]]:
+    """Accumulate ``.grad`` += -grad J of the vocabulary ``terms`` on a prepared ``rollout``; returns
+    -J (their objective, as a loss) and each term's ``{name}/mean`` (its j over output tokens).
+    ``states_of(model, micro_batch)``: the adapter's head states (see the module docstring)."""
+    reads = _check_reads(terms, models)
+    total, sums, count = 0.0, torch.zeros(len(terms), dtype=torch.float64), 0
+    for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups=False):
+        if mb.num_completion_tokens == 0:
+            continue
+        target = mb.completion_mask[:, 1:]
+        where = target.nonzero()  # (row, column - 1) of each output position, in the states' order
+        weights = mb.weights[:, 1:][target]
+        states, head, vocab = states_of(model, mb)
+        others = _others(models, reads, mb, states_of)
+        chunk = max(1, (plan.chunk_bytes or default_chunk_bytes(states.device)) // (4 * vocab))
+        loss = states.new_zeros((), dtype=torch.float64)
+        for s in range(0, states.shape[0], chunk):
+            e = s + chunk
+            part = {k: (st[s:e], h) for k, (st, h, _) in others.items()}
+
+            def run(h_chunk: Tensor, s: int = s, e: int = e, part: dict = part) -> tuple[Tensor, Tensor]:
+                logp = torch.log_softmax(head(h_chunk).to(torch.promote_types(h_chunk.dtype, torch.float32)) / mb.temperature, -1)
+                with torch.no_grad():
+                    lp = logp.detach()
+                    dists = {k: torch.log_softmax(hk(st).to(lp.dtype) / mb.temperature, -1) for k, (st, hk) in part.items()}
+                    c = sum(t.coefficient(lp, dists) for t in terms)
+                    bad = ~torch.isfinite(c).all(-1)
+                    if bool(bad.any()):
+                        b, t = where[s + int(bad.nonzero()[0, 0])].tolist()
+                        raise FloatingPointError(f"engine.backward: the vocabulary coefficient is not finite at sample {int(idx[b])}, "
+                                                 f"position {lo + t + 1}")
+                    js = torch.stack([t.objective(lp, dists) for t in terms])
+                w = weights[s:e].to(logp.dtype)
+                return -(w[:, None] * c * logp).sum(), torch.cat([(w * js).sum(-1), js.sum(-1)])
+
+            surrogate, values = checkpoint(run, states[s:e], use_reentrant=False)
+            loss = loss + surrogate
+            total -= float(values[: len(terms)].sum())
+            sums += values[len(terms):].double().cpu()
+        loss.backward()
+        count += int(target.sum())
+    return total, {f"{t.name}/mean": float(sums[i]) / max(count, 1) for i, t in enumerate(terms)}
