@@ -183,6 +183,12 @@ def registered(name: str, max_new_tokens: int = 48, **settings):
     return url.methods.build(name, max_new_tokens=max_new_tokens, **{k: v for k, v in settings.items() if entry.parameter(k)})
 
 
+def teacher_for(method, seed: int = 9) -> dict:
+    """``{"teacher": model}`` for a method that distils from a teacher (a small model of its own seed), else ``{}``."""
+    reads = frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+    return {"teacher": small_model(seed=seed)} if "teacher" in reads else {}
+
+
 # ---------------------------------------------------------------- filled rollouts for the GC property tests
 ALL_AGGREGATIONS = [url.coefficients.sequence_mean(), url.coefficients.token_mean(), url.coefficients.sequence_sum(),
                     url.coefficients.max_length_mean(50), url.coefficients.group_mean(True), url.coefficients.constant_weight(0.37)]

@@ -11,7 +11,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model  # noqa: E402
+from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model, teacher_for  # noqa: E402
 
 from unified_rl.config import TrainConfig  # noqa: E402
 from unified_rl.loop import Trainer  # noqa: E402
@@ -23,7 +23,8 @@ def first_update(name: str, lora) -> tuple[str, bool]:
     """The digest of the trained parameters after one step, and whether the step moved them."""
     cfg = TrainConfig(steps=1, questions_per_step=4, max_new_tokens=40, lora_r=lora, checkpoint_every=0, seed=5)
     reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo_process" else FromCallable(has_seven)
-    trainer = Trainer(small_model(seed=1), TOK, registered(name, max_new_tokens=40, group_size=4), ROWS, cfg, reward=reward)
+    method = registered(name, max_new_tokens=40, group_size=4)
+    trainer = Trainer(small_model(seed=1), TOK, method, ROWS, cfg, reward=reward, **teacher_for(method))
     m = trainer.train_step()
     h = hashlib.sha256()
     for p in trainer.params:

@@ -9,6 +9,7 @@ from unified_rl.apps.cli import main
 from unified_rl.methods import REGISTRY
 
 PREFERENCE = {"dpo", "ipo", "hinge", "simpo", "orpo"}
+DISTILLATION = {"gkd", "distill"}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -20,11 +21,19 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
         (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps({"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"})
                                                         for i in range(6)) + "\n")
         args += ["--data", str(tmp_path / "pairs.jsonl"), "--format", "preference"]
+    if name in DISTILLATION:  # a teacher folder: the embedded model's shape, another seed
+        from unified_rl.apps.tasks import char_tokenizer
+        from unified_rl.hf import save_model, tiny_llama
+
+        tok = char_tokenizer()
+        save_model(tiny_llama(len(tok), seed=5), tok, str(tmp_path / "teacher"))
+        args += ["--teacher", str(tmp_path / "teacher")]
     assert main(args) == 0
     lines = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in lines if "loss" in m]
     assert len(steps) == 2 and all(m["phase"] == name for m in steps)
     assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE)
+    assert ("distill/mean" in steps[0]) == (name in DISTILLATION)
 
 
 @pytest.mark.parametrize("method,rows", [

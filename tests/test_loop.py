@@ -14,7 +14,7 @@ from unified_rl.data import Encoder
 from unified_rl.hf.sampling import generate
 from unified_rl.loop import Trainer
 from unified_rl.rewards import FromCallable, ProcessReward
-from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model
+from helpers import ROWS, TOK, has_seven, registered, seven_steps, small_model, teacher_for
 
 def policy_reward(model, n=64):
     """Mean reward of the policy's own samples on fixed prompts (fixed sampling seed)."""
@@ -35,7 +35,8 @@ def test_every_method_trains_through_the_loop(name):
     start = copy.deepcopy(model.state_dict())
     cfg = TrainConfig(steps=3, questions_per_step=4, lr=1e-3, max_new_tokens=40, mu=2 if name == "ppo" else 1)
     reward = None if name == "sft" else ProcessReward(TOK, seven_steps) if name == "grpo_process" else FromCallable(has_seven)
-    trainer = Trainer(model, TOK, registered(name, max_new_tokens=40, group_size=4), ROWS, cfg, reward=reward)
+    method = registered(name, max_new_tokens=40, group_size=4)
+    trainer = Trainer(model, TOK, method, ROWS, cfg, reward=reward, **teacher_for(method))
     history = trainer.run(progress=False)
     assert len(history) == 3
     for m in history:

@@ -61,15 +61,42 @@ def run_reward(method: Method, reward: Optional[RewardFunction], needs: frozense
     return reward
 
 
-def reference_for(policy: nn.Module, needs: frozenset, iterations: int, reset_reference: bool) -> Optional[Reference]:
-    """pi_ref where the coefficient reads ``ref_logprobs``: a frozen copy, or a LoRA policy's base model."""
-    if "ref_logprobs" not in needs:
+def reference_for(policy: nn.Module, coefficient: Any, iterations: int, reset_reference: bool) -> Optional[Reference]:
+    """pi_ref where the coefficient reads ``ref_logprobs`` or the reference's distribution: a frozen
+    copy, or a LoRA policy's base model."""
+    if "ref_logprobs" not in coefficient.needs and "reference" not in reads_of(coefficient):
         return None
     reference = Reference(policy)
     if reference.shares_policy and iterations > 1 and reset_reference:
         raise ValueError("a LoRA policy's reference is its base model (adapters off), which cannot be reset each iteration: "
                          "set reset_reference = false, or iterations = 1")
     return reference
+
+
+def reads_of(coefficient: Any) -> frozenset:
+    """The other models' distributions the coefficient's terms over the vocabulary read."""
+    return frozenset().union(*(t.reads for t in coefficient.vocabulary))
+
+
+def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Optional[Reference], world: int) -> dict[str, nn.Module]:
+    """The models whose distributions the engine's pass over the vocabulary reads (``teacher``,
+    ``reference``), checked before anything trains: a missing teacher or an unsupported set-up is
+    a one-line error."""
+    reads = reads_of(coefficient)
+    if reads and world > 1:
+        raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under FSDP2/DDP yet; "
+                         "train them in one process")
+    if "teacher" in reads and teacher is None:
+        raise ValueError("this method distils from a teacher: pass teacher= to the Trainer (the command line: --teacher PATH)")
+    out = {}
+    if "teacher" in reads:
+        out["teacher"] = teacher.requires_grad_(False).eval()
+    if "reference" in reads:
+        if reference.copy is None:
+            raise ValueError("kl_full reads the reference's distribution, which a LoRA policy's base model cannot give yet; "
+                             "use the sampled kl (k1/k2/k3) with LoRA")
+        out["reference"] = reference.copy
+    return out
 
 
 def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], critic: Optional[Critic]) -> nn.Module:

@@ -38,12 +38,12 @@ class AdamWLearner:
     """The default :class:`Learner`: updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
     ``params`` with AdamW, the schedule and the clipping that ``optim`` sets; with a ``critic``
     (PPO), fills the rollout's values before the coefficient prepares it and trains the critic after
-    the policy's updates."""
+    the policy's updates; ``models``: the distributions terms over the vocabulary read (a teacher)."""
 
     def __init__(self, policy: nn.Module, train_model: nn.Module, params: list, coefficient: GradientCoefficient, plan: ExecutionPlan,
-                 optim: Optimisation, critic: Optional[Critic] = None):
+                 optim: Optimisation, critic: Optional[Critic] = None, models: Optional[dict[str, nn.Module]] = None):
         self.policy, self.train_model, self.params, self.coefficient, self.plan = policy, train_model, params, coefficient, plan
-        self.critic = critic
+        self.critic, self.models = critic, models or {}
         self.mu, self.grad_clip = optim.mu, optim.grad_clip
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
         lr_factor = schedule(optim.warmup_steps, optim.steps * optim.iterations, optim.schedule)
@@ -59,7 +59,7 @@ class AdamWLearner:
         self.policy.train()
         for _ in range(self.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan)
+            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan, self.models)
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed, threads
-from .assemble import plug, ready_policy, reference_for, run_reward, seeded, wrapped
+from .assemble import distributions, plug, ready_policy, reference_for, run_reward, seeded, wrapped
 from .checkpointer import Checkpointer, TrainerCheckpointer
 from .config import TrainConfig
 from .data.chat import render_rows
@@ -48,17 +48,16 @@ class Trainer:
     ``answer``; a list, a ``datasets.Dataset`` or any iterable of dicts): the method's data-source
     recipe is built on these rows with the run's sampler (``config.sampling``, or ``sampler=``),
     unless ``data_source=`` gives a ready one. ``reward`` scores samples (the method's own if it has
-    one); ``extract`` reads answers for the held-out greedy accuracy on ``eval_rows``. Every plug-in
-    is checked against its Protocol here, once; ``adapt_threads`` refits torch's threads to the free
-    cores each step. The loop's parts: ``producer(trainer)``, ``learner(trainer)`` and ``checkpointer(trainer)``
-    build a :class:`RolloutProducer`, :class:`Learner`, :class:`Checkpointer` in place of the defaults."""
+    one); ``extract`` reads answers for the held-out greedy accuracy on ``eval_rows``; ``teacher``: the model distillation
+    follows. Plug-ins are checked against their Protocols here, once; ``adapt_threads`` refits torch's threads each step.
+    ``producer``, ``learner``, ``checkpointer`` (functions of the trainer) replace the loop's default parts."""
 
     def __init__(self, policy: nn.Module, tokenizer: Any, method: Method, rows: Iterable[dict], config: TrainConfig, *,
                  eval_rows: Optional[Iterable[dict]] = None, reward: Optional[RewardFunction] = None,
                  data_source: Optional[DataSource] = None, sampler: Optional[Sampler] = None, extract: Optional[Extractor] = None,
                  phase: Optional[str] = None, logger: Optional[MetricLogger] = None, adapt_threads: bool = False,
                  producer: Optional[Callable[["Trainer"], RolloutProducer]] = None,
-                 learner: Optional[Callable[["Trainer"], Learner]] = None,
+                 learner: Optional[Callable[["Trainer"], Learner]] = None, teacher: Optional[nn.Module] = None,
                  checkpointer: Optional[Callable[["Trainer"], Checkpointer]] = None):
         self.cfg = c = config
         if c.model.parallel != "none" and launched_by_torchrun():  # before anything is built: a usage error stops every rank
@@ -88,13 +87,14 @@ class Trainer:
                       max_new_tokens=c.sampling.max_new_tokens, temperature=c.sampling.temperature)
         self.source = data_source or self.method.data_source.build(setup)
         conforms(self.source, DataSource, "data source")
-        self.reference = reference_for(policy, self.needs, c.optim.iterations, c.optim.reset_reference)
+        self.reference = reference_for(policy, self.coefficient, c.optim.iterations, c.optim.reset_reference)
         with seeded(c.run.seed + 1):  # the run's own critic (PPO) starts from the run's seed too
             self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
         self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
+        others = distributions(self.coefficient, teacher, self.reference, self.world)
         self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
-                                                                c.optim, self.critic), Learner, "learner")
+                                                                c.optim, self.critic, others), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
         self.producer = plug(producer, self, lambda: SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision,
                                                                     self.full_weights), RolloutProducer, "producer")

@@ -83,5 +83,7 @@ for _name, _where, _summary, _renames in (
     ("hinge", "preference", "hinge (SLiC) loss on pairs", _PAIRS),
     ("simpo", "preference", "SimPO: reference-free, length-normalised pairs", _PAIRS),
     ("orpo", "preference", "ORPO: chosen NLL plus an odds-ratio term on pairs, no reference", _PAIRS),
+    ("gkd", "distillation", "GKD: generalized JSD to a teacher over the vocabulary, on- and off-policy", None),
+    ("distill", "distillation", "on-policy distillation: JSD (reverse KL) to a teacher over the vocabulary", None),
 ):
     register(_name, f"unified_rl.methods.{_where}:{_name}", _summary, _renames)

@@ -22,6 +22,15 @@ from .rollout import Rollout
 HeadStates = tuple[Tensor, Callable[[Tensor], Tensor], int]  # (states [n, d], head: states -> logits, vocabulary size)
 
 
+def fit_vocabulary(logits: Tensor, size: int) -> Tensor:
+    """Another model's logits on the policy's ``size`` rows, when the two heads differ only by padding
+    rows past the shared tokenizer's tokens: the other's extra rows dropped (no token has them), its
+    missing rows -inf (probability 0 where the other model has no such row)."""
+    if logits.shape[-1] >= size:
+        return logits[..., :size]
+    return torch.cat([logits, logits.new_full((*logits.shape[:-1], size - logits.shape[-1]), float("-inf"))], -1)
+
+
 def _check_reads(terms: Sequence, models: Mapping[str, nn.Module]) -> frozenset:
     reads = frozenset().union(*(t.reads for t in terms))
     for t in terms:
@@ -70,7 +79,8 @@ def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, pla
                 logp = torch.log_softmax(head(h_chunk).to(torch.promote_types(h_chunk.dtype, torch.float32)) / mb.temperature, -1)
                 with torch.no_grad():
                     lp = logp.detach()
-                    dists = {k: torch.log_softmax(hk(st).to(lp.dtype) / mb.temperature, -1) for k, (st, hk) in part.items()}
+                    dists = {k: torch.log_softmax(fit_vocabulary(hk(st).to(lp.dtype), vocab) / mb.temperature, -1)
+                             for k, (st, hk) in part.items()}
                     c = sum(t.coefficient(lp, dists) for t in terms)
                     bad = ~torch.isfinite(c).all(-1)
                     if bool(bad.any()):

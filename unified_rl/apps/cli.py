@@ -193,6 +193,8 @@ def _demo_and_train_parsers(sub) -> None:
     p.add_argument("--out", help="output folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
+    p.add_argument("--teacher", help="a local model folder (safetensors) whose distribution distillation follows (--method gkd, distill); "
+                                     "it must share the student's tokenizer")
     _add_run_flags(p)
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)

@@ -27,7 +27,7 @@ def _check_combination(args) -> None:
 
 
 # Options of ``train`` that a recipe file may set besides the method's settings and TrainConfig fields (flags win).
-RECIPE_OPTIONS = ("model", "data", "eval_data", "split", "format", "answer_marker", "reward", "merge", "pad_token", "out",
+RECIPE_OPTIONS = ("model", "data", "eval_data", "split", "format", "answer_marker", "reward", "merge", "pad_token", "out", "teacher",
                   *(f"{c}_column" for c in COLUMN_FLAGS))
 
 
@@ -69,6 +69,15 @@ def _configure(args):
         raise ValueError(f"config file {args.config!r}: {e}" if args.config and "--method" not in str(e) else str(e)) from None
 
 
+def _teacher(path: str, student, tok, trust_remote_code: bool):
+    """The teacher model folder, loaded like a model (safetensors only) and checked against the student."""
+    from ..hf import check_teacher, load_model, load_tokenizer
+
+    teacher = load_model(path, trust_remote_code=trust_remote_code)
+    check_teacher(student, tok, teacher, load_tokenizer(path, trust_remote_code=trust_remote_code, pad_token=tok.pad_token))
+    return teacher.to(next(student.parameters()).dtype)
+
+
 def _trainer(args, settings: dict, cfg):
     """The method built from its settings, the data and model loaded, the Trainer (resumed with ``--resume``)."""
     from .. import checkpoint, threads
@@ -80,6 +89,11 @@ def _trainer(args, settings: dict, cfg):
     if first and not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     method = build_method(settings, cfg)
+    teacher_reads = "teacher" in frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+    if args.teacher and not teacher_reads:
+        raise ValueError(f"--teacher: --method {method.name} follows no teacher (distillation does: gkd, distill)")
+    if args.teacher and not os.path.isdir(args.teacher):
+        raise FileNotFoundError(f"--teacher {args.teacher!r} is not a local model folder (nothing is downloaded)")
     preference = args.format == "preference"
     if preference and not isinstance(method.data_source, Pairs):
         raise ValueError(f"--format preference does not fit --method {method.name}: chosen/rejected pairs train a preference method (dpo)")
@@ -88,9 +102,10 @@ def _trainer(args, settings: dict, cfg):
     model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=not isinstance(method.data_source, Supervised) and not preference)
     if preference:  # the file's own pairs instead of sampled ones
         method = dataclasses.replace(method, data_source=Preferences())
+    teacher = _teacher(args.teacher, model, tok, args.trust_remote_code) if args.teacher else None
     _threads(args)
     trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=None if preference else _reward(args, method, tok),
-                      extract=_extract(args), adapt_threads=threads.per_step())
+                      extract=_extract(args), adapt_threads=threads.per_step(), teacher=teacher)
     if args.merge and sharded(trainer.train_model):
         raise ValueError("--merge: the adapters of an FSDP2-sharded policy are merged in one process; train with "
                          "--parallel ddp, or load --out/adapter with peft and merge_and_unload() after the run")

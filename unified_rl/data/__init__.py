@@ -2,10 +2,11 @@
 
 from .collate import concat, to_rollout
 from .dynamic import DynamicSampling
-from .recipes import Dynamic, Given, Pairs, Preferences, Sampled, Setup, SourceRecipe, Supervised
+from .mixed import MixedSource
+from .recipes import Dynamic, Given, Mixed, Pairs, Preferences, Sampled, Setup, SourceRecipe, Supervised
 from .rows import check_rows, gsm8k_rows, read_jsonl
 from .encoder import Encoder
 from .sources import PairSource, PreferenceSource, ReplaySource, RowCursor, SampledSource, SupervisedSource
 
-__all__ = ["concat", "to_rollout", "Dynamic", "DynamicSampling", "Given", "Pairs", "Preferences", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
+__all__ = ["concat", "to_rollout", "Dynamic", "DynamicSampling", "Given", "Mixed", "MixedSource", "Pairs", "Preferences", "Sampled", "Setup", "SourceRecipe", "Supervised", "check_rows", "gsm8k_rows",
            "read_jsonl", "Encoder", "PairSource", "PreferenceSource", "ReplaySource", "RowCursor", "SampledSource", "SupervisedSource"]

@@ -7,7 +7,8 @@ policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer 
   PPO, GRPO) or from a frozen copy of the starting policy (offline: RFT);
 * :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy;
 * :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset;
-* :class:`Dynamic`    -- DAPO's dynamic sampling around another recipe: only groups with a reward spread.
+* :class:`Dynamic`    -- DAPO's dynamic sampling around another recipe: only groups with a reward spread;
+* :class:`Mixed`      -- each batch from one recipe or another by a seeded coin (GKD's on-policy fraction).
 """
 
 import copy
@@ -19,6 +20,7 @@ from torch import nn
 from ..protocols import DataSource, RewardFunction, Sampler
 from .dynamic import DynamicSampling
 from .encoder import Encoder
+from .mixed import MixedSource
 from .sources import PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
@@ -124,6 +126,27 @@ class Dynamic(SourceRecipe):
         if setup.reward is None:
             raise ValueError("Dynamic: dynamic sampling keeps groups by their rewards; pass reward= to the Trainer")
         return DynamicSampling(self.inner.build(setup), setup.reward, setup.encoder.tokenizer.pad_token_id, self.max_batches)
+
+
+@dataclass(frozen=True)
+class Mixed(SourceRecipe):
+    """Each batch from ``online`` with probability ``fraction``, else from ``offline`` (GKD's
+    lambda: on-policy samples or the rows' own completions), as a :class:`MixedSource`."""
+
+    fraction: float = 0.5
+    online: SourceRecipe = Sampled(1)
+    offline: SourceRecipe = Supervised()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction <= 1:
+            raise ValueError(f"Mixed: fraction must be in [0, 1], got {self.fraction!r}")
+
+    def build(self, setup: Setup) -> DataSource:
+        """Both sources, built on the same rows, the coin seeded from the run's seed (one source
+        alone at a fraction of 0 or 1: rows without completions can be used fully on-policy)."""
+        if self.fraction in (0, 1):
+            return (self.online if self.fraction == 1 else self.offline).build(setup)
+        return MixedSource(self.online.build(setup), self.offline.build(setup), self.fraction, seed=setup.seed + 7)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,22 @@ def check_vocabulary(model: Any, tok: Any) -> None:
                          f"{pad}; use the model's own tokenizer or resize the embeddings")
 
 
+def check_teacher(student: Any, student_tok: Any, teacher: Any, teacher_tok: Any) -> None:
+    """A teacher distillation can compare with the student token by token: the same tokenizer (every
+    token at the same id), and heads that differ at most by padding rows past its tokens (the
+    engine drops or zero-fills those: ``vocabulary_pass.fit_vocabulary``). One-line errors otherwise."""
+    mine, theirs = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if mine != theirs:
+        token = next((t for t in sorted(set(mine) | set(theirs)) if mine.get(t) != theirs.get(t)), None)
+        raise ValueError(f"the teacher's tokenizer differs from the student's: token {token!r} is id {mine.get(token)} in the student's "
+                         f"and {theirs.get(token)} in the teacher's; distillation compares the two distributions token by token, "
+                         "so both must use one tokenizer")
+    rows = [m.get_output_embeddings().weight.shape[0] for m in (student, teacher)]
+    if min(rows) < len(student_tok):
+        raise ValueError(f"the student's head has {rows[0]} rows and the teacher's {rows[1]}, but the tokenizer has {len(student_tok)} "
+                         "tokens: a head must have a row for every token")
+
+
 def check_tokenizer(tok) -> None:
     """Raise if the tokenizer has no pad or no eos token."""
     if tok.pad_token_id is None:
