@@ -149,3 +149,18 @@ def test_distillation_matches_trl_gkd_and_distillation_trainer(beta):
     loss.backward()
     distill = _flat(model)
     assert distill.norm() > 1e-6 and float((ours - distill).norm() / distill.norm()) < 1e-5
+
+
+def test_the_memory_benchmark_runs_at_a_tiny_size():
+    """benchmarks/vocabulary_memory.py end to end (three processes) at a tiny size: its table has
+    every variant and the three gradients agree (fp32)."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "vocabulary_memory.py")
+    out = subprocess.run([sys.executable, script, "--vocab", "300", "--rows", "2", "--completion", "12", "--hidden", "32", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 300 |")]
+    assert [r[1].strip() for r in rows] == ["unified_rl engine (chunked)", "naive full logits", "TRL GKD loss (full logits)"]
+    assert all(float(r[5]) < 1e-4 for r in rows)
