@@ -29,7 +29,8 @@ CASES = {  # name -> method builder
     "dapo_batch_std": lambda: methods.dapo(scale_rewards="batch"),
     "dr_grpo": lambda: methods.dr_grpo(max_completion_length=8),
     "reinforce_pp": lambda: methods.reinforce_pp(),
-    "orpo": lambda: methods.orpo(0.5),  # its NLL part counts every rank's chosen tokens
+    "orpo": lambda: methods.orpo(0.5),
+    "online_dpo": lambda: methods.online_dpo(0.5),  # its NLL part counts every rank's chosen tokens
 }
 
 

@@ -32,7 +32,7 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in lines if "loss" in m]
     assert len(steps) == 2 and all(m["phase"] == name for m in steps)
-    assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE)
+    assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE | {"online_dpo"})  # online DPO samples and ranks its pairs
     assert ("distill/mean" in steps[0]) == (name in DISTILLATION)
 
 

@@ -251,6 +251,43 @@ def test_orpo_matches_trl_orpo(beta):
     _assert_same(ours, fp64)
 
 
+@pytest.mark.parametrize("beta", [0.1, 0.7])
+def test_online_dpo_matches_trl_online_dpo(beta):
+    """Online DPO: TRL computes its pairs and loss inline in ``OnlineDPOTrainer.training_step``
+    (``trl/experimental/online_dpo/online_dpo_trainer.py``: ``mask = first_half >= second_half`` ...
+    ``losses = -F.logsigmoid(self.beta * logits)``; no function to call), so those lines are
+    transcribed here on TRL's layout (first samples, then second samples), rewards with ties; our
+    pairs come from ``data.ranked.rank_pairs`` on the question-major layout the sampler gives."""
+    from unified_rl.data.ranked import rank_pairs
+    from unified_rl.data.collate import concat
+
+    p = 4
+    model, r = _pairs(21 + int(beta * 10), pairs=p)  # rows 0..p-1 are the first samples, p..2p-1 the second
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 1.0, 1.0, 0.5, 0.3], dtype=torch.float64)  # pairs 0 and 2 tie
+    order = [i for q in range(p) for i in (q, p + q)]  # question-major, as SampledSource gives them
+    sampled = r.select(order).replace(group_ids=torch.arange(2 * p) // 2, rewards=rewards[order].float(), chosen=None)
+    pairs, dropped = rank_pairs(sampled)
+    assert dropped == 0 and [bool(x.chosen[0]) for x in pairs] == [True, False, True, False]
+    ours_r = concat([x.replace(group_ids=torch.full((2,), i)) for i, x in enumerate(pairs)], pad_id=0)
+    coef = url.methods.online_dpo(beta).coefficient
+    ours = _ours(model, coef.prepare(ours_r), coef)
+
+    model.zero_grad(set_to_none=True)
+    logprobs, ref_logprobs = true_logprobs(model, r), r.ref_logprobs * r.completion_mask
+    first_half, second_half = rewards.split(p)
+    mask = first_half >= second_half
+    batch_range = torch.arange(p)
+    chosen_indices = batch_range + (~mask * p)
+    rejected_indices = batch_range + (mask * p)
+    cr = torch.cat((chosen_indices, rejected_indices))
+    cr_logprobs_sum, cr_ref_logprobs_sum = logprobs[cr].sum(1), ref_logprobs[cr].sum(1)
+    chosen_sum, rejected_sum = torch.split(cr_logprobs_sum, p)
+    chosen_ref_sum, rejected_ref_sum = torch.split(cr_ref_logprobs_sum, p)
+    logits = (chosen_sum - rejected_sum) - (chosen_ref_sum - rejected_ref_sum)
+    (-torch.nn.functional.logsigmoid(beta * logits)).mean().backward()
+    _assert_same(ours, _flat_grads(model))
+
+
 @pytest.mark.parametrize("beta,gamma", [(2.0, 1.0), (0.1, 0.5), (2.5, 0.0)])
 def test_simpo_matches_trl_cpo(beta, gamma):
     model, r = _pairs(7)

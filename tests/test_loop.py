@@ -26,7 +26,7 @@ def policy_reward(model, n=64):
 
 from unified_rl.methods import REGISTRY  # noqa: E402
 
-PREFERENCE = ("dpo", "ipo", "hinge", "simpo", "orpo")
+PREFERENCE = ("dpo", "ipo", "hinge", "simpo", "orpo", "online_dpo")
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

@@ -162,7 +162,7 @@ MICRO = {"sft": url.methods.sft, "grpo": url.methods.grpo, "dpo": url.methods.dp
          "dapo_mask_truncated": lambda: url.methods.dapo(mask_truncated=True), "gspo": lambda: url.methods.gspo(0.2, 0.2),
          "luspo": lambda: url.methods.luspo(0.2, 0.2), "cispo": lambda: url.methods.cispo(1.1), "sapo": url.methods.sapo,
          "rloo": url.methods.rloo, "reinforce_pp": url.methods.reinforce_pp, "ipo": url.methods.ipo, "hinge": url.methods.hinge,
-         "simpo": url.methods.simpo, "orpo": lambda: url.methods.orpo(0.5),
+         "simpo": url.methods.simpo, "orpo": lambda: url.methods.orpo(0.5), "online_dpo": url.methods.online_dpo,
          "off_policy_masked": lambda: url.Method("opm", url.coefficients.chain(
              url.coefficients.group_normalized(), url.coefficients.gated(url.coefficients.ppo_clip(0.2, level="sequence"),
                                                                          url.coefficients.off_policy_mask(0.01)),

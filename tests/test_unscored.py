@@ -144,3 +144,14 @@ def test_leave_one_out_is_the_reward_minus_the_mean_of_the_other_scored_samples(
         want = float(r.rewards[i] - r.rewards[others].mean()) if scored[i] and others else 0.0
         row = got[i][r.completion_mask[i]]
         torch.testing.assert_close(row, torch.full_like(row, want), rtol=1e-12, atol=1e-12)
+
+
+def test_online_dpo_leaves_out_a_pair_with_an_unscored_sample():
+    """A pair whose sample could not be scored is not ranked (an unscored 0 would lose every tie)."""
+    from unified_rl.data.ranked import rank_pairs
+
+    r = random_rollout(2, n_groups=3, group_size=2)
+    r = r.replace(rewards=torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 1.0]), scored=torch.tensor([True, True, False, True, True, True]))
+    pairs, dropped = rank_pairs(r)
+    assert dropped == 1 and len(pairs) == 2
+    assert [p.chosen.tolist() for p in pairs] == [[True, False], [False, True]]  # a tie goes to the first, as TRL

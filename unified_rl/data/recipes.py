@@ -6,6 +6,7 @@ policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer 
 * :class:`Sampled`    -- G completions per question from the current policy (online: Online RFT,
   PPO, GRPO) or from a frozen copy of the starting policy (offline: RFT);
 * :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy;
+* :class:`RankedPairs` -- online DPO's pairs: two samples of the current policy, ranked by reward;
 * :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset;
 * :class:`Dynamic`    -- DAPO's dynamic sampling around another recipe: only groups with a reward spread;
 * :class:`Mixed`      -- each batch from one recipe or another by a seeded coin (GKD's on-policy fraction).
@@ -21,6 +22,7 @@ from ..protocols import DataSource, RewardFunction, Sampler
 from .dynamic import DynamicSampling
 from .encoder import Encoder
 from .mixed import MixedSource
+from .ranked import RankedPairSource
 from .sources import PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
@@ -99,6 +101,18 @@ class Pairs(SourceRecipe):
         if setup.reward is None:
             raise ValueError("Pairs: DPO pairs are judged by a reward function; pass reward= to the Trainer")
         return PairSource(Sampled(self.samples_per_question, online=False).build(setup), setup.reward)
+
+
+@dataclass(frozen=True)
+class RankedPairs(SourceRecipe):
+    """Online DPO's pairs: two samples per question from the current policy, the higher-rewarded
+    chosen (ties: the first), as a :class:`RankedPairSource`."""
+
+    def build(self, setup: Setup) -> DataSource:
+        """A :class:`RankedPairSource` over an online :class:`Sampled` source of two per question."""
+        if setup.reward is None:
+            raise ValueError("RankedPairs: online DPO ranks its samples by a reward function; pass reward= to the Trainer")
+        return RankedPairSource(Sampled(2).build(setup), setup.reward)
 
 
 @dataclass(frozen=True)

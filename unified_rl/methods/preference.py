@@ -3,7 +3,7 @@
 from typing import Optional
 
 from .. import coefficients as C
-from ..data.recipes import Pairs, SourceRecipe
+from ..data.recipes import Pairs, RankedPairs, SourceRecipe
 from ..protocols import RewardFunction
 from .method import Method
 
@@ -43,3 +43,11 @@ def orpo(beta: float = 0.1, *, data_source: Optional[SourceRecipe] = None, rewar
     beta times the pairs' mean -log sigmoid of the log odds ratio, no reference model
     (``coefficients.orpo``). ``beta`` is TRL's (the paper's lambda), default 0.1 as TRL's."""
     return _pairs("orpo", C.odds_ratio(beta), True, data_source, reward, samples_per_question, C.chosen_nll(), C.policy_gradient())
+
+
+def online_dpo(beta: float = 0.1, *, data_source: Optional[SourceRecipe] = None, reward: Optional[RewardFunction] = None) -> Method:
+    """Online DPO (Guo et al. 2024; TRL ``experimental.online_dpo``, ``loss_type="sigmoid"``): two
+    samples per question from the current policy, ranked by the run's reward (``RankedPairs``), and
+    DPO's loss -log sigmoid(beta m) on the summed log-ratio margin, as TRL computes it."""
+    coef = C.chain(None, C.dpo_term(beta, False, "sigmoid"), aggregation=C.group_mean(False), name="online_dpo")
+    return Method("online_dpo", coef, data_source or RankedPairs(), reward)
