@@ -164,3 +164,47 @@ def test_the_memory_benchmark_runs_at_a_tiny_size():
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 300 |")]
     assert [r[1].strip() for r in rows] == ["unified_rl engine (chunked)", "naive full logits", "TRL GKD loss (full logits)"]
     assert all(float(r[5]) < 1e-4 for r in rows)
+
+
+def test_the_entropy_bonus_is_a_token_mean_whatever_the_chain_s_weights():
+    """TRL's ``entropy_coef``: loss - coef * (sum of per-token entropies / tokens), not rescaled to the
+    loss type's normaliser: under a sequence-mean chain the bonus is still a token mean."""
+    model = tiny_model(12)
+    r = random_rollout(13, n_groups=2, group_size=3, completion_max=7)
+    coef = C.chain(None, aggregation=C.sequence_mean(), vocabulary=(C.entropy_bonus(0.3),))
+    model.zero_grad(set_to_none=True)
+    stats = url.engine.backward(model, coef.prepare(r), coef)
+    ours = _flat(model)
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids=r.input_ids, attention_mask=r.attention_mask.long()).logits[:, :-1][r.completion_mask[:, 1:]]
+    logp = torch.log_softmax(logits, -1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    (-0.3 * entropy.mean()).backward()
+    theirs = _flat(model)
+    assert float((ours - theirs).norm() / theirs.norm()) < REL
+    assert stats.metrics["entropy/exact"] == pytest.approx(float(entropy.mean()), rel=1e-10)
+
+
+def test_the_adaptive_entropy_coefficient_follows_trl_s_controller():
+    """Skywork-OR1 / TRL ``use_adaptive_entropy``: applied only while the last entropy is at or below
+    the target; after each update the coefficient steps up (entropy <= target) or down, clamped; its
+    state is checkpointed with the chain."""
+    model = tiny_model(14)
+    r = random_rollout(15, n_groups=2, group_size=2)
+    coef = C.chain(None, aggregation=C.token_mean(), vocabulary=(C.entropy_bonus(0.02, target=100.0, delta=0.01, coef_max=0.035),))
+    bonus = coef.vocabulary[0]
+    seen = []
+    for _ in range(3):  # the entropy (about log 97 = 4.6 nats) is under the target: up by delta, up to coef_max
+        stats = url.engine.backward(model, coef.prepare(r), coef)
+        seen.append(stats.metrics["entropy_bonus/coef"])
+    assert seen == pytest.approx([0.03, 0.035, 0.035])
+    state = coef.state_dict()
+    high = C.chain(None, aggregation=C.token_mean(), vocabulary=(C.entropy_bonus(0.02, target=1.0, delta=0.01),))
+    url.engine.backward(model, high.prepare(r), high)  # over the target: down, and the next update applies no bonus
+    assert high.vocabulary[0].coef == pytest.approx(0.01)
+    model.zero_grad(set_to_none=True)
+    url.engine.backward(model, high.prepare(r), high)
+    assert _flat(model).abs().max() == 0
+    fresh = C.chain(None, aggregation=C.token_mean(), vocabulary=(C.entropy_bonus(0.02, target=100.0, delta=0.01, coef_max=0.035),))
+    fresh.load_state_dict(state)
+    assert fresh.vocabulary[0].coef == 0.035 and fresh.vocabulary[0].last_entropy == bonus.last_entropy

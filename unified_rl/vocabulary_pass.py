@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .batching import micro_batch_views
+from .distributed import global_sum
 from .lm_head import default_chunk_bytes
 from .rollout import Rollout
 
@@ -57,16 +58,19 @@ def _others(models: Mapping[str, nn.Module], reads: frozenset, mb: Rollout, stat
 def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, plan, models: Mapping[str, nn.Module],
                         states_of: Callable[[nn.Module, Rollout], HeadStates]) -> tuple[float, dict[str, float]]:
     """Accumulate ``.grad`` += -grad J of the vocabulary ``terms`` on a prepared ``rollout``; returns
-    -J (their objective, as a loss) and each term's ``{name}/mean`` (its j over output tokens).
+    -J (their objective, as a loss), each term's ``{name}/mean`` (its j over output tokens) and
+    ``entropy/exact``, the policy's mean entropy (which each term then ``observe``s). A term with an
+    ``aggregation`` of its own is weighted by it, else by the rollout's weights.
     ``states_of(model, micro_batch)``: the adapter's head states (see the module docstring)."""
     reads = _check_reads(terms, models)
-    total, sums, count = 0.0, torch.zeros(len(terms), dtype=torch.float64), 0
+    full = torch.stack([(t.aggregation(rollout) if t.aggregation is not None else rollout.weights).to(torch.float64) for t in terms])
+    total, sums, count = 0.0, torch.zeros(len(terms) + 1, dtype=torch.float64), 0
     for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups=False):
         if mb.num_completion_tokens == 0:
             continue
         target = mb.completion_mask[:, 1:]
         where = target.nonzero()  # (row, column - 1) of each output position, in the states' order
-        weights = mb.weights[:, 1:][target]
+        weights = full[:, idx][:, :, lo:hi][:, :, 1:][:, target]  # [terms, n]
         states, head, vocab = states_of(model, mb)
         others = _others(models, reads, mb, states_of)
         chunk = max(1, (plan.chunk_bytes or default_chunk_bytes(states.device)) // (4 * vocab))
@@ -81,15 +85,15 @@ def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, pla
                     lp = logp.detach()
                     dists = {k: torch.log_softmax(fit_vocabulary(hk(st).to(lp.dtype), vocab) / mb.temperature, -1)
                              for k, (st, hk) in part.items()}
-                    c = sum(t.coefficient(lp, dists) for t in terms)
+                    w = weights[:, s:e].to(logp.dtype)
+                    c = sum(w[i][:, None] * t.coefficient(lp, dists) for i, t in enumerate(terms))  # w_t C summed over terms
                     bad = ~torch.isfinite(c).all(-1)
                     if bool(bad.any()):
                         b, t = where[s + int(bad.nonzero()[0, 0])].tolist()
                         raise FloatingPointError(f"engine.backward: the vocabulary coefficient is not finite at sample {int(idx[b])}, "
                                                  f"position {lo + t + 1}")
-                    js = torch.stack([t.objective(lp, dists) for t in terms])
-                w = weights[s:e].to(logp.dtype)
-                return -(w[:, None] * c * logp).sum(), torch.cat([(w * js).sum(-1), js.sum(-1)])
+                    js = torch.stack([t.objective(lp, dists) for t in terms] + [-(lp.exp() * lp).sum(-1)])  # and the entropy
+                return -(c * logp).sum(), torch.cat([(w * js[:-1]).sum(-1), js.sum(-1)])
 
             surrogate, values = checkpoint(run, states[s:e], use_reentrant=False)
             loss = loss + surrogate
@@ -97,4 +101,8 @@ def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, pla
             sums += values[len(terms):].double().cpu()
         loss.backward()
         count += int(target.sum())
-    return total, {f"{t.name}/mean": float(sums[i]) / max(count, 1) for i, t in enumerate(terms)}
+    means = (global_sum(sums) / max(global_sum(count), 1)).tolist()  # over every rank's output tokens
+    metrics = {f"{t.name}/mean": means[i] for i, t in enumerate(terms)} | {"entropy/exact": means[-1]}
+    for t in terms:
+        metrics.update(t.observe(means[-1]))
+    return total, metrics

@@ -114,12 +114,13 @@ class Chain(GradientCoefficient):
         return out
 
     def state_dict(self) -> dict:
-        """The pieces' own state, by position (none for the built-in pieces)."""
-        return {i: state for i, p in enumerate(self.pieces) if (state := p.state_dict())}
+        """The pieces' own state, by position, the vocabulary terms after the others (e.g. an adaptive
+        entropy coefficient; none for most pieces)."""
+        return {i: state for i, p in enumerate(self.pieces + self.vocabulary) if (state := p.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict`."""
-        for i, p in enumerate(self.pieces):
+        for i, p in enumerate(self.pieces + self.vocabulary):
             if i in state:
                 p.load_state_dict(state[i])
 

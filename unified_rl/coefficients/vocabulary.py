@@ -13,18 +13,20 @@ A term may read other models' distributions at the same positions (``reads``: ``
 
 * :func:`jsd` -- the generalized Jensen-Shannon divergence to a teacher (beta = 0 forward KL, beta = 1
   reverse KL), TRL's ``GKDTrainer.generalized_jsd_loss`` and ``DistillationTrainer``'s loss;
-* :func:`entropy_bonus` -- coef * H(pi), the exact entropy;
+* :func:`entropy_bonus` -- coef * H(pi), the exact entropy, a token mean as TRL's ``entropy_coef``
+  (whatever the chain's weights), with TRL's adaptive coefficient (Skywork-OR1) as an option;
 * :func:`kl_full` -- beta * KL(pi || pi_ref) over the whole vocabulary, beside the sampled k1/k2/k3.
 """
 
 import math
-from dataclasses import dataclass
-from typing import Mapping, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Protocol
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .aggregation import token_mean
 from .pieces import Piece
 
 READS = ("teacher", "reference")  # the distributions a vocabulary term may read
@@ -36,6 +38,12 @@ class VocabularyTerm(Piece, Protocol):
 
     reads: frozenset[str] = frozenset()
     name: str = "vocab"  # its metrics are ``{name}/mean``: the mean of j over output tokens
+    aggregation: Any = None  # weights of its own (an Aggregation); None: the chain's
+
+    def observe(self, entropy: float) -> dict[str, float]:
+        """After each update: the policy's exact mean entropy over the batch's output tokens; returns
+        metrics. Default: nothing (a coefficient that adapts, e.g. the entropy bonus's, uses it)."""
+        return {}
 
     def objective(self, logp: Float[Tensor, "n vocab"], others: Mapping[str, Tensor]) -> Float[Tensor, " n"]:
         """j at each position from the policy's log-probs ``logp`` and the ``reads`` distributions."""
@@ -96,27 +104,57 @@ class JSD(VocabularyTerm):
         return -(1 - self.beta) * logp.exp() * (logp - self._mixture(logp, logt))
 
 
-@dataclass(frozen=True)
+@dataclass
 class EntropyBonus(VocabularyTerm):
-    """j = coef * H(pi) = -coef sum_v pi log pi  ->  C = -coef pi (log pi + 1) (the +1 adds nothing:
-    sum_v pi grad log pi = 0)."""
+    """j = coef * H(pi) = -coef sum_v pi log pi  ->  C = -coef pi log pi (the +1 of d/dlog pi adds
+    nothing: sum_v pi grad log pi = 0), weighted by a token mean over the batch (TRL's ``entropy_coef``:
+    the same meaning whatever the chain's normaliser).
+
+    With ``target`` (TRL's ``use_adaptive_entropy``, Skywork-OR1): the bonus applies only while the
+    last measured mean entropy is at or below ``target``, and after each update the coefficient moves
+    by ``delta`` towards raising the entropy (up when it is at or below the target, down otherwise),
+    within [``coef_min``, ``coef_max``]. The coefficient and the last entropy are checkpointed."""
 
     coef: float = 0.01
+    target: Optional[float] = None
+    delta: float = 0.005
+    coef_min: float = 0.0
+    coef_max: float = 1.0
     name = "entropy_bonus"
+    aggregation: Any = field(default_factory=token_mean)
+    last_entropy: float = float("-inf")  # the first step: TRL's controller starts gated on (no entropy measured yet)
 
     @property
     def label(self) -> str:
-        return f"entropy_bonus(coef={self.coef:g})"
+        return f"entropy_bonus(coef={self.coef:g}{'' if self.target is None else f', target={self.target:g}'})"
 
     @property
     def formula(self) -> str:
         return rf"-{self.coef:g}\,\pi(v) \log\pi(v)"
 
+    def _applied(self) -> float:
+        return self.coef if self.target is None or self.last_entropy <= self.target else 0.0
+
     def objective(self, logp: Float[Tensor, "n vocab"], others: Mapping[str, Tensor]) -> Float[Tensor, " n"]:
-        return self.coef * -(logp.exp() * logp).sum(-1)
+        return self._applied() * -(logp.exp() * logp).sum(-1)
 
     def coefficient(self, logp: Float[Tensor, "n vocab"], others: Mapping[str, Tensor]) -> Float[Tensor, "n vocab"]:
-        return -self.coef * logp.exp() * logp
+        return -self._applied() * logp.exp() * logp
+
+    def observe(self, entropy: float) -> dict[str, float]:
+        if self.target is None:
+            return {"entropy_bonus/coef": self.coef}
+        self.last_entropy = entropy
+        step = self.delta if entropy <= self.target else -self.delta
+        self.coef = min(max(self.coef + step, self.coef_min), self.coef_max)
+        return {"entropy_bonus/coef": self.coef}
+
+    def state_dict(self) -> dict:
+        return {"coef": self.coef, "last_entropy": self.last_entropy}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.coef, self.last_entropy = float(state["coef"]), float(state["last_entropy"])
 
 
 @dataclass(frozen=True)
@@ -150,11 +188,16 @@ def jsd(beta: float = 0.5) -> JSD:
     return JSD(float(beta))
 
 
-def entropy_bonus(coef: float = 0.01) -> EntropyBonus:
-    """coef * the exact entropy of the policy at each output position (coef > 0 raises it)."""
+def entropy_bonus(coef: float = 0.01, *, target: Optional[float] = None, delta: float = 0.005, coef_min: float = 0.0,
+                  coef_max: float = 1.0) -> EntropyBonus:
+    """coef * the exact mean entropy of the policy over the output tokens (coef > 0 raises it); with
+    ``target``, TRL's adaptive coefficient (see :class:`EntropyBonus`; TRL's defaults)."""
     if not math.isfinite(coef):
         raise ValueError(f"entropy_bonus: coef must be a finite number, got {coef}")
-    return EntropyBonus(float(coef))
+    if target is not None and not (delta >= 0 and coef_min <= coef <= coef_max):
+        raise ValueError(f"entropy_bonus: adaptive control needs delta >= 0 and coef_min <= coef <= coef_max, got "
+                         f"delta={delta}, coef={coef} in [{coef_min}, {coef_max}]")
+    return EntropyBonus(float(coef), target, float(delta), float(coef_min), float(coef_max))
 
 
 def kl_full(beta: float = 0.04) -> FullKL:
