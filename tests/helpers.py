@@ -183,10 +183,11 @@ def registered(name: str, max_new_tokens: int = 48, **settings):
     return url.methods.build(name, max_new_tokens=max_new_tokens, **{k: v for k, v in settings.items() if entry.parameter(k)})
 
 
-def teacher_for(method, seed: int = 9) -> dict:
-    """``{"teacher": model}`` for a method that distils from a teacher (a small model of its own seed), else ``{}``."""
+def teacher_for(method, build=None) -> dict:
+    """``{"teacher": model}`` for a method that distils from a teacher (``build()``, default a small
+    model of seed 9), else ``{}``: a Trainer's ``teacher=`` or the engine's ``models=``."""
     reads = frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
-    return {"teacher": small_model(seed=seed)} if "teacher" in reads else {}
+    return {"teacher": (build or (lambda: small_model(seed=9)))()} if "teacher" in reads else {}
 
 
 # ---------------------------------------------------------------- filled rollouts for the GC property tests

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import unified_rl as url
 from unified_rl.hf import completion_logprobs
-from helpers import registered, with_critic
+from helpers import registered, teacher_for, with_critic
 from unified_rl.methods import REGISTRY
 
 from helpers import run_cli as run
@@ -50,7 +50,8 @@ def test_every_method_packed_gradient_equals_padded(name, max_tokens):
     out = []
     for packed in (False, True):
         MODEL.zero_grad()
-        url.engine.backward(MODEL, prepared, method.coefficient, url.ExecutionPlan(max_tokens=max_tokens, share_prefix=False, packed=packed))
+        url.engine.backward(MODEL, prepared, method.coefficient, url.ExecutionPlan(max_tokens=max_tokens, share_prefix=False, packed=packed),
+                            models=teacher_for(method, lambda: tiny_model(7)))
         out.append(grads(MODEL))
     assert any(float(g.abs().sum()) > 0 for g in out[0])
     assert_grads_close(out[1], out[0], rtol=1e-10, atol=1e-13)

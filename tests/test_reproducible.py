@@ -109,7 +109,9 @@ def test_every_method_is_bitwise_reproducible_in_one_process_and_in_two():
     outs = [p.communicate(timeout=600) for p in procs]  # the two processes run side by side
     assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:] + outs[1][1][-2000:]
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
-    assert len(first) == 38 and first == second
+    from unified_rl.names import METHODS
+
+    assert len(first) == 2 * len(METHODS) and first == second  # every method, full and LoRA
 
 
 def test_grpo_at_the_demo_s_size_is_bitwise_reproducible_with_threads():

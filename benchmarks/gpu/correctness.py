@@ -41,8 +41,10 @@ def methods(device: str) -> dict:
         method = build(name, max_new_tokens=48, **({"group_size": 2} if REGISTRY[name].parameter("group_size") else {}))
         critic = method.critic.build(copy.deepcopy(model64)) if method.critic is not None else None  # PPO (fp64; prepare only)
         prepared = method.coefficient.prepare(batch.replace(values=critic.values(batch)) if critic is not None else batch)
+        reads = frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+        teacher = small_qwen(VOCAB, seed=1) if "teacher" in reads else None  # distillation: another model of the same shape
         model64.zero_grad(set_to_none=True)
-        url.engine.backward(model64, prepared, method.coefficient)
+        url.engine.backward(model64, prepared, method.coefficient, models={"teacher": teacher} if teacher is not None else None)
         want = _grads(model64)
         on_device = prepared.to(device)
         row = {"method": name}
@@ -50,7 +52,8 @@ def methods(device: str) -> dict:
             dtype = torch.bfloat16 if variant == "bf16 weights" else torch.float32
             m = copy.deepcopy(model64).to(device=device, dtype=dtype)
             m.zero_grad(set_to_none=True)
-            url.engine.backward(m, on_device, method.coefficient, url.ExecutionPlan(precision=PRECISION[variant]))
+            others = {"teacher": copy.deepcopy(teacher).to(device=device, dtype=dtype)} if teacher is not None else None
+            url.engine.backward(m, on_device, method.coefficient, url.ExecutionPlan(precision=PRECISION[variant]), models=others)
             row[variant] = rel_error(_grads(m), want)
         row["pass"] = all(row[v] <= tol for v, tol in TOLERANCE.items())
         rows.append(row)
