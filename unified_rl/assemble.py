@@ -90,7 +90,7 @@ def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Opt
         raise ValueError("this method distils from a teacher: pass teacher= to the Trainer (the command line: --teacher PATH)")
     out = {}
     if "teacher" in reads:
-        out["teacher"] = teacher.requires_grad_(False).eval()
+        out["teacher"] = teacher  # run without grad and in eval mode by the pass; the caller's model is left as it is
     if "reference" in reads:
         if reference.copy is None:
             raise ValueError("kl_full reads the reference's distribution, which a LoRA policy's base model cannot give yet; "
