@@ -186,7 +186,7 @@ def registered(name: str, max_new_tokens: int = 48, **settings):
 def teacher_for(method, build=None) -> dict:
     """``{"teacher": model}`` for a method that distils from a teacher (``build()``, default a small
     model of seed 9), else ``{}``: a Trainer's ``teacher=`` or the engine's ``models=``."""
-    reads = frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+    reads = url.coefficients.reads_of(method.coefficient.vocabulary)
     return {"teacher": (build or (lambda: small_model(seed=9)))()} if "teacher" in reads else {}
 
 

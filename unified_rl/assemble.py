@@ -11,6 +11,7 @@ from torch import nn
 from .config import ModelSetup
 from .hf import Reference, add_lora, check_tokenizer, check_vocabulary, ddp, enable_activation_checkpointing, fsdp, shard, shard_trained, trainable
 from .methods import Method
+from .coefficients.vocabulary import reads_of
 from .critic import Critic
 from .protocols import RewardFunction, conforms
 
@@ -64,7 +65,7 @@ def run_reward(method: Method, reward: Optional[RewardFunction], needs: frozense
 def reference_for(policy: nn.Module, coefficient: Any, iterations: int, reset_reference: bool) -> Optional[Reference]:
     """pi_ref where the coefficient reads ``ref_logprobs`` or the reference's distribution: a frozen
     copy, or a LoRA policy's base model."""
-    if "ref_logprobs" not in coefficient.needs and "reference" not in reads_of(coefficient):
+    if "ref_logprobs" not in coefficient.needs and "reference" not in reads_of(coefficient.vocabulary):
         return None
     reference = Reference(policy)
     if reference.shares_policy and iterations > 1 and reset_reference:
@@ -73,16 +74,11 @@ def reference_for(policy: nn.Module, coefficient: Any, iterations: int, reset_re
     return reference
 
 
-def reads_of(coefficient: Any) -> frozenset:
-    """The other models' distributions the coefficient's terms over the vocabulary read."""
-    return frozenset().union(*(t.reads for t in coefficient.vocabulary))
-
-
 def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Optional[Reference], world: int) -> dict[str, nn.Module]:
     """The models whose distributions the engine's pass over the vocabulary reads (``teacher``,
     ``reference``), checked before anything trains: a missing teacher or an unsupported set-up is
     a one-line error."""
-    reads = reads_of(coefficient)
+    reads = reads_of(coefficient.vocabulary)
     if reads and world > 1:
         raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under FSDP2/DDP yet; "
                          "train them in one process")

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .batching import micro_batch_views
+from .coefficients.vocabulary import reads_of
 from .distributed import global_sum
 from .lm_head import default_chunk_bytes
 from .rollout import Rollout
@@ -33,7 +34,7 @@ def fit_vocabulary(logits: Tensor, size: int) -> Tensor:
 
 
 def _check_reads(terms: Sequence, models: Mapping[str, nn.Module]) -> frozenset:
-    reads = frozenset().union(*(t.reads for t in terms))
+    reads = reads_of(terms)
     for t in terms:
         for name in sorted(t.reads - set(models)):
             raise ValueError(f"engine.backward: {t.label} reads the {name}'s distribution, but no {name!r} model was given "

@@ -41,7 +41,7 @@ def methods(device: str) -> dict:
         method = build(name, max_new_tokens=48, **({"group_size": 2} if REGISTRY[name].parameter("group_size") else {}))
         critic = method.critic.build(copy.deepcopy(model64)) if method.critic is not None else None  # PPO (fp64; prepare only)
         prepared = method.coefficient.prepare(batch.replace(values=critic.values(batch)) if critic is not None else batch)
-        reads = frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+        reads = url.coefficients.reads_of(method.coefficient.vocabulary)
         teacher = small_qwen(VOCAB, seed=1) if "teacher" in reads else None  # distillation: another model of the same shape
         model64.zero_grad(set_to_none=True)
         url.engine.backward(model64, prepared, method.coefficient, models={"teacher": teacher} if teacher is not None else None)

@@ -81,6 +81,7 @@ def _teacher(path: str, student, tok, trust_remote_code: bool):
 def _trainer(args, settings: dict, cfg):
     """The method built from its settings, the data and model loaded, the Trainer (resumed with ``--resume``)."""
     from .. import checkpoint, threads
+    from ..coefficients import reads_of
     from ..data.recipes import Pairs, Preferences, Supervised
     from ..hf import sharded
     from ..loop import Trainer
@@ -89,7 +90,7 @@ def _trainer(args, settings: dict, cfg):
     if first and not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     method = build_method(settings, cfg)
-    teacher_reads = "teacher" in frozenset().union(*(t.reads for t in method.coefficient.vocabulary))
+    teacher_reads = "teacher" in reads_of(method.coefficient.vocabulary)
     if args.teacher and not teacher_reads:
         raise ValueError(f"--teacher: --method {method.name} follows no teacher (distillation does: gkd, distill)")
     if args.teacher and not os.path.isdir(args.teacher):

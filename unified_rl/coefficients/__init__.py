@@ -15,12 +15,12 @@ from .pieces import AdvantageEstimator, Piece, Term
 from .ratio import cispo, ppo_clip, sapo
 from .returns import discounted_returns
 from .terms import kl, kl_estimate, kl_k3, policy_gradient
-from .vocabulary import VocabularyTerm, entropy_bonus, jsd, kl_full
+from .vocabulary import VocabularyTerm, entropy_bonus, jsd, kl_full, reads_of
 
 __all__ = [
     "groups_with_spread", "Aggregation",
     "Chain", "chain", "constant", "correct", "group_normalized", "leave_one_out", "process_normalized", "discounted_returns",
     "constant_weight", "group_mean", "mask_truncated", "max_length_mean", "sequence_mean", "sequence_sum", "token_mean",
     "dpo_term", "chosen_nll", "odds_ratio", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
-    "gae_advantages", "VocabularyTerm", "jsd", "entropy_bonus", "kl_full", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
+    "gae_advantages", "VocabularyTerm", "reads_of", "jsd", "entropy_bonus", "kl_full", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
 ]

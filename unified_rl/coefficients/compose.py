@@ -67,11 +67,6 @@ class Chain(GradientCoefficient):
         """True when a term has a GC on the sampled tokens (a chain of vocabulary terms only has none)."""
         return bool(self.terms)
 
-    @property
-    def reads(self) -> frozenset:
-        """The other models' distributions the vocabulary terms read (``"teacher"``, ``"reference"``)."""
-        return frozenset().union(*(t.reads for t in self.vocabulary))
-
     @torch.no_grad()
     def prepare(self, rollout: Rollout) -> Rollout:
         """Advantages and aggregation weights from the whole batch. Checks every piece's inputs

@@ -20,7 +20,7 @@ A term may read other models' distributions at the same positions (``reads``: ``
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import torch
 from jaxtyping import Float
@@ -52,6 +52,11 @@ class VocabularyTerm(Piece, Protocol):
     def coefficient(self, logp: Float[Tensor, "n vocab"], others: Mapping[str, Tensor]) -> Float[Tensor, "n vocab"]:
         """C = dj / d log pi (log pi as free variables)."""
         ...
+
+
+def reads_of(terms: Sequence[VocabularyTerm]) -> frozenset:
+    """The other models' distributions ``terms`` read (``"teacher"``, ``"reference"``)."""
+    return frozenset().union(*(t.reads for t in terms))
 
 
 def _kl(logp: Tensor, logq: Tensor) -> Tensor:
