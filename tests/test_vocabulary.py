@@ -208,3 +208,19 @@ def test_the_adaptive_entropy_coefficient_follows_trl_s_controller():
     fresh = C.chain(None, aggregation=C.token_mean(), vocabulary=(C.entropy_bonus(0.02, target=100.0, delta=0.01, coef_max=0.035),))
     fresh.load_state_dict(state)
     assert fresh.vocabulary[0].coef == 0.035 and fresh.vocabulary[0].last_entropy == bonus.last_entropy
+
+
+def test_a_teacher_of_another_tokenizer_or_a_method_without_one_is_one_line(tmp_path, capsys):
+    from unified_rl.apps.cli import main
+    from unified_rl.apps.tasks import chat_tokenizer
+    from unified_rl.hf import save_model, tiny_llama
+
+    tok = chat_tokenizer()
+    save_model(tiny_llama(len(tok), hidden=32, layers=1, heads=2, intermediate=64), tok, str(tmp_path / "t"))
+    base = ["train", "--teacher", str(tmp_path / "t"), "--steps", "1", "--no-progress"]
+    assert main(base + ["--method", "gkd", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "the teacher's tokenizer differs from the student's: token '\\n' is absent in the student's and id" in err
+    assert main(base + ["--method", "grpo", "--out", str(tmp_path / "b")]) == 2
+    assert "--teacher: --method grpo follows no teacher" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "metrics.jsonl").exists() and not (tmp_path / "b" / "metrics.jsonl").exists()

@@ -94,9 +94,10 @@ def check_teacher(student: Any, student_tok: Any, teacher: Any, teacher_tok: Any
     mine, theirs = student_tok.get_vocab(), teacher_tok.get_vocab()
     if mine != theirs:
         token = next((t for t in sorted(set(mine) | set(theirs)) if mine.get(t) != theirs.get(t)), None)
-        raise ValueError(f"the teacher's tokenizer differs from the student's: token {token!r} is id {mine.get(token)} in the student's "
-                         f"and {theirs.get(token)} in the teacher's; distillation compares the two distributions token by token, "
-                         "so both must use one tokenizer")
+        at = lambda ids: f"id {ids[token]}" if token in ids else "absent"  # noqa: E731
+        raise ValueError(f"the teacher's tokenizer differs from the student's: token {token!r} is {at(mine)} in the student's and "
+                         f"{at(theirs)} in the teacher's; distillation compares the two distributions token by token, so both must "
+                         "use one tokenizer")
     rows = [m.get_output_embeddings().weight.shape[0] for m in (student, teacher)]
     if min(rows) < len(student_tok):
         raise ValueError(f"the student's head has {rows[0]} rows and the teacher's {rows[1]}, but the tokenizer has {len(student_tok)} "
