@@ -132,6 +132,21 @@ def test_process_reward_marks_each_step_end():
     assert out.step_rewards[0][out.step_mask[0]].tolist() == [1.0, 0.0, 0.0] and out.rewards.tolist() == [0.0]
 
 
+@pytest.mark.parametrize("completion", ["7+5=12", "7+5=12;", "7+5=12;12-3=9", "7+5=12;12-3=9;#9", "#18", "7+5=12;#18"])
+def test_stopping_early_is_never_rewarded(completion):
+    # an unfinished chain (a missing step or a missing answer) must not score as an outcome success
+    # nor end on a rewarded step, however right the steps it did write
+    assert step_checks("7+5-3*2=", completion)[-1][1] is False
+    rows = [{"prompt": "7+5-3*2=", "completion": completion, "answer": "18"}]
+    r = SupervisedSource(rows, Encoder(TOK)).sample(None, 1)
+    out = ProcessReward(TOK, step_checks)(r, r.texts)
+    assert out.rewards.tolist() == [0.0]
+    last = int(out.step_mask[0].nonzero().max())
+    assert out.step_rewards[0, last].item() == 0.0
+    finished = step_checks("7+5-3*2=", "7+5=12;12-3=9;9*2=18;#18")
+    assert [ok for _, ok in finished] == [True, True, True, True]
+
+
 def test_callable_reward_adapter():
     rows = [{"prompt": "1+1=", "completion": "#2", "answer": "2"}, {"prompt": "2+2=", "completion": "#5", "answer": "4"}]
     r = SupervisedSource(rows, Encoder(TOK), seed=0).sample(None, 2)

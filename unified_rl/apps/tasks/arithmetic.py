@@ -86,15 +86,18 @@ def final_answer(completion: str) -> Optional[str]:
 
 
 def step_checks(prompt: str, completion: str) -> list[tuple[int, bool]]:
-    """(index of the step's last character, correct?) for each written step, then the answer.
+    """(index of the step's last character, correct?) for each written step, then the chain's end.
 
     Step j is correct when it is exactly the j-th expected step ("a op b = c" with a the true
-    previous value); the answer part "#N" is correct when N is the true answer. A completion
-    with no recognisable part gets one wrong "step" ending at its last character.
+    previous value). The end "#N" is correct only when N is the true answer *and* every expected
+    step was written: an unfinished chain is never rewarded (a missing step or a missing answer
+    makes the end wrong, so stopping early cannot earn the reward). Without "#", the end is the
+    completion's last character and is wrong. A completion with no recognisable part gets one
+    wrong "step" ending at its last character.
     """
     problem = parse_problem(prompt)
     expected = problem.steps()
-    body, _, answer = completion.partition("#")
+    body, hashed, answer = completion.partition("#")
     out: list[tuple[int, bool]] = []
     pos = 0
     for j, part in enumerate(body.split(";")):
@@ -104,10 +107,13 @@ def step_checks(prompt: str, completion: str) -> list[tuple[int, bool]]:
         last = end if end < len(body) else max(end - 1, pos)
         out.append((last, j < len(expected) and part == expected[j]))
         pos = end + 1
-    if "#" in completion:
-        out.append((len(completion) - 1, answer.strip() == str(problem.answer)))
-    if not out:
-        out.append((max(len(completion) - 1, 0), False))
+    written = len(out)
+    last_char = max(len(completion) - 1, 0)
+    finished = bool(hashed) and written >= len(expected) and answer.strip() == str(problem.answer)
+    if out and out[-1][0] == last_char:  # the last step is also the end: it carries the end's verdict
+        out[-1] = (last_char, out[-1][1] and finished)
+    else:
+        out.append((last_char, finished))
     return out
 
 
