@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _CORE = {"Rollout": "rollout", "Stats": "engine", "ExecutionPlan": "engine", "DataSource": "protocols", "RewardFunction": "protocols",
          "GradientCoefficient": "protocols", "Sampler": "protocols", "ModelAdapter": "protocols", "CriticSpec": "critic"}
 _CORE_MODULES = ("coefficients", "critic", "distributed", "engine", "protocols", "threads")
-_LIBRARY_MODULES = ("config", "data", "evaluate", "methods", "rewards")
+_LIBRARY_MODULES = ("config", "data", "environments", "evaluate", "methods", "rewards")
 _TRANSFORMERS_MODULES = ("hf", "loop")
 
 

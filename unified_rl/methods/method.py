@@ -33,7 +33,7 @@ class Method:
     def samples_online(self) -> bool:
         """True when its data come from the current policy's sampler (Online RFT, GRPO, PPO ...)."""
         source = self.data_source.inner if isinstance(self.data_source, Dynamic) else self.data_source
-        return isinstance(source, Sampled) and source.online
+        return isinstance(source, Sampled) and source.online or getattr(source, "online", None) is True  # or episodes
 
     def with_sampler_correction(self, correction: Any) -> "Method":
         """This method with its policy terms weighted by the sampler-mismatch ``correction`` (a
