@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unified_rl.data.encoder import Encoder
-from unified_rl.environments import EpisodeSource, Limits, ReasoningGym, Reply, Tools, Turn, from_trl, hermes_calls
+from unified_rl.environments import EpisodeSource, Limits, ReasoningGym, Tools, Turn, from_trl, hermes_calls
 from unified_rl.environments.reasoning_gym import reasoning_gym_rows
 from unified_rl.hf import StaticCacheSampler
 from env_helpers import Hangs, Huge, NaNReward, NeverEnds, NonText, Raises, Talk, ToolTalk, add, eos_model, qwen_tokenizer

@@ -142,12 +142,25 @@ class Sampling(_Part):
     vllm_max_model_len: Optional[int] = _spec(None, "prompt + completion tokens vLLM allots per sequence; null: the model's "
                                                     "context length", positive)
     vllm_sync_every: int = _spec(1, "copy the policy's weights into vLLM before every N-th sampling call", positive)
+    max_turns: int = _spec(4, "with an environment (--env): model turns per episode (an episode cut here is truncated)", positive)
+    max_episode_tokens: int = _spec(512, "with an environment: tokens after the prompt per episode, the model's and the environment's "
+                                         "together (an episode cut here is truncated)", positive)
+    max_observation_tokens: int = _spec(256, "with an environment: tokens of one environment reply (a longer one leaves the episode "
+                                             "unscored)", positive)
+    env_timeout_s: float = _spec(30.0, "with an environment: seconds each environment call may take (a slower one leaves the episode "
+                                       "unscored)", above_zero)
 
     def check(self) -> None:
         if self.sampler == "vllm" and (self.top_k or self.top_p < 1) and self.temperature != 1:
             raise self.bad("temperature", "must be 1 with top_k/top_p under --sampler vllm: vLLM reports a truncated sample's "
                            "log-prob either over the whole vocabulary at temperature 1 or renormalised over the kept tokens "
                            "(docs/samplers.md)")
+
+    def episode_limits(self) -> Any:
+        """The :class:`~unified_rl.environments.Limits` of an episode with these settings."""
+        from .environments import Limits
+
+        return Limits(self.max_turns, self.max_episode_tokens, self.max_observation_tokens, self.env_timeout_s)
 
     def sampler_options(self) -> dict[str, Any]:
         """The ``hf.make_sampler`` options these settings give the sampler."""

@@ -195,6 +195,8 @@ def _demo_and_train_parsers(sub) -> None:
     p.add_argument("--merge", action="store_true", help="with --lora-r: also save the adapters merged into the model (--out/model)")
     p.add_argument("--teacher", help="a local model folder (safetensors) whose distribution distillation follows (--method gkd, distill); "
                                      "it must share the student's tokenizer")
+    p.add_argument("--env", help="module:Factory -- train on multi-turn episodes with the environment this makes (one per episode; "
+                                 "docs/environments.md); its rewards replace --reward")
     _add_run_flags(p)
     _add_config_flags(p)
     p.set_defaults(fn=cmd_train)

@@ -17,6 +17,8 @@ def _check_combination(args) -> None:
                             *((f"--{c}-column", getattr(args, f"{c}_column")) for c in COLUMN_FLAGS)):
             if value is not None:
                 raise ValueError(f"{flag} has no effect without --data (the embedded task is used)")
+    if args.env and args.reward:
+        raise ValueError("--reward has no effect with --env (the environment's rewards train the episodes)")
     if args.trust_remote_code and not args.model:
         raise ValueError("--trust-remote-code has no effect without --model")
     if getattr(args, "merge", False) and args.lora_r is None:
@@ -27,7 +29,7 @@ def _check_combination(args) -> None:
 
 
 # Options of ``train`` that a recipe file may set besides the method's settings and TrainConfig fields (flags win).
-RECIPE_OPTIONS = ("model", "data", "eval_data", "split", "format", "answer_marker", "reward", "merge", "pad_token", "out", "teacher",
+RECIPE_OPTIONS = ("model", "data", "eval_data", "split", "format", "answer_marker", "reward", "merge", "pad_token", "out", "teacher", "env",
                   *(f"{c}_column" for c in COLUMN_FLAGS))
 
 
@@ -104,8 +106,13 @@ def _trainer(args, settings: dict, cfg):
     if preference:  # the file's own pairs instead of sampled ones
         method = dataclasses.replace(method, data_source=Preferences())
     teacher = _teacher(args.teacher, model, tok, args.trust_remote_code) if args.teacher else None
+    if args.env:
+        from ..environments import with_environment
+        from .env_flag import load_factory
+
+        method = with_environment(method, load_factory(args.env), cfg.sampling.episode_limits())
     _threads(args)
-    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=None if preference else _reward(args, method, tok),
+    trainer = Trainer(model, tok, method, rows, cfg, eval_rows=eval_rows, reward=None if preference or args.env else _reward(args, method, tok),
                       extract=_extract(args), adapt_threads=threads.per_step(), teacher=teacher)
     if args.merge and sharded(trainer.train_model):
         raise ValueError("--merge: the adapters of an FSDP2-sharded policy are merged in one process; train with "
