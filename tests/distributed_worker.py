@@ -10,7 +10,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import random_rollout, tiny_model, with_policy_logprobs, with_steps  # noqa: E402
+from helpers import multi_turn_rollout, random_rollout, tiny_model, with_policy_logprobs, with_steps  # noqa: E402
 
 import unified_rl as url  # noqa: E402
 from unified_rl import methods  # noqa: E402
@@ -31,6 +31,12 @@ CASES = {  # name -> method builder
     "reinforce_pp": lambda: methods.reinforce_pp(),
     "orpo": lambda: methods.orpo(0.5),
     "online_dpo": lambda: methods.online_dpo(0.5),  # its NLL part counts every rank's chosen tokens
+    # multi-turn episodes: environment tokens (completion_mask 0) between the model's turns
+    "episodes_grpo": lambda: methods.grpo(beta=0.04),
+    "episodes_grpo_process": lambda: methods.grpo(beta=0.04, supervision="process"),
+    "episodes_dapo": lambda: methods.dapo(),
+    "episodes_dr_grpo": lambda: methods.dr_grpo(max_completion_length=40),
+    "episodes_rloo": lambda: methods.rloo(0.05),
 }
 
 
@@ -43,6 +49,8 @@ def critic_for(name: str):
 def union_batch(name: str):
     """The same 8-group batch on every rank (and in the single process), with the critic's values where the method reads them."""
     model = tiny_model(0)
+    if name.startswith("episodes_"):
+        return with_policy_logprobs(model, multi_turn_rollout(21), 21).replace(truncated=torch.arange(8) % 3 == 0)
     r = with_steps(with_policy_logprobs(model, random_rollout(21, n_groups=4, group_size=2, completion_max=8), 21), 21)
     r = r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0)
     critic = critic_for(name)

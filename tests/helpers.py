@@ -96,6 +96,40 @@ def with_steps(r, seed):
     return r.replace(step_mask=steps, step_rewards=rewards)
 
 
+def multi_turn_rollout(seed: int, n_groups: int = 4, group_size: int = 2, turns: int = 3, vocab: int = VOCAB) -> url.Rollout:
+    """Episodes laid out as the episode source lays them: per row a prompt, then up to ``turns`` model
+    turns with environment replies of very different lengths (1 to 9 tokens) between them;
+    ``completion_mask`` on the model's tokens only, a per-turn reward at each turn's last model token,
+    an outcome reward per row, groups contiguous."""
+    g = torch.Generator().manual_seed(seed)
+    rows, masks, ends = [], [], []
+    for _ in range(n_groups):
+        prompt = torch.randint(0, vocab, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(group_size):
+            ids, mask, last = list(prompt), [False] * len(prompt), []
+            for k in range(int(torch.randint(1, turns + 1, (1,), generator=g))):
+                if k:
+                    n_env = int(torch.randint(1, 10, (1,), generator=g))
+                    ids += torch.randint(0, vocab, (n_env,), generator=g).tolist()
+                    mask += [False] * n_env
+                n = int(torch.randint(1, 5, (1,), generator=g))
+                ids += torch.randint(0, vocab, (n,), generator=g).tolist()
+                mask += [True] * n
+                last.append(len(ids) - 1)
+            rows.append(ids), masks.append(mask), ends.append(last)
+    seq = max(len(r) for r in rows)
+    b = len(rows)
+    ids, attn, comp = torch.zeros((b, seq), dtype=torch.long), torch.zeros((b, seq), dtype=torch.bool), torch.zeros((b, seq), dtype=torch.bool)
+    steps = torch.zeros((b, seq), dtype=torch.bool)
+    for i, (r, m, last) in enumerate(zip(rows, masks, ends)):
+        ids[i, : len(r)], attn[i, : len(r)], comp[i, : len(r)] = torch.tensor(r), True, torch.tensor(m)
+        steps[i, last] = True
+    step_rewards = torch.where(steps, torch.randint(0, 2, (b, seq), generator=g).double(), 0.0)
+    groups = torch.arange(n_groups).repeat_interleave(group_size)
+    return url.Rollout(ids, attn, comp, group_ids=groups, rewards=torch.rand(b, generator=g, dtype=torch.float64), step_rewards=step_rewards,
+                       step_mask=steps)
+
+
 def grads(model) -> list[torch.Tensor]:
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
 
