@@ -191,3 +191,27 @@ def test_reasoning_gym_episodes_grade_with_its_own_scorer():
                         samples_per_question=2, max_new_tokens=16, limits=Limits(max_turns=2, max_tokens=200))
     r = src.sample(eos_model(TOK), 2)
     assert bool(r.scored.all()) and r.rewards.tolist() == [0.0] * 4  # a random model does not answer in <answer> tags
+
+
+@pytest.mark.parametrize("sampler, lora_r", [("static", 4), ("hf", None)])
+def test_episodes_train_with_each_sampler_and_with_lora(sampler, lora_r):
+    """A Trainer step on episodes with the HF ``generate`` sampler, and with the static decoder on a
+    LoRA policy: the environment's metrics are logged and the trained parameters move."""
+    import unified_rl as url
+    from unified_rl.environments import with_environment
+
+    class ByLength(Talk):  # rewards that differ within a group: the parity of the model's last turn's length
+        def step(self, turn):
+            self.last = len(turn.token_ids)
+            return super().step(turn)
+
+        def reward(self):
+            return float(self.last % 2)
+
+    method = with_environment(url.methods.grpo(beta=0.04, group_size=4), ByLength, Limits(max_turns=3, max_tokens=200))
+    cfg = url.config.TrainConfig(steps=1, questions_per_step=2, lr=1e-2, max_new_tokens=16, sampler=sampler, lora_r=lora_r)
+    trainer = url.loop.Trainer(eos_model(TOK), TOK, method, ROWS, cfg)
+    before = [p.detach().clone() for p in trainer.params]
+    m = trainer.run(progress=False)[-1]
+    assert m["env/turns"] > 1 and m["env/errors"] == 0 and m["reward/unscored"] == 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
