@@ -64,7 +64,7 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["figure5", "process-vs-outcome", "figure6", "figure7", "grpo-vs-ppo-cost", "rl-vs-sft"])
+@pytest.mark.parametrize("name", ["figure5", "process-vs-outcome", "figure6", "figure7", "grpo-vs-ppo-cost", "rl-vs-sft", "calculator"])
 def test_every_experiment_runs_at_quick_size(name, tmp_path):
     out = tmp_path / name
     assert main(["experiment", name, "--quick", "--out", str(out), "--no-progress"]) == 0

@@ -215,3 +215,34 @@ def test_episodes_train_with_each_sampler_and_with_lora(sampler, lora_r):
     m = trainer.run(progress=False)[-1]
     assert m["env/turns"] > 1 and m["env/errors"] == 0 and m["reward/unscored"] == 0
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
+
+
+def test_supervised_episodes_train_the_model_turns_only():
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.apps.tasks.calculator import tool_rows
+    from unified_rl.environments import SupervisedEpisodes
+
+    tok = char_tokenizer()
+    rows = tool_rows([{"prompt": "7*4-1=", "answer": "27"}])
+    assert rows[0]["episode"] == ["7*4=", "28;", "28-1=", "27;", "#27"]
+    r = SupervisedEpisodes(rows, Encoder(tok, 64, 9)).sample(None, 1)
+    ids, mask = r.input_ids[0].tolist(), r.completion_mask[0].tolist()
+    text = "".join(("[" if m and (k == 0 or not mask[k - 1]) else "") + (tok.decode([t]) if t != tok.eos_token_id else "$")
+                   for k, (t, m) in enumerate(zip(ids, mask)))
+    assert text == "7*4-1=[7*4=$28;[28-1=$27;[#27$"  # [ opens a trained turn, $ is eos; the calculator's results are context
+    assert sum(mask) == len("7*4=$28-1=$#27$")
+    with pytest.raises(ValueError, match=r"row 0: column 'episode' must be a list of texts alternating"):
+        SupervisedEpisodes([{"prompt": "7*4=", "episode": ["7*4=", "28;"]}], Encoder(tok))
+
+
+def test_the_calculator_computes_steps_and_scores_the_answer():
+    from unified_rl.apps.tasks.calculator import Calculator
+
+    env = Calculator()
+    env.reset({"prompt": "7*4-1=", "answer": "27"})
+    assert env.step(Turn("7*4=", (), 0)).text == "28;" and env.step(Turn("28-1=", (), 1)).text == "27;"
+    bad = env.step(Turn("28-1", (), 2))
+    assert bad.text == ";" and bad.info == {"tool_calls": 1, "tool_errors": 1}
+    assert env.step(Turn("#27", (), 3)).done and env.reward() == 1.0
+    env.reset({"prompt": "7*4-1=", "answer": "27"})
+    assert env.step(Turn("#26", (), 0)).done and env.reward() == 0.0

@@ -80,7 +80,14 @@ class EpisodeSource(DataSource):
         """``n`` questions' episodes as one rollout (see the class)."""
         if policy is None:
             raise ValueError("EpisodeSource.sample: episodes are sampled from the policy, which was not given")
-        rows, counts, t_env = self.cursor.take(n), Counter(), 0.0
+        if not self.temperature > 0:
+            raise ValueError("EpisodeSource.sample: a rollout to train on is sampled at a temperature > 0 (0 is for run(): greedy episodes)")
+        return self._rollout(self.run(policy, self.cursor.take(n)), _device(policy))
+
+    def run(self, policy: nn.Module, rows: Sequence[dict]) -> list:
+        """The :class:`~unified_rl.environments.episode.Episode` s of ``rows`` (G each), played to their
+        end and scored; ``temperature=0`` plays them greedily (evaluation)."""
+        counts, t_env = Counter(), 0.0
         t0 = time.perf_counter()
         episodes = [self._start(row, q, counts) for q, row in enumerate(rows) for _ in range(self.group_size)]
         t_env += time.perf_counter() - t0
@@ -106,7 +113,7 @@ class EpisodeSource(DataSource):
                               "unscored and training goes on", stacklevel=2)
         t_env += time.perf_counter() - t2
         self._metrics = self._summary(episodes, counts, t_env)
-        return self._rollout(episodes, _device(policy))
+        return episodes
 
     def _start(self, row: dict, question: int, counts: Counter) -> Episode:
         env = self.make()

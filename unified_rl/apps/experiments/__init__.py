@@ -17,6 +17,8 @@ over SFT seeds, RL seeds and problems.
 * ``figure7`` (``figure7.py``): Pass@K and Maj@K, K = 1..64, before and after GRPO, on problems
   where Pass@64 starts far from 100%.
 * ``grpo-vs-ppo-cost`` (``grpo_vs_ppo_cost.py``): parameters held and seconds per update, GRPO vs PPO with its value model.
+* ``calculator`` (``calculator.py``): GRPO on multi-turn episodes with a calculator tool vs GRPO
+  without it, on 4-5-step questions (the tool's format learnt by SFT on calculator episodes first).
 * ``rl-vs-sft`` (``rl_vs_sft.py``): GRPO on 3-5-step answers-only questions vs more SFT, from a
   start with no worked solution longer than 3 steps; ``rl-vs-sft-long``: the same with 200 worked
   4-step solutions among the short ones (the figures' starts).
@@ -58,6 +60,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "rl-vs-sft": Experiment("rl_vs_sft", "rl_vs_sft:RLvsSFT"),
     "rl-vs-sft-long": Experiment("rl_vs_sft", "rl_vs_sft:RLvsSFT", full="long", quick="long_quick"),
     "grpo-vs-ppo-cost": Experiment("grpo_vs_ppo_cost", "design:Design"),
+    "calculator": Experiment("calculator", "calculator:CalculatorSize"),
 }
 
 
