@@ -210,3 +210,31 @@ def test_truncated_sampling_at_another_temperature_is_refused():
     s = VLLMSampler(TOK.eos_token_id, TOK.pad_token_id, top_k=5)
     with pytest.raises(ValueError, match="temperature 0.7 with top_k/top_p"):
         s.sample(policy(0), PROMPTS, 2, 4, 0.7, torch.Generator().manual_seed(0))
+
+
+def test_episodes_are_sampled_turn_by_turn_from_exactly_the_ids_so_far(sampler):
+    """Multi-turn episodes with the vLLM sampler: a policy taught to end its answers (a few SFT steps)
+    plays 3-turn episodes; at every model token, vLLM's log-prob equals the policy's own on the
+    rollout's ids, so each turn was sampled from exactly the ids before it (prompt, earlier turns and
+    the environment's tokens, never re-rendered)."""
+    from unified_rl.data import Encoder
+    from unified_rl.environments import Environment, EpisodeSource, Limits, Reply
+
+    class Semicolons(Environment):
+        def step(self, turn):
+            return Reply(done=True) if turn.index >= 2 else Reply(text=";" * (1 + 3 * turn.index))
+
+        def reward(self):
+            return 1.0
+
+    model = policy(5)
+    Trainer(model, TOK, url.methods.sft(), ROWS, TrainConfig(steps=40, questions_per_step=16, lr=3e-3, max_new_tokens=48,
+                                                              checkpoint_every=0)).run(progress=False)
+    src = EpisodeSource(ROWS, Encoder(TOK, 32, 25), sampler, Semicolons, samples_per_question=2, max_new_tokens=24,
+                        limits=Limits(max_turns=3, max_tokens=90))
+    r = src.sample(model, 4)
+    assert src.metrics()["env/turns"] >= 1.5, "the episodes must have several turns"
+    with torch.no_grad():
+        own = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
+    m = r.completion_mask
+    assert float((own[m] - r.sampler_logprobs[m]).abs().max()) < TOL
