@@ -264,6 +264,19 @@ def test_torchrun_with_ddp(tmp_path):
     assert "at step 1" in out.stdout
 
 
+def test_torchrun_trains_on_episodes(tmp_path):
+    """--env under torchrun (FSDP2): each rank plays whole groups of episodes with its own environments,
+    the step's environment metrics are reduced over the ranks, and the run checkpoints."""
+    import json
+    import shutil
+
+    shutil.copy(os.path.join(os.path.dirname(__file__), "fixtures", "cli_envs.py"), tmp_path / "cli_envs.py")
+    _ok(_torchrun([*COMMON[:-1], "--env", "cli_envs:Checker", "--max-turns", "2", "--steps", "1"], tmp_path))
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"env/turns"' in line]
+    assert len(steps) == 1 and steps[0]["env/errors"] == 0 and 1 <= steps[0]["env/turns"] <= 2
+    assert (tmp_path / "run" / "checkpoint" / "manifest.json").exists()
+
+
 def test_torchrun_trains_ppo(tmp_path):
     """PPO under FSDP2: the value model is sharded and trained like the policy, checkpointed through
     DCP (not in the ranks' own state), resumed on 2 ranks and resharded into one process."""
