@@ -14,11 +14,13 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "cli_envs.py")
 
 
 def _train(tmp_path, env, *extra):
+    """``unified-rl train`` on episodes of ``env`` (None: the method, environment and turns come from ``extra``'s recipe)."""
     shutil.copy(FIXTURE, tmp_path / "cli_envs.py")
     exe = shutil.which("unified-rl")
+    named = ["--method", "grpo", "--env", env, "--max-turns", "2"] if env else []
     cmd = ([exe] if exe else [sys.executable, "-m", "unified_rl.apps.cli"]) + [
-        "train", "--method", "grpo", "--env", env, "--steps", "2", "--questions-per-step", "2", "--group-size", "2",
-        "--max-new-tokens", "12", "--max-turns", "2", "--env-timeout-s", "1", "--max-observation-tokens", "64", "--out", "run", *extra]
+        "train", *named, "--steps", "2", "--questions-per-step", "2", "--group-size", "2",
+        "--max-new-tokens", "12", "--env-timeout-s", "1", "--max-observation-tokens", "64", "--out", "run", *extra]
     env_vars = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env_vars)
 
@@ -27,8 +29,9 @@ def _metrics(tmp_path):
     return [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if '"env/turns"' in line]
 
 
-def test_a_working_environment_trains(tmp_path):
-    out = _train(tmp_path, "cli_envs:Checker")
+def test_a_working_environment_trains_from_a_recipe(tmp_path):
+    (tmp_path / "agent.toml").write_text('method = "grpo"\nenv = "cli_envs:Checker"\nmax_turns = 2\n')
+    out = _train(tmp_path, None, "--config", "agent.toml")
     assert out.returncode == 0, out.stderr[-2000:]
     rows = _metrics(tmp_path)
     assert len(rows) == 2 and all(r["env/errors"] == 0 and r["env/timeouts"] == 0 and r["reward/unscored"] == 0 for r in rows)
@@ -60,6 +63,7 @@ def test_an_environment_that_never_ends_is_cut_at_max_turns(tmp_path):
     ("no_such_module:X", "no module 'no_such_module'"),
     ("cli_envs:Missing", "module 'cli_envs' has no 'Missing'"),
     ("cli_envs:not_an_environment", "does not satisfy url.Environment"),
+    ("cli_envs:BadTool", "tool 'lookup' has no usable schema"),
 ])
 def test_a_wrong_env_flag_is_one_line(tmp_path, spec, says):
     out = _train(tmp_path, spec)

@@ -34,9 +34,9 @@ class Renderer:
     def __init__(self, tokenizer: Any, tools: Sequence[Callable] = ()):
         self.tokenizer, self.tools = tokenizer, list(tools)
         self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self.schemas = tool_schemas(self.tools)
         if self.tools and not self.chat:
             raise ValueError("an environment with tools needs a tokenizer with a chat template (it renders the tools and their calls)")
-        self.schemas = tool_schemas(self.tools)
 
     def prompt(self, row: dict, extra: Optional[str]) -> list[int]:
         """The first prompt's ids. With a chat template, an episode is a conversation: the row's
