@@ -100,3 +100,12 @@ def test_notation_lists_every_rollout_field_and_axis():
         for dims in re.findall(r'(?:Float|Int|Bool|Shaped)\[Tensor, *"([^"]*)"\]', open(path).read()):
             used |= {d.strip("*#_ ") for d in dims.split()} - {""}
     assert used <= documented, sorted(used - documented)
+
+
+def test_the_claims_intervals_recompute_from_the_committed_scores():
+    """docs/results.md's table of both intervals per claim is what the committed scores.npz give."""
+    from unified_rl.apps.run_intervals import table
+
+    page = open(os.path.join(ROOT, "docs", "results.md")).read()
+    held = page.split("<!-- run-intervals -->\n", 1)[1].split("\n<!-- /run-intervals -->", 1)[0]
+    assert held == table()

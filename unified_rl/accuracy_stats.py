@@ -11,6 +11,9 @@ bootstrap intervals over seeds and problems.
 * ``paired_difference(a, b)`` -- for per-seed, per-problem scores of two methods on the same
   problems and starts: the mean difference b - a and its percentile bootstrap interval, resampling
   seeds and problems (the same resample for both methods: the pairing is kept).
+* ``run_level_difference(a, b)`` -- the same difference with a t-interval over the runs' mean
+  differences (each run one observation): it holds when runs vary more than problems do, where the
+  bootstrap over a handful of runs is too narrow. ``verdict_interval`` picks the wider of the two.
 """
 
 import itertools
@@ -83,4 +86,26 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000, le
     return float(d.mean()), float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
 
 
-__all__ = ["pass_at_k", "maj_at_k", "mean_sd", "paired_difference"]
+def run_level_difference(a: np.ndarray, b: np.ndarray, *, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean of b - a, lower, upper): scores ``[runs, problems]`` of two methods paired run by run;
+    each run's mean difference is one observation and the interval is Student's t over them (R - 1
+    degrees of freedom). Runs that share an SFT seed are not independent, so with nested seeds this
+    is still a lower bound on the uncertainty, but far closer than a bootstrap over 4 runs."""
+    from scipy.stats import t
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"run_level_difference: need two [runs >= 2, problems] arrays of one shape, got {a.shape} and {b.shape}")
+    d = (b - a).mean(1)
+    half = float(t.ppf(0.5 + level / 2, len(d) - 1)) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+
+def verdict_interval(a: np.ndarray, b: np.ndarray, **kw) -> tuple[float, float, float]:
+    """The wider of :func:`paired_difference` (problems and runs resampled) and
+    :func:`run_level_difference` (t over runs): the interval a verdict is read from."""
+    boot, runs = paired_difference(a, b, **kw), run_level_difference(a, b)
+    return boot if boot[2] - boot[1] >= runs[2] - runs[1] else runs
+
+
+__all__ = ["pass_at_k", "maj_at_k", "mean_sd", "paired_difference", "run_level_difference", "verdict_interval"]
