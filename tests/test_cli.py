@@ -85,6 +85,8 @@ def test_every_experiment_runs_at_quick_size(name, tmp_path):
                                                       for v in finite_numbers(y)]
         record = json.loads((out / "results.json").read_text())
         assert finite_numbers(record) and all(math.isfinite(v) for v in finite_numbers(record)), sorted(record)
+        machine = {"cpu", "cpu_flags", "torch_cpu_capability", "cpus", "torch_threads", "torch", "transformers", "python", "commit"}
+        assert machine <= set(record["environment"]), sorted(record["environment"])  # what a result was measured on
     if name == "figure5":  # the lr tuning ran first, into its sibling folder, and figure5 read its chosen lrs
         tuning = json.loads((tmp_path / "figure5-lr" / "results.json").read_text())
         assert json.loads((out / "results.json").read_text())["chosen_lr"] == tuning["chosen_lr"]

@@ -18,6 +18,23 @@ def cpu_model() -> str:
     return cpu
 
 
+ISA_FLAGS = ("sse4_2", "fma", "avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_isa() -> dict:
+    """The vector instruction sets that change floating-point results and speed: the ones the CPU
+    reports (``/proc/cpuinfo`` flags, of :data:`ISA_FLAGS`) and the one torch dispatches its kernels to."""
+    flags: list = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((x for x in f if x.startswith(("flags", "Features"))), "")
+        have = set(line.split(":", 1)[1].split()) if ":" in line else set()
+        flags = [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return {"cpu_flags": flags, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def code_commit() -> "str | None":
     """The git commit of the checkout this package runs from (with ``+changes`` when files differ
     from it); None outside a git checkout."""
@@ -35,10 +52,11 @@ def code_commit() -> "str | None":
 
 
 def environment() -> dict:
-    """The machine, library versions and code commit a result was measured with."""
+    """The machine (CPU model, its vector instruction sets, threads), library versions and code commit
+    a result was measured with."""
     import transformers
 
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu_model(), **cpu_isa(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "commit": code_commit()}
 

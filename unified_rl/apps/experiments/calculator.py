@@ -26,6 +26,7 @@ from ...hf import make_sampler
 from ...loop import Trainer
 from ...methods import sft
 from ..demo import DemoSettings, sft_start
+from ..machine_record import environment
 from ..progress import bars
 from ..tasks import char_tokenizer
 from ..tasks.calculator import Calculator, tool_rows
@@ -109,7 +110,8 @@ def run(out: str, size: CalculatorSize) -> str:
     turns = [m["env/turns"] for m in h_tool if "env/turns" in m]
     record_out = {"accuracy": acc, "calculator_minus_no_tool_points": gain, "grpo_with_calculator_minus_calculator_start_points": rl_part,
                   "problems": {sp: len(rows[sp]) for sp in SPLITS}, "turns_per_episode_last": turns[-1] if turns else None,
-                  "sft_start": "shipped" if shipped else "trained in this run", "settings": dataclasses.asdict(size)}
+                  "sft_start": "shipped" if shipped else "trained in this run", "settings": dataclasses.asdict(size),
+                  "environment": environment()}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(record_out, f, indent=2, default=str)
     np.savez(os.path.join(out, "scores.npz"), **{f"{a}|{sp}": scores[a, sp] for a in arms for sp in SPLITS})
