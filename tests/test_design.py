@@ -49,6 +49,16 @@ def test_the_rft_pool_is_the_frozen_starts_correct_samples(tmp_path):
     assert again == pool  # seeded
 
 
+def test_figure7_never_reads_no_change_detected_as_no_change():
+    from unified_rl.apps.experiments.figure7 import _verdicts
+
+    raised = (0.05, 0.02, 0.08)
+    assert _verdicts((0.0, -0.05, 0.05), raised)[1].startswith("inconclusive: no change detected")
+    assert _verdicts((0.0, -0.01, 0.015), raised)[1].startswith("reproduced: Pass@K unchanged within +-2 points")
+    assert _verdicts((0.03, 0.01, 0.05), raised)[1] == "not reproduced: Pass@K rose"
+    assert _verdicts((0.0, -0.01, 0.015), (0.0, -0.01, 0.01))[1].startswith("inconclusive: GRPO did not raise Maj@K")
+
+
 def test_verdicts_read_the_interval():
     assert verdict((0.02, 0.001, 0.04)).startswith("reproduced")
     assert verdict((-0.02, -0.04, -0.001)).startswith("not reproduced")

@@ -72,13 +72,24 @@ def _collect(f: Figure7, data: dict, rows: list, starts_dir: str):
     return before, after, control, starts, log
 
 
-def _verdicts(p_diff, m_diff) -> tuple[str, str]:
-    """(Maj@K verdict, Pass@K verdict) from the paired differences at the largest K."""
+PASS_MARGIN = 0.02  # "Pass@K did not rise" is an equivalence claim: its interval must lie within +-2 points
+
+
+def _verdicts(p_diff, m_diff, margin: float = PASS_MARGIN) -> tuple[str, str]:
+    """(Maj@K verdict, Pass@K verdict) from the paired differences at the largest K. "Pass@K did not
+    rise" needs the interval inside +-``margin``: an interval that merely includes 0 detected no
+    change, which is not evidence of none."""
     maj_verdict = "reproduced" if m_diff[1] > 0 else ("not reproduced (it fell)" if m_diff[2] < 0 else "inconclusive (the interval includes 0)")
     if m_diff[1] <= 0:  # the claim is a contrast: with Maj@K not raised, an unchanged Pass@K shows nothing
         return maj_verdict, "inconclusive: GRPO did not raise Maj@K either, so there is no contrast to test"
-    return maj_verdict, ("not reproduced: Pass@K rose" if p_diff[1] > 0 else
-                         "reproduced: Pass@K did not rise (it fell)" if p_diff[2] < 0 else "reproduced: no change detected (the interval includes 0)")
+    if p_diff[1] > 0:
+        return maj_verdict, "not reproduced: Pass@K rose"
+    if -margin <= p_diff[1] and p_diff[2] <= margin:
+        return maj_verdict, f"reproduced: Pass@K unchanged within +-{100 * margin:g} points (the interval lies inside the margin)"
+    if p_diff[2] < 0:
+        return maj_verdict, "reproduced: Pass@K did not rise (it fell)"
+    return maj_verdict, (f"inconclusive: no change detected, but the interval is wider than the +-{100 * margin:g}-point margin, "
+                         "so an unchanged Pass@K is not shown")
 
 
 def _plot(f: Figure7, res: dict, vs_control: dict, out: str) -> None:
