@@ -115,3 +115,13 @@ def test_figure6s_reward_model_is_held_out_on_questions_it_never_trains_on(tmp_p
     assert len({p for p, _, _ in heldout}) == 8 and not {p for p, _, _ in heldout} & {p for p, _, _ in train}
     answers = {r["prompt"]: r["answer"] for r in data["rl"]}
     assert all(y == float(extract_answer(c) == answers[p]) for p, c, y in heldout + train)  # labelled by the rule
+
+
+def test_figure6_held_out_questions_are_never_rl_questions():
+    from unified_rl.apps.experiments.design import build_data
+    from unified_rl.apps.experiments.figure6 import Figure6, policy_data
+
+    f = Figure6.quick()
+    data = build_data(f.design)
+    held_out = {r["prompt"] for r in data["rl"][: f.rm_heldout]}
+    assert held_out and not held_out & {r["prompt"] for r in policy_data(data, f)["rl"]}

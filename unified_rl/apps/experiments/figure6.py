@@ -109,6 +109,13 @@ def _reward_model(base, samples, f: Figure6, seed: int) -> Product:
     return Product([classifier, verifier])
 
 
+def policy_data(data: dict, f: "Figure6") -> dict:
+    """The splits the policy trains on: the RL questions without the reward model's held-out ones, so
+    its held-out accuracy is measured on questions RL never saw (strictly disjoint)."""
+    held_out = {r["prompt"] for r in data["rl"][: f.rm_heldout]}
+    return {**data, "rl": [r for r in data["rl"][f.rm_heldout:] if r["prompt"] not in held_out]}
+
+
 def run(out: str, f: Figure6, starts_dir: Optional[str] = None) -> str:
     """Run the experiment into ``out`` (starts in ``starts_dir``, default ``out/../starts``); returns its results Markdown."""
     t0 = time.perf_counter()
@@ -147,7 +154,7 @@ def run(out: str, f: Figure6, starts_dir: Optional[str] = None) -> str:
                 dd = copy.deepcopy(d)
                 dd.steps = d.steps if iterations == 1 else k
                 used = copy.deepcopy(rm)
-                model, hist = train_arm("grpo", base, data, dd, f.lr, seed, reward=used, iterations=iterations,
+                model, hist = train_arm("grpo", base, policy_data(data, f), dd, f.lr, seed, reward=used, iterations=iterations,
                                         reward_replay=f.replay)
                 trained[name] = model
                 if iterations > 1:  # the re-trained reward model of the last iteration, on the same held-out samples of the start
