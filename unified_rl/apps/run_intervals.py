@@ -28,6 +28,7 @@ CLAIMS = [
 
 
 def verdict(lo: float, hi: float) -> str:
+    """The claim b - a > 0 read from an interval: above 0, below 0, or inconclusive."""
     return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
 
 

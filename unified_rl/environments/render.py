@@ -9,24 +9,6 @@ from ..data.chat import CHAT
 _DUMMY = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
 
 
-def tool_schemas(tools: Sequence[Callable]) -> list[dict]:
-    """The JSON schema of each tool (transformers' ``get_json_schema``, what chat templates render);
-    a one-line ValueError naming the tool whose signature or docstring cannot describe it."""
-    from transformers.utils import get_json_schema
-
-    out = []
-    for fn in tools:
-        name = getattr(fn, "__name__", repr(fn))
-        if not callable(fn):
-            raise ValueError(f"tool {name!r} is not callable")
-        try:
-            out.append(get_json_schema(fn))
-        except Exception as e:  # transformers' TypeHintParsingException / DocstringParsingException
-            raise ValueError(f"tool {name!r} has no usable schema ({type(e).__name__}: {str(e).splitlines()[0]}); give every "
-                             "argument a type hint and describe it in a Google-style docstring (Args:)") from None
-    return out
-
-
 class Renderer:
     """Renders an episode's pieces with ``tokenizer``: through its chat template when it has one (the
     template renders ``tools=`` and the replies' messages), as plain text otherwise."""
@@ -34,6 +16,8 @@ class Renderer:
     def __init__(self, tokenizer: Any, tools: Sequence[Callable] = ()):
         self.tokenizer, self.tools = tokenizer, list(tools)
         self.chat = bool(getattr(tokenizer, "chat_template", None))
+        from ..hf.tool_schemas import tool_schemas  # transformers reads the schemas: the hf floor
+
         self.schemas = tool_schemas(self.tools)
         if self.tools and not self.chat:
             raise ValueError("an environment with tools needs a tokenizer with a chat template (it renders the tools and their calls)")

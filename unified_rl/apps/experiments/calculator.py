@@ -55,6 +55,7 @@ class CalculatorSize:
         return cls(tool_sft_steps=3, tool_sft_batch=4, steps=2, eval_size=8, demo=DemoSettings.quick())
 
     def limits(self) -> Limits:
+        """An episode's limits: the turns and tokens a 6-step chain needs; calls unguarded (the calculator is ours)."""
         return Limits(max_turns=self.max_turns, max_tokens=self.max_turns * (self.turn_tokens + 4), timeout_s=None)
 
 
