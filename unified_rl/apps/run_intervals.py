@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from ..accuracy_stats import paired_difference, run_level_difference, verdict_interval
+from .experiments.design import verdict
 
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "results")
 
@@ -27,11 +28,6 @@ CLAIMS = [
 ]
 
 
-def verdict(lo: float, hi: float) -> str:
-    """The claim b - a > 0 read from an interval: above 0, below 0, or inconclusive."""
-    return "reproduced" if lo > 0 else "not reproduced" if hi < 0 else "inconclusive"
-
-
 def rows(results: str = RESULTS) -> list[dict]:
     """Each claim's difference in points with both intervals, the run count and the verdict from the wider."""
     out = []
@@ -40,7 +36,7 @@ def rows(results: str = RESULTS) -> list[dict]:
         x, y = scores[f"{a}/{key}"], scores[f"{b}/{key}"]
         boot, runs, wide = paired_difference(x, y), run_level_difference(x, y), verdict_interval(x, y)
         out.append({"claim": f"{folder}: {b} - {a} ({key})", "runs": x.shape[0], "problems": x.shape[1],
-                    "bootstrap": [100 * v for v in boot], "t_over_runs": [100 * v for v in runs], "verdict": verdict(wide[1], wide[2])})
+                    "bootstrap": [100 * v for v in boot], "t_over_runs": [100 * v for v in runs], "verdict": verdict(wide)})
     return out
 
 

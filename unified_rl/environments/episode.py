@@ -3,7 +3,10 @@ log-probs and per-turn rewards, and how the episode ended (done, cut by a limit,
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
 
 
 def number(value: Any) -> Optional[float]:
@@ -48,3 +51,16 @@ class Episode:
     def fail(self, kind: str, why: str) -> None:
         """End the episode unscored: the environment raised, hung or answered what cannot be used."""
         self.live, self.failure, self.failure_kind = False, why, kind
+
+
+def layout(episodes: Sequence[Episode], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, attention_mask, completion_mask) of right-padded rows [prompt | turn | reply | turn ...
+    | pad], ``completion_mask`` on the model's tokens: the one layout of sampled and supervised episodes."""
+    b, width = len(episodes), max(len(e.ids) for e in episodes)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    attn, comp = torch.zeros((b, width), dtype=torch.bool), torch.zeros((b, width), dtype=torch.bool)
+    for i, e in enumerate(episodes):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
+        attn[i, : len(e.ids)] = True
+        comp[i, e.prompt_len: len(e.ids)] = torch.tensor(e.model, dtype=torch.bool)
+    return ids, attn, comp

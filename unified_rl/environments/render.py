@@ -21,6 +21,14 @@ class Renderer:
         self.schemas = tool_schemas(self.tools)
         if self.tools and not self.chat:
             raise ValueError("an environment with tools needs a tokenizer with a chat template (it renders the tools and their calls)")
+        self._turn_end = self._after_assistant_turn() if self.chat else ""
+
+    def _after_assistant_turn(self) -> str:
+        """The template's rendering of a conversation up to the end of an assistant turn (its end
+        token included): what every reply's rendering starts with, rendered once."""
+        prefix = self.tokenizer.apply_chat_template(_DUMMY, tools=self.schemas or None, tokenize=False)
+        eos = self.tokenizer.eos_token
+        return prefix[: prefix.rindex(eos) + len(eos)] if eos and eos in prefix else prefix.rstrip()
 
     def prompt(self, row: dict, extra: Optional[str]) -> list[int]:
         """The first prompt's ids. With a chat template, an episode is a conversation: the row's
@@ -54,11 +62,8 @@ class Renderer:
             return self.tokenizer(text, add_special_tokens=False).input_ids
         if not self.chat:
             return self.tokenizer("".join(m["content"] for m in messages), add_special_tokens=False).input_ids
-        prefix = self.tokenizer.apply_chat_template(_DUMMY, tools=self.schemas or None, tokenize=False)
         full = self.tokenizer.apply_chat_template(_DUMMY + list(messages), tools=self.schemas or None, add_generation_prompt=True, tokenize=False)
-        eos = self.tokenizer.eos_token
-        cut = prefix.rindex(eos) + len(eos) if eos and eos in prefix else len(prefix.rstrip())
-        if not full.startswith(prefix[:cut]):
+        if not full.startswith(self._turn_end):
             raise ValueError("the chat template renders a conversation's earlier turns differently once a reply follows them, "
                              "so the reply cannot be appended to the tokens the model saw")
-        return self.tokenizer(full[cut:], add_special_tokens=False).input_ids
+        return self.tokenizer(full[len(self._turn_end):], add_special_tokens=False).input_ids

@@ -24,7 +24,7 @@ from ..protocols import DataSource, Sampler, conforms
 from ..rewards.combine import scored
 from ..rollout import Rollout, Sample
 from .calls import Failure, guarded
-from .episode import Episode, number
+from .episode import Episode, layout, number
 from .protocol import Environment, EnvironmentFactory, Reply, Turn
 from .render import Renderer
 
@@ -223,15 +223,10 @@ class EpisodeSource(DataSource):
 
     def _rollout(self, episodes: list, device: torch.device) -> Rollout:
         """Right-padded rows [prompt | turn | reply | turn ... | pad]; completion_mask on the model's tokens."""
-        b, width = len(episodes), max(len(e.ids) for e in episodes)
-        ids = torch.full((b, width), self.encoder.tokenizer.pad_token_id, dtype=torch.long)
-        attn, comp = torch.zeros((b, width), dtype=torch.bool), torch.zeros((b, width), dtype=torch.bool)
-        lp = torch.zeros((b, width), dtype=torch.float32)
-        step_r, step_m = torch.zeros((b, width), dtype=torch.float32), torch.zeros((b, width), dtype=torch.bool)
+        ids, attn, comp = layout(episodes, self.encoder.tokenizer.pad_token_id)
+        lp = torch.zeros(ids.shape, dtype=torch.float32)
+        step_r, step_m = torch.zeros(ids.shape, dtype=torch.float32), torch.zeros(ids.shape, dtype=torch.bool)
         for i, e in enumerate(episodes):
-            ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
-            attn[i, : len(e.ids)] = True
-            comp[i, e.prompt_len: len(e.ids)] = torch.tensor(e.model, dtype=torch.bool)
             lp[i, e.prompt_len: len(e.ids)] = torch.tensor(e.logprobs, dtype=torch.float32)
             for pos, r in e.turn_rewards.items():
                 step_r[i, pos], step_m[i, pos] = float(r), e.failure is None

@@ -11,6 +11,7 @@ from ..data.row import where
 from ..data.sources import RowCursor, _device
 from ..protocols import DataSource
 from ..rollout import Rollout, Sample
+from .episode import Episode, layout
 
 
 class SupervisedEpisodes(DataSource):
@@ -36,19 +37,15 @@ class SupervisedEpisodes(DataSource):
 
     def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
         rows = self.cursor.take(n)
-        prompts = [self.encoder.prompt(r) for r in rows]
-        pieces = [[self._ids(r["episode"], k) for k in range(len(r["episode"]))] for r in rows]
-        width = max(len(p) + sum(len(x) for x in parts) for p, parts in zip(prompts, pieces))
-        ids = torch.full((len(rows), width), self.encoder.tokenizer.pad_token_id, dtype=torch.long)
-        attn, comp = torch.zeros((len(rows), width), dtype=torch.bool), torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, (p, parts) in enumerate(zip(prompts, pieces)):
-            pos = len(p)
-            ids[i, :pos] = torch.tensor(p)
-            for k, part in enumerate(parts):
-                ids[i, pos: pos + len(part)] = torch.tensor(part, dtype=torch.long)
-                comp[i, pos: pos + len(part)] = k % 2 == 0
-                pos += len(part)
-            attn[i, :pos] = True
+        episodes = []
+        for q, r in enumerate(rows):
+            prompt = self.encoder.prompt(r)
+            e = Episode(r, q, None, ids=list(prompt), prompt_len=len(prompt))
+            for k in range(len(r["episode"])):
+                part = self._ids(r["episode"], k)
+                e.add(part, [0.0] * len(part) if k % 2 == 0 else None)  # the model's turns (with log-probs), then replies
+            episodes.append(e)
+        ids, attn, comp = layout(episodes, self.encoder.tokenizer.pad_token_id)
         texts = [Sample(r["prompt"], "".join(r["episode"]), r) for r in rows]
         dev = _device(policy)
         return Rollout(ids.to(dev), attn.to(dev), comp.to(dev), group_ids=torch.arange(len(rows), device=dev), texts=tuple(texts))
