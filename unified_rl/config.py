@@ -135,7 +135,7 @@ class Sampling(_Part):
                          lambda v: None if v in SAMPLERS else f"choose one of {', '.join(SAMPLERS)}")
     sampler_correction: Literal[("auto", "none", *CORRECTION_MODES)] = _spec(
         "auto", "the mismatch weight on the policy terms: auto (token_truncate for a sampler whose log-probs are another "
-                "engine's, such as vllm; none otherwise), none, or a mode")
+                "engine's, such as vllm; token_mask, decoupled PPO, for stale samples (async_staleness >= 1); none otherwise), none, or a mode")
     sampler_correction_max: float = _spec(2.0, "the upper bound C of the sampler_correction weight (verl's TIS: 2; TRL's "
                                                "sequence_mask default: 3)", above_zero)
     vllm_gpu_memory_utilization: float = _spec(0.3, "the share of GPU memory vLLM takes", fraction)
@@ -149,6 +149,9 @@ class Sampling(_Part):
                                              "unscored)", positive)
     env_timeout_s: float = _spec(30.0, "with an environment: seconds each environment call may take (a slower one leaves the episode unscored)",
                                  above_zero)
+    async_staleness: Optional[int] = _spec(None, "null: sample in the learner's process, then train; K: a rollout worker process samples "
+                                                 "at most K policy versions behind the learner (0: in lockstep, the same samples)", at_least_zero)
+    async_timeout_s: float = _spec(300.0, "with async_staleness: seconds the learner waits for a batch before it stops the run", above_zero)
 
     def check(self) -> None:
         if self.sampler == "vllm" and (self.top_k or self.top_p < 1) and self.temperature != 1:
@@ -289,12 +292,5 @@ def all_fields() -> list[dataclasses.Field]:
 def fields_table() -> str:
     """Every TrainConfig field as a Markdown table (part, name, type, default, meaning): the table in
     docs/configuration.md, generated from the dataclasses (a test keeps the page equal to it)."""
-    def type_name(t: Any) -> str:
-        args = typing.get_args(t)
-        if typing.get_origin(t) is Literal:
-            return " / ".join(args)
-        return f"{type_name(args[0])} or null" if type(None) in args else getattr(t, "__name__", str(t))
-
-    rows = [f"| `{part}` | `{f.name}` | {type_name(typing.get_type_hints(cls)[f.name])} | `{f.default!r}` | {f.metadata['help'].replace('|', '/')} |"
-            for part, cls in PARTS.items() for f in dataclasses.fields(cls)]
-    return "\n".join(["| part | field | type | default | meaning |", "|---|---|---|---|---|", *rows])
+    from .config_table import markdown_table
+    return markdown_table(PARTS)

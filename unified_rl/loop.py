@@ -21,10 +21,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed, threads
-from .assemble import distributions, plug, ready_policy, reference_for, run_reward, seeded, wrapped
+from .assemble import default_producer, distributions, plug, ready_policy, reference_for, run_reward, seeded, wrapped
 from .checkpointer import Checkpointer, TrainerCheckpointer
 from .config import TrainConfig
 from .data.chat import render_rows
@@ -33,12 +32,12 @@ from .data.encoder import Encoder
 from .engine import ExecutionPlan
 from .evaluate import Extractor, greedy_accuracy
 from .hf import gathered, init_process_group, launched_by_torchrun, make_sampler, trainable
-from .interrupt import StopAfterStep
+from .run_steps import run_steps
 from .learner import AdamWLearner, Learner
 from .methods import Method, with_sampler_correction
 from .metric_logger import MetricLogger, RunLogger
 from .precision import autocast
-from .producer import RolloutProducer, SourceProducer
+from .producer import RolloutProducer
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
 from .step_metrics import SignalWatch, completion_rows, rollout_summary
 
@@ -76,7 +75,8 @@ class Trainer:
         self.sampler = sampler or make_sampler(c.sampling.sampler, tokenizer, **c.sampling.sampler_options())
         conforms(self.sampler, Sampler, "sampler")
         check_coefficient(method.coefficient, f"method {method.name!r}: coefficient")
-        self.method = with_sampler_correction(method, c.sampling.sampler_correction, c.sampling.sampler_correction_max, self.sampler.exact)
+        self.method = with_sampler_correction(method, c.sampling.sampler_correction, c.sampling.sampler_correction_max, self.sampler.exact,
+                                             stale=bool(c.sampling.async_staleness))
         self.coefficient = copy.deepcopy(self.method.coefficient)  # the run's own pieces: a Method can start several runs
         self.needs = self.coefficient.needs
         self.plan = ExecutionPlan(max_tokens=c.model.max_tokens, share_prefix=c.model.share_prefix, precision=c.model.precision,
@@ -96,8 +96,7 @@ class Trainer:
         self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
                                                                 c.optim, self.critic, others), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
-        self.producer = plug(producer, self, lambda: SourceProducer(self.source, policy, self.needs, self.plan, c.model.precision,
-                                                                    self.full_weights), RolloutProducer, "producer")
+        self.producer = plug(producer, self, lambda: default_producer(self), RolloutProducer, "producer")
         self.step_count, self.iteration, self.history, self.interrupted = 0, 0, [], False
         self.signal, self.adapt_threads = SignalWatch(), adapt_threads
         self.logger = plug(logger and (lambda _: logger), self, lambda: RunLogger(c.run.out_dir, c.run.report_to, f"{self.phase}-{c.run.seed}",
@@ -121,6 +120,8 @@ class Trainer:
                 rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
         t_upd = time.perf_counter()
         rollout, stats, norm, aux = self.learner.update(rollout, self.step_count)
+        if hasattr(self.producer, "policy_updated"):  # a producer that samples beside the learner gets the new weights
+            self.producer.policy_updated()
         if self.reward is not None:
             self.reward.observe(rollout)
         self.step_count, t_end = self.step_count + 1, time.perf_counter()
@@ -161,21 +162,7 @@ class Trainer:
         With ``out_dir``, the last step is always checkpointed (unless ``checkpoint_every`` is 0), so
         a finished run can be continued with more steps. Ctrl-C finishes the current step, saves a
         checkpoint, sets ``interrupted`` and returns; a second Ctrl-C stops at once (``KeyboardInterrupt``)."""
-        total, r = self.cfg.optim.steps * self.cfg.optim.iterations, self.cfg.run
-        self.interrupted = False
-        bar = tqdm(total=total, initial=self.step_count, desc=self.phase, disable=not progress or self.rank > 0, dynamic_ncols=True)
-        with StopAfterStep(f"{self.phase} step {self.step_count + 1}") as stop:
-            while self.step_count < total and not self.interrupted:
-                stop.what = f"{self.phase} step {self.step_count + 1}"
-                m = self.train_step()
-                bar.update(1)
-                bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward/mean", "loss", "kl/k3", "eval/accuracy") if k in m})
-                self.interrupted = stop.requested
-            bar.close()
-            if r.out_dir and (self.interrupted or (r.checkpoint_every and self.step_count % r.checkpoint_every)):  # the end is always resumable
-                self.save(os.path.join(r.out_dir, "checkpoint"))
-        self.logger.close()
-        return self.history
+        return run_steps(self, progress)
 
     def evaluate(self, rows: Optional[Sequence[dict]] = None) -> float:
         """Greedy accuracy on ``rows`` (default: the held-out rows), answers read by ``extract``."""

@@ -82,6 +82,8 @@ class Rollout:
                                                                   "from pi_old's where the sampler is another engine, e.g. vLLM)")
     chosen: Optional[Bool[Tensor, "batch"]] = _doc("DPO: $o^+$ (True) or $o^-$")
     truncated: Optional[Bool[Tensor, "batch"]] = _doc("a sampled completion cut at ``max_new_tokens`` before eos")
+    versions: Optional[Int[Tensor, "batch"]] = _doc("the policy version (learner steps done) that sampled each row (asynchronous "
+                                                    "rollouts)")
     entropies: Optional[Float[Tensor, "batch seq"]] = _doc("the policy's entropy $H(\\pi(\\cdot \\mid q, o_{<t}))$ at each output "
                                                            "token (filled when a piece needs it)")
     keep: Optional[Bool[Tensor, "batch seq"]] = _doc("the tokens that masks deciding on the whole batch keep (filled by "

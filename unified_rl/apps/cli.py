@@ -15,6 +15,7 @@ import sys
 import typing
 from typing import Optional, Sequence
 
+from ..asynchronous import RolloutWorkerError
 from ..config import PARTS, TrainConfig, all_fields
 from .experiments import EXPERIMENTS
 from .data_flags import COLUMN_FLAGS, _extract, _model_and_data, _table, infer_format
@@ -253,6 +254,9 @@ def _run(args) -> int:
     except FloatingPointError as e:  # the numbers broke (NaN / inf): say where, without a traceback
         print(f"unified-rl {args.command}: stopped: {e} (a smaller --lr or --grad-clip may help; the last checkpoint, "
               "if any, is in --out)", file=sys.stderr)
+        return 1
+    except RolloutWorkerError as e:  # the sampling process died or hung: one line (the learner's checkpoint is saved)
+        print(f"unified-rl {args.command}: stopped: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"unified-rl {args.command}: stopped (a second Ctrl-C); the last checkpoint, if any, is in --out", file=sys.stderr)

@@ -14,6 +14,7 @@ from .masks import gated, off_policy_mask, top_entropy_mask
 from .pieces import AdvantageEstimator, Piece, Term
 from .ratio import cispo, ppo_clip, sapo
 from .returns import discounted_returns
+from .staleness import MaskedImportance, decoupled_ppo, masked_importance
 from .terms import kl, kl_estimate, kl_k3, policy_gradient
 from .vocabulary import VocabularyTerm, entropy_bonus, jsd, kl_full, reads_of
 
@@ -23,4 +24,5 @@ __all__ = [
     "constant_weight", "group_mean", "mask_truncated", "max_length_mean", "sequence_mean", "sequence_sum", "token_mean",
     "dpo_term", "chosen_nll", "odds_ratio", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
     "gae_advantages", "VocabularyTerm", "reads_of", "jsd", "entropy_bonus", "kl_full", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
+    "MaskedImportance", "decoupled_ppo", "masked_importance",
 ]

@@ -13,7 +13,7 @@ adds the KL term after, as ``corrected`` does when the KL is another term of the
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -26,6 +26,24 @@ from .pieces import Term
 from .terms import masked, token_mean_of
 
 MODES = CORRECTION_MODES
+
+
+@runtime_checkable
+class ImportanceWeight(Protocol):
+    """What ``corrected`` multiplies a term by: a weight w[b, t] read from recorded log-probs only (a
+    constant of the batch), with its ``needs``, a ``label``, a ``mode`` name and ``metrics``."""
+
+    needs: frozenset
+    mode: str
+
+    @property
+    def label(self) -> str: ...
+
+    def weight(self, rollout: Rollout, dtype: torch.dtype) -> Tensor:
+        """w at every output token (0 elsewhere)."""
+
+    def metrics(self, rollout: Rollout, dtype: torch.dtype) -> dict[str, float]:
+        """The weight's numbers for the step's metrics."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,7 @@ class Corrected(Scaled):
     """``term`` with its objective weights and its GC multiplied by the correction's weight w."""
 
     term: Term
-    correction: SamplerCorrection
+    correction: ImportanceWeight
 
     @property
     def extra_needs(self) -> frozenset:
@@ -106,6 +124,6 @@ def sampler_correction(mode: str = "token_truncate", c_max: Optional[float] = 2.
     return SamplerCorrection(mode, c_min, c_max)
 
 
-def corrected(term: Term, correction: SamplerCorrection) -> Corrected:
+def corrected(term: Term, correction: ImportanceWeight) -> Corrected:
     """``term`` weighted by the sampler-mismatch correction, e.g. ``corrected(ppo_clip(0.2), sampler_correction())``."""
     return Corrected(term, correction)

@@ -44,17 +44,18 @@ def build(name: str, *, max_new_tokens: Optional[int] = None, **settings: Any) -
     return method
 
 
-def with_sampler_correction(method: Method, mode: str, c_max: float, sampler_exact: bool) -> Method:
+def with_sampler_correction(method: Method, mode: str, c_max: float, sampler_exact: bool, stale: bool = False) -> Method:
     """``method`` with the sampler-mismatch correction ``mode`` asks for: ``auto`` weighs the samples
     of a sampler whose log-probs are another engine's (``Sampler.exact`` False: vLLM) with
-    token_truncate (verl's TIS) when the method samples online, and does nothing otherwise. Terms
-    already corrected are left as they are."""
+    token_truncate (verl's TIS) when the method samples online, samples an older policy drew
+    (``stale``: asynchronous rollouts) with token_mask (AReaL's decoupled PPO, cap ``c_max``), and
+    does nothing otherwise. Terms already corrected are left as they are."""
     from ..coefficients import sampler_correction
 
     if mode == "auto":
-        if sampler_exact or not method.samples_online():
+        if not method.samples_online() or (sampler_exact and not stale):
             return method
-        mode = "token_truncate"
+        mode = "token_mask" if stale else "token_truncate"
     if mode == "none":
         return method
     return method.with_sampler_correction(sampler_correction(mode, c_max=c_max))
