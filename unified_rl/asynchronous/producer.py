@@ -9,7 +9,6 @@ the correction weighs pi_old / pi_behaviour; without one, pi_old is the behaviou
 import contextlib
 import os
 import pickle
-import queue
 import time
 from typing import Callable, ContextManager
 
@@ -43,20 +42,21 @@ class AsyncProducer:
         self.staleness, self.timeout_s, self.threads, self.precision, self.full_weights = staleness, timeout_s, threads, precision, full_weights
         self.context = torch.multiprocessing.get_context("spawn")
         self.weights = SharedWeights(policy, self.context)
-        self.queue, self.process = self.context.Queue(), None
+        self.reader, self.process = None, None
         self.step, self.source_state = 0, source.state_dict()
         self.recompute = "sampler_logprobs" in needs  # a correction weighs pi_old / pi_behaviour: pi_old is the learner's
         self._metrics: dict[str, float] = {}
         self._sync_s = 0.0
 
     def _start(self) -> None:
-        with self.full_weights():
-            self._sync_s = self.weights.publish(self.policy, self.step)
+        self._publish()
         spec = WorkerSpec(pickle.dumps(self.source), self.source_state, self.questions, self.staleness, self.step, self.plan, self.precision,
                           self.threads, os.getpid())
-        process = self.context.Process(target=run, args=(spec, self.weights, self.queue), daemon=True, name="rollout-worker")
+        reader, writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=run, args=(spec, self.weights, writer), daemon=True, name="rollout-worker")
         process.start()  # spawn: a script that trains must guard its entry with ``if __name__ == "__main__":``
-        self.process = process
+        writer.close()  # the worker holds the only write end: its death is an end of file here, never a hang
+        self.process, self.reader = process, reader
 
     def produce(self, n: int) -> Rollout:
         """The batch for the learner's current step (see :class:`~unified_rl.producer.RolloutProducer`)."""
@@ -85,14 +85,19 @@ class AsyncProducer:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                got = self.queue.get(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
-            except queue.Empty:
+                ready = self.reader.poll(min(1.0, max(deadline - time.monotonic(), 0.01)))
+                got = pickle.loads(self.reader.recv_bytes()) if ready else None  # the worker's own bytes
+            except (OSError, EOFError):  # the pipe's end: the worker is gone
+                self.process.join(timeout=5)
+                raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) died with exit code {self.process.exitcode} "
+                                         f"before batch {self.step + 1}") from None
+            if got is None:
                 if not self.process.is_alive():
                     raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) died with exit code {self.process.exitcode} "
-                                             f"before batch {self.step + 1}") from None
+                                             f"before batch {self.step + 1}")
                 if time.monotonic() >= deadline:
                     raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) sent no batch in async_timeout_s = "
-                                             f"{self.timeout_s:g} s (batch {self.step + 1})") from None
+                                             f"{self.timeout_s:g} s (batch {self.step + 1})")
                 continue
             if isinstance(got, Failed):
                 raise RolloutWorkerError(f"the rollout worker failed at batch {self.step + 1}: {got.message}")
@@ -106,8 +111,17 @@ class AsyncProducer:
 
     def policy_updated(self) -> None:
         """The learner finished an update: publish its weights as the next version."""
-        with self.full_weights():
-            self._sync_s = self.weights.publish(self.policy, self.step)
+        self._publish()
+
+    def _publish(self) -> None:
+        try:
+            with self.full_weights():
+                self._sync_s = self.weights.publish(self.policy, self.step, self.timeout_s,
+                                                    alive=lambda: self.process is None or self.process.is_alive())
+        except TimeoutError as e:
+            alive = self.process is not None and self.process.is_alive()
+            state = "hangs" if alive else f"died with exit code {self.process.exitcode}" if self.process is not None else "is gone"
+            raise RolloutWorkerError(f"the rollout worker {state} holding the weights (after step {self.step}): {e}") from None
 
     def metrics(self) -> dict[str, float]:
         """The last batch's numbers: staleness (and a flag per value 0..K), the learner's and the
@@ -122,21 +136,19 @@ class AsyncProducer:
         """Restore :meth:`state_dict`; a running worker is restarted from there."""
         self.close()
         self.source_state, self.step = state["source"], int(state["step"])
-        self.weights.stopped.clear()
+        self.weights.stop.value = 0
 
     def close(self) -> None:
         """Stop the worker (it is a daemon: it dies with the learner anyway)."""
         if self.process is None:
             return
-        self.weights.stopped.set()
-        with self.weights.changed:
-            self.weights.changed.notify_all()
+        self.weights.stop.value = 1  # the worker looks at it at least every second
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
-        self.process = None
-        self.queue = self.context.Queue()
+        self.reader.close()
+        self.process, self.reader = None, None
 
 
 def behaviour_stats(rollout: Rollout) -> dict[str, float]:

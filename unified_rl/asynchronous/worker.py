@@ -2,7 +2,8 @@
 data source and sampler on its own copy of the policy. Batch b (the one the learner trains on at
 step b) waits until the learner has published version b - K, samples with the newest weights there
 are, records their version and the behaviour log-probs, and goes onto the queue with the source's
-position after it. Errors go onto the queue as one line; a worker whose learner is gone exits."""
+position after it. Batches travel pickled by value (no shared file descriptor outlives a worker that dies); errors go
+onto the queue as one line; a worker whose learner is gone exits."""
 
 import copy
 import os
@@ -59,7 +60,7 @@ class Failed:
 
 
 def run(spec: WorkerSpec, weights: SharedWeights, out: Any) -> None:
-    """The worker process's body."""
+    """The worker process's body; ``out``: the write end of a one-way pipe to the learner."""
     try:
         torch.set_num_threads(spec.threads)
         local = copy.deepcopy(weights.model)  # private: the shared copy changes under the learner's hand
@@ -67,7 +68,7 @@ def run(spec: WorkerSpec, weights: SharedWeights, out: Any) -> None:
         source: DataSource = pickle.loads(spec.source)  # our own process's bytes, made by the learner
         source.load_state_dict(spec.source_state)
         batch = spec.first_batch
-        while not weights.stopped.is_set():
+        while not weights.stopped:
             t0 = time.perf_counter()
             if not weights.wait_for(batch - spec.staleness, timeout_s=1.0):
                 if os.getppid() != spec.parent:
@@ -80,10 +81,10 @@ def run(spec: WorkerSpec, weights: SharedWeights, out: Any) -> None:
             t3 = time.perf_counter()
             rollout = rollout.replace(versions=torch.full((rollout.batch_size,), version, dtype=torch.long)).to("cpu")
             times = {"idle": t1 - t0, "load_weights": t2 - t1, "generate": t3 - t2}
-            out.put(Produced(batch, version, rollout, source.state_dict(), times))
+            out.send_bytes(pickle.dumps(Produced(batch, version, rollout, source.state_dict(), times)))  # by value: no fd outlives the worker
             batch += 1
     except BaseException as e:  # noqa: BLE001 -- reported to the learner, which stops the run
-        out.put(Failed(f"{type(e).__name__}: {e}", traceback.format_exc()))
+        out.send_bytes(pickle.dumps(Failed(f"{type(e).__name__}: {e}", traceback.format_exc())))
 
 
 def _sample(source: DataSource, model: torch.nn.Module, spec: WorkerSpec) -> Rollout:
