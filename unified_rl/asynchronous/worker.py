@@ -8,6 +8,8 @@ onto the queue as one line; a worker whose learner is gone exits."""
 import copy
 import os
 import pickle
+import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -60,16 +62,19 @@ class Failed:
 
 
 def run(spec: WorkerSpec, weights: SharedWeights, out: Any) -> None:
-    """The worker process's body; ``out``: the write end of a one-way pipe to the learner."""
+    """The worker process's body; ``out``: the write end of a one-way pipe to the learner. A thread
+    sends the batches, so sampling goes on while the learner has not read the last one yet."""
+    outbox: queue.Queue = queue.Queue()
+    sender = threading.Thread(target=_send_all, args=(outbox, out), daemon=True, name="send-batches")
+    sender.start()
     try:
         torch.set_num_threads(spec.threads)
         local = copy.deepcopy(weights.model)  # private: the shared copy changes under the learner's hand
         local.eval()
         source: DataSource = pickle.loads(spec.source)  # our own process's bytes, made by the learner
         source.load_state_dict(spec.source_state)
-        batch = spec.first_batch
+        batch, t0 = spec.first_batch, time.perf_counter()
         while not weights.stopped:
-            t0 = time.perf_counter()
             if not weights.wait_for(batch - spec.staleness, timeout_s=1.0):
                 if os.getppid() != spec.parent:
                     return  # the learner is gone
@@ -81,10 +86,22 @@ def run(spec: WorkerSpec, weights: SharedWeights, out: Any) -> None:
             t3 = time.perf_counter()
             rollout = rollout.replace(versions=torch.full((rollout.batch_size,), version, dtype=torch.long)).to("cpu")
             times = {"idle": t1 - t0, "load_weights": t2 - t1, "generate": t3 - t2}
-            out.send_bytes(pickle.dumps(Produced(batch, version, rollout, source.state_dict(), times)))  # by value: no fd outlives the worker
-            batch += 1
+            outbox.put(pickle.dumps(Produced(batch, version, rollout, source.state_dict(), times)))  # by value: no fd outlives the worker
+            batch, t0 = batch + 1, time.perf_counter()
     except BaseException as e:  # noqa: BLE001 -- reported to the learner, which stops the run
-        out.send_bytes(pickle.dumps(Failed(f"{type(e).__name__}: {e}", traceback.format_exc())))
+        outbox.put(pickle.dumps(Failed(f"{type(e).__name__}: {e}", traceback.format_exc())))
+    finally:
+        outbox.put(None)
+        sender.join(timeout=10)
+
+
+def _send_all(outbox: queue.Queue, out: Any) -> None:
+    """Send what ``outbox`` holds down the pipe, in order, until a None (or the learner is gone)."""
+    while (item := outbox.get()) is not None:
+        try:
+            out.send_bytes(item)
+        except OSError:
+            return
 
 
 def _sample(source: DataSource, model: torch.nn.Module, spec: WorkerSpec) -> Rollout:
