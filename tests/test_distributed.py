@@ -264,6 +264,18 @@ def test_torchrun_with_ddp(tmp_path):
     assert "at step 1" in out.stdout
 
 
+def test_torchrun_with_a_rollout_worker_per_rank(tmp_path):
+    """--async-staleness under torchrun (DDP): each rank's own worker samples its groups, the step's
+    staleness is reduced over the ranks and stays within K; FSDP2 is refused with one line."""
+    import json
+
+    _ok(_torchrun([*COMMON, "--parallel", "ddp", "--steps", "4", "--async-staleness", "1"], tmp_path))
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"async/staleness"' in line]
+    assert len(steps) == 4 and all(0 <= m["async/staleness"] <= 1 for m in steps) and max(m["async/staleness"] for m in steps) > 0
+    refused = _torchrun([*COMMON[:-3], "--out", "run2", "--steps", "1", "--async-staleness", "1"], tmp_path)
+    assert refused.returncode != 0 and "use --parallel ddp" in refused.stderr
+
+
 def test_torchrun_trains_on_episodes(tmp_path):
     """--env under torchrun (FSDP2): each rank plays whole groups of episodes with its own environments,
     the step's environment metrics are reduced over the ranks, and the run checkpoints."""

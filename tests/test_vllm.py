@@ -238,3 +238,20 @@ def test_episodes_are_sampled_turn_by_turn_from_exactly_the_ids_so_far(sampler):
         own = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask)
     m = r.completion_mask
     assert float((own[m] - r.sampler_logprobs[m]).abs().max()) < TOL
+
+
+def test_a_rollout_worker_runs_its_own_engine(tmp_path):
+    """--async-staleness with --sampler vllm: the engine lives in the worker process and takes each
+    version's weights through vLLM's reload_weights. On the first batch (sampled by version 0, as the
+    learner's pi_old) vLLM's log-probs are pi_old's to float rounding; later batches lag at most K."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "unified_rl.apps.cli", "train", "--method", "grpo", "--sampler", "vllm", "--async-staleness", "1",
+           "--steps", "3", "--questions-per-step", "4", "--group-size", "4", "--max-new-tokens", "8", "--eval-size", "8",
+           "--checkpoint-every", "0", "--out", "run", "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [m for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert len(steps) == 3 and all(0 <= m["async/staleness"] <= 1 for m in steps)
+    assert steps[0]["async/staleness"] == 0 and steps[0]["mismatch/logp_diff_max"] < 1e-4
