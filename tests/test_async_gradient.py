@@ -10,12 +10,41 @@ from collections import defaultdict
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 import unified_rl as url
 import unified_rl.coefficients as C
-from helpers import grads, random_rollout, tiny_model, true_logprobs
+from helpers import ALL_AGGREGATIONS, check_gc, filled, grads, random_rollout, tiny_model, true_logprobs
 
 EPS = 0.2
+
+
+def _behaviour(r, seed, spread):
+    """Behaviour log-probs ``spread`` away from pi_old (a stale sampler's)."""
+    g = torch.Generator().manual_seed(seed + 11)
+    noise = spread * torch.randn(r.input_ids.shape, generator=g, dtype=torch.float64)
+    return r.replace(sampler_logprobs=torch.where(r.completion_mask, r.old_logprobs + noise, 0.0))
+
+
+@given(seed=st.integers(0, 100_000), agg=st.sampled_from(ALL_AGGREGATIONS), cap=st.one_of(st.none(), st.floats(1.05, 4.0)),
+       spread=st.floats(0.0, 1.5))
+def test_decoupled_ppo_gc_is_the_gradient_of_its_objective(seed, agg, cap, spread):
+    r, logp = filled(seed, agg, allow_empty=True)
+    check_gc(C.decoupled_ppo(EPS, cap=cap), _behaviour(r, seed, spread), logp, nontrivial=cap is None)
+
+
+@given(seed=st.integers(0, 100_000), agg=st.sampled_from(ALL_AGGREGATIONS), spread=st.floats(0.0, 1.5),
+       low=st.floats(0.05, 0.9), high=st.floats(1.1, 10.0))
+def test_masked_importance_gc_is_the_gradient_of_its_objective(seed, agg, spread, low, high):
+    r, logp = filled(seed, agg, allow_empty=True)
+    check_gc(C.masked_importance(low, high, low, high), _behaviour(r, seed, spread), logp, nontrivial=False)
+
+
+def test_staleness_pieces_refuse_bad_bounds():
+    with pytest.raises(ValueError, match="cap must be > 1"):
+        C.decoupled_ppo(0.2, cap=0.5)
+    with pytest.raises(ValueError, match="need 0 <= low <= high"):
+        C.masked_importance(token_low=2.0, token_high=1.0)
 
 
 def _stale(k: int, seed: int = 0):
