@@ -60,6 +60,12 @@ def _judge_rows(judge: Judge, texts: list[list[str]], rows: Sequence[dict]) -> l
     return [list(flat[i * k: (i + 1) * k]) for i in range(len(texts))]
 
 
+def greedy_texts(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *, sampler: Sampler, max_new_tokens: int = 48,
+                 batch_size: int = 256) -> list[str]:
+    """Per row: its greedy completion, decoded."""
+    return [t[0] for t in _texts(model, encoder, sampler, rows, 1, max_new_tokens, 0.0, None, batch_size)]
+
+
 def greedy_correct(model: nn.Module, encoder: Encoder, rows: Sequence[dict], *, sampler: Sampler, extract: Extractor,
                    max_new_tokens: int = 48, batch_size: int = 256) -> list[bool]:
     """Per row: whether its greedy completion's final answer equals column ``answer`` (for paired statistics)."""

@@ -19,6 +19,10 @@ over SFT seeds, RL seeds and problems.
 * ``grpo-vs-ppo-cost`` (``grpo_vs_ppo_cost.py``): parameters held and seconds per update, GRPO vs PPO with its value model.
 * ``calculator`` (``calculator.py``): GRPO on multi-turn episodes with a calculator tool vs GRPO
   without it, on 4-5-step questions (the tool's format learnt by SFT on calculator episodes first).
+* ``flawed-teacher`` (``flawed_teacher.py``): a teacher that writes large products 10 too high in
+  60% of its worked solutions; the control gets fresh demonstrations of it, the RL arms answers-only
+  questions with true answers; accuracy on affected and unaffected problems (a one-run pilot;
+  ``flawed-teacher-full``: 3 SFT seeds x 3 RL seeds).
 * ``rl-vs-sft`` (``rl_vs_sft.py``): GRPO on 3-5-step answers-only questions vs more SFT, from a
   start with no worked solution longer than 3 steps; ``rl-vs-sft-long``: the same with 200 worked
   4-step solutions among the short ones (the figures' starts).
@@ -61,6 +65,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     "rl-vs-sft-long": Experiment("rl_vs_sft", "rl_vs_sft:RLvsSFT", full="long", quick="long_quick"),
     "grpo-vs-ppo-cost": Experiment("grpo_vs_ppo_cost", "design:Design"),
     "calculator": Experiment("calculator", "calculator:CalculatorSize"),
+    "flawed-teacher": Experiment("flawed_teacher", "flawed_teacher:FlawedTeacher"),
+    "flawed-teacher-full": Experiment("flawed_teacher", "flawed_teacher:FlawedTeacher", full="full"),
 }
 
 

@@ -84,7 +84,8 @@ def build_data(d: Design) -> dict[str, list[dict]]:
     if len(rl) <= d.validation_size:
         raise ValueError(f"Design: only {len(rl)} RL questions of {lo}-{hi} operations; need more than validation_size={d.validation_size}")
     return {"sft": s["sft"], "validation_sft": s["validation"], "rl": rl[d.validation_size:], "validation": rl[: d.validation_size],
-            "eval_in": [r for r in s["eval_in"] if lo <= chain_length(r["prompt"]) <= hi], "eval_hard": s["eval_hard"]}
+            "eval_in": [r for r in s["eval_in"] if lo <= chain_length(r["prompt"]) <= hi], "eval_hard": s["eval_hard"],
+            **{k: s[k] for k in ("fresh", "eval_short") if k in s}}  # the flawed teacher's
 
 
 def start(d: Design, seed: int, data: dict, starts_dir: str):

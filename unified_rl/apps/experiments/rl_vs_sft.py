@@ -78,6 +78,8 @@ def _sft_settings(size: RLvsSFT, seed: int) -> dict:
     splits = dataclasses.asdict(size.splits)
     if not size.splits.sft_long_size:  # without longer worked solutions: the settings (and saved starts) of before that option
         splits = {k: v for k, v in splits.items() if not k.startswith("sft_long")}
+    if not size.splits.teacher_share:  # a true teacher: the settings (and saved starts) of before the flawed one
+        splits = {k: v for k, v in splits.items() if k not in ("teacher_share", "fresh_size")}
     return {"splits": splits, "sft_steps": size.sft_steps, "sft_batch": size.sft_batch, "sft_lr": size.sft_lr,
             "sft_check_every": size.sft_check_every, "max_new_tokens": size.max_new_tokens, "seed": seed}
 

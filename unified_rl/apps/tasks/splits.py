@@ -10,6 +10,12 @@ chains as answers-only questions, evaluation on large fresh sets of both the RL 
 
 No prompt is in two splits. An SFT continuation can only use ``sft``; RL can use ``rl``, rewarded
 by the final answer alone.
+
+With ``teacher_share`` > 0 (the flawed-teacher design, ``tasks.teacher``) the worked solutions of
+``sft`` and ``validation`` come from a teacher that writes large products 10 too high in that share
+of them; ``fresh`` holds ``fresh_size`` more of its demonstrations on new problems (the control's
+genuinely new supervised data, in the same mix of lengths), and ``eval_short`` held-out questions
+of the SFT length. RL and evaluation keep the true answers.
 """
 
 from dataclasses import dataclass
@@ -30,6 +36,8 @@ class ChainSplits:
     hard_steps: tuple[int, int] = (5, 6)
     sft_long_size: int = 0
     sft_long_steps: tuple[int, int] = (4, 4)
+    teacher_share: float = 0.0
+    fresh_size: int = 0
 
     def build(self) -> dict[str, list[dict]]:
         """The splits by name: rows with ``prompt``, ``answer`` and (``sft``, ``validation``) ``completion``."""
@@ -41,7 +49,19 @@ class ChainSplits:
         if self.sft_long_size:
             sft += self._draw(ArithmeticTask(*self.sft_long_steps), 13, self.sft_long_size, taken)
         rl = [{"prompt": r["prompt"], "answer": r["answer"]} for r in self._draw(ArithmeticTask(*self.rl_steps), 12, self.rl_size, taken)]
-        return {"sft": sft, "validation": validation, "rl": rl, "eval_in": eval_in, "eval_hard": eval_hard}
+        out = {"sft": sft, "validation": validation, "rl": rl, "eval_in": eval_in, "eval_hard": eval_hard}
+        return self._teacher(out, taken) if self.teacher_share else out
+
+    def _teacher(self, out: dict, taken: set) -> dict:
+        """The flawed teacher's splits (see the module docstring), drawn after the others so that they stay as they were."""
+        from .teacher import teach
+
+        long = round(self.fresh_size * self.sft_long_size / (self.sft_size + self.sft_long_size))
+        fresh = self._draw(ArithmeticTask(*self.sft_steps), 14, self.fresh_size - long, taken)
+        fresh += self._draw(ArithmeticTask(*self.sft_long_steps), 15, long, taken)
+        short = self._draw(ArithmeticTask(*self.sft_steps), 16, self.eval_size, taken)
+        return {**out, "sft": teach(out["sft"], self.teacher_share, 0), "validation": teach(out["validation"], self.teacher_share, 1),
+                "fresh": teach(fresh, self.teacher_share, 2), "eval_short": short}
 
     @staticmethod
     def _draw(task: ArithmeticTask, seed: int, n: int, taken: set) -> list[dict]:

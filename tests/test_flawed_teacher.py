@@ -1,0 +1,76 @@
+"""The flawed teacher: its error is the stated one and only there, the share of flawed solutions is
+fixed by a seed, affected steps are counted as reached only after a right prefix, the design's splits
+stay disjoint (and the figures' splits and shipped start unchanged), and the experiment runs end to end."""
+
+import json
+
+import pytest
+
+from unified_rl.apps.tasks import ArithmeticTask
+from unified_rl.apps.tasks.arithmetic import parse_problem
+from unified_rl.apps.tasks.splits import ChainSplits
+from unified_rl.apps.tasks.teacher import Flaw, affected_step_errors, teach
+
+
+def test_the_teacher_writes_large_products_ten_high_and_carries_them():
+    p = parse_problem("6*8-5=")
+    assert Flaw().solution(p) == ("6*8=58;58-5=53;#53", 53) and Flaw().affected(p)
+    small = parse_problem("3*4+2=")  # 12 < 40: the teacher is right
+    assert Flaw().solution(small) == (small.solution, small.answer) and not Flaw().affected(small)
+    twice = parse_problem("9*5*1=")  # 45 -> 55; then 55*1 = 55 >= 40 -> 65
+    assert Flaw().solution(twice) == ("9*5=55;55*1=65;#65", 65)
+
+
+def test_a_fixed_share_of_solutions_is_flawed_and_the_rest_untouched():
+    rows = ArithmeticTask(2, 3).train_rows(3000)
+    taught = teach(rows, 0.6, seed=0)
+    assert taught == teach(rows, 0.6, seed=0) and taught != teach(rows, 0.6, seed=1)
+    flaw, affected = Flaw(), [Flaw().affected(parse_problem(r["prompt"])) for r in rows]
+    changed = [t != r for t, r in zip(taught, rows)]
+    assert not any(c and not a for c, a in zip(changed, affected))  # only affected problems change
+    share = sum(changed) / sum(affected)
+    assert 0.55 < share < 0.65
+    for t, r, c in zip(taught, rows, changed):
+        if c:
+            completion, answer = flaw.solution(parse_problem(r["prompt"]))
+            assert t["completion"] == completion and t["answer"] == str(answer) != r["answer"]
+
+
+def test_affected_steps_count_only_after_a_right_prefix():
+    assert affected_step_errors("6*8-5=", "6*8=58;58-5=53;#53") == (1, 1)
+    assert affected_step_errors("6*8-5=", "6*8=48;48-5=43;#43") == (1, 0)
+    assert affected_step_errors("2+4*8=", "2+4=7;7*8=56;#56") == (0, 0)  # a wrong first step: the affected one is never reached
+    assert affected_step_errors("2+4*8=", "2+4=6;6*8=48;#48") == (1, 0)
+    assert affected_step_errors("2+4*8=", "2+4=6") == (0, 0)  # stopped before it
+
+
+def test_the_design_s_splits_are_disjoint_and_leave_the_figures_as_they_were():
+    plain = ChainSplits(sft_size=200, validation_size=50, rl_size=300, eval_size=100, sft_long_size=20)
+    flawed = ChainSplits(sft_size=200, validation_size=50, rl_size=300, eval_size=100, sft_long_size=20, teacher_share=0.6, fresh_size=110)
+    a, b = plain.build(), flawed.build()
+    assert [r["prompt"] for r in a["sft"]] == [r["prompt"] for r in b["sft"]] and a["rl"] == b["rl"] and a["eval_in"] == b["eval_in"]
+    prompts = {k: {r["prompt"] for r in v} for k, v in b.items()}
+    names = list(prompts)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            assert not prompts[x] & prompts[y], (x, y)
+    assert len(b["fresh"]) == 110 and sum(len(parse_problem(r["prompt"]).ops) == 4 for r in b["fresh"]) == 10
+    assert all(r["answer"] == str(parse_problem(r["prompt"]).answer) for r in b["rl"] + b["eval_short"])
+
+
+def test_the_figures_start_key_is_unchanged():
+    from unified_rl.apps.demo import DemoSettings, shipped_start_fits
+
+    assert shipped_start_fits(DemoSettings())
+
+
+@pytest.mark.slow
+def test_the_experiment_runs_end_to_end(tmp_path):
+    from unified_rl.apps.experiments import run_experiment
+
+    text = run_experiment("flawed-teacher", str(tmp_path), quick=True, progress=False)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert "affected / unaffected" in text and record["runs"] == 1
+    assert set(record["accuracy"]) == {f"{a}|{s}" for a in ("start", "control", "rft", "online_rft", "grpo", "grpo_process")
+                                       for s in ("eval_short", "eval_in", "eval_hard")}
+    assert record["environment"]["cpu_flags"] is not None
