@@ -15,7 +15,7 @@ import sys
 import typing
 from typing import Optional, Sequence
 
-from ..asynchronous import RolloutWorkerError
+from ..worker_error import RolloutWorkerError
 from ..config import PARTS, TrainConfig, all_fields
 from .experiments import EXPERIMENTS
 from .data_flags import COLUMN_FLAGS, _extract, _model_and_data, _table, infer_format

@@ -19,12 +19,9 @@ from .. import engine
 from ..engine import ExecutionPlan
 from ..protocols import DataSource
 from ..rollout import Rollout
+from ..worker_error import RolloutWorkerError
 from .weights import SharedWeights
 from .worker import Failed, Produced, WorkerSpec, run
-
-
-class RolloutWorkerError(RuntimeError):
-    """The rollout worker died, failed or went silent; the run stops (with a checkpoint)."""
 
 
 class AsyncProducer:

@@ -115,7 +115,25 @@ def run(out: str, size: FlawedTeacher) -> str:
                                                  for k in ("correct", "affected", "reached", "wrong")})
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(record, f, indent=2, default=str)
+    _plot(record, arms, os.path.join(out, "flawed_teacher.png"))
     return _table(record, arms)
+
+
+def _plot(record: dict, arms: tuple, path: str) -> None:
+    """Accuracy on affected (solid) and unaffected (hatched) problems per arm, one panel per split."""
+    from ..plots import figure
+
+    fig, axes = figure(12, 3.6, ncols=len(SPLITS))
+    for ax, sp in zip(axes, SPLITS):
+        for k, stratum in enumerate(("affected", "unaffected")):
+            ax.bar([i + 0.4 * k for i in range(len(arms))], [record["accuracy"][f"{a}|{sp}"][stratum] for a in arms], width=0.4,
+                   hatch="" if k == 0 else "//", alpha=0.9 if k == 0 else 0.5, label=stratum)
+        ax.set_xticks([i + 0.2 for i in range(len(arms))], [ARM_NAMES.get(a, a).split(" (")[0] for a in arms], rotation=35, ha="right", fontsize=7)
+        ax.set_title(SPLITS[sp], fontsize=9)
+    axes[0].set_ylabel("greedy accuracy (%)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def _diff(control: list, arm: list, mask: np.ndarray) -> dict:
