@@ -74,3 +74,27 @@ def test_the_experiment_runs_end_to_end(tmp_path):
     assert set(record["accuracy"]) == {f"{a}|{s}" for a in ("start", "control", "rft", "online_rft", "grpo", "grpo_process")
                                        for s in ("eval_short", "eval_in", "eval_hard")}
     assert record["environment"]["cpu_flags"] is not None
+
+
+def test_the_pilot_s_headline_numbers_recompute_from_its_scores():
+    """docs/results/flawed-teacher: every accuracy, affected-step error rate and arm - control
+    difference in results.json follows from the committed per-problem scores."""
+    import os
+
+    import numpy as np
+
+    from unified_rl.accuracy_stats import paired_difference
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "flawed-teacher")
+    record = json.loads(open(os.path.join(folder, "results.json")).read())
+    scores = np.load(os.path.join(folder, "scores.npz"))
+    for key, acc in record["accuracy"].items():
+        correct, affected = scores[f"{key}|correct"], scores[f"{key}|affected"].astype(bool)
+        assert acc["affected"] == pytest.approx(100 * correct[affected].mean(), abs=1e-9)
+        assert acc["unaffected"] == pytest.approx(100 * correct[~affected].mean(), abs=1e-9)
+        assert record["affected_step_error"][key] == pytest.approx(100 * scores[f"{key}|wrong"].sum() / scores[f"{key}|reached"].sum(), abs=1e-9)
+    for key, diff in record["minus_control_points"].items():
+        arm, split = key.split("|")
+        mask = scores[f"control|{split}|affected"][0].astype(bool)
+        got = paired_difference(scores[f"control|{split}|correct"][:, mask], scores[f"{arm}|{split}|correct"][:, mask])
+        assert diff["affected"]["problems"] == pytest.approx([100 * x for x in got], abs=1e-9)
