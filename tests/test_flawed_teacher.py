@@ -3,6 +3,7 @@ fixed by a seed, affected steps are counted as reached only after a right prefix
 stay disjoint (and the figures' splits and shipped start unchanged), and the experiment runs end to end."""
 
 import json
+import os
 
 import pytest
 
@@ -76,16 +77,19 @@ def test_the_experiment_runs_end_to_end(tmp_path):
     assert record["environment"]["cpu_flags"] is not None
 
 
-def test_the_pilot_s_headline_numbers_recompute_from_its_scores():
-    """docs/results/flawed-teacher: every accuracy, affected-step error rate and arm - control
-    difference in results.json follows from the committed per-problem scores."""
-    import os
+RESULTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results")
 
+
+@pytest.mark.parametrize("name", [n for n in ("flawed-teacher", "flawed-teacher-full") if os.path.isdir(os.path.join(RESULTS, n))])
+def test_the_headline_numbers_recompute_from_the_scores(name):
+    """docs/results/flawed-teacher(-full): every accuracy, affected-step error rate and arm - control
+    difference (over problems, and over runs where there are several) in results.json follows from
+    the committed per-problem scores."""
     import numpy as np
 
-    from unified_rl.accuracy_stats import paired_difference
+    from unified_rl.accuracy_stats import paired_difference, run_level_difference
 
-    folder = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "flawed-teacher")
+    folder = os.path.join(RESULTS, name)
     record = json.loads(open(os.path.join(folder, "results.json")).read())
     scores = np.load(os.path.join(folder, "scores.npz"))
     for key, acc in record["accuracy"].items():
@@ -98,3 +102,6 @@ def test_the_pilot_s_headline_numbers_recompute_from_its_scores():
         mask = scores[f"control|{split}|affected"][0].astype(bool)
         got = paired_difference(scores[f"control|{split}|correct"][:, mask], scores[f"{arm}|{split}|correct"][:, mask])
         assert diff["affected"]["problems"] == pytest.approx([100 * x for x in got], abs=1e-9)
+        if record["runs"] > 1:
+            runs = run_level_difference(scores[f"control|{split}|correct"][:, mask], scores[f"{arm}|{split}|correct"][:, mask])
+            assert diff["affected"]["runs"] == pytest.approx([100 * x for x in runs], abs=1e-9)
