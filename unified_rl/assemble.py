@@ -114,7 +114,7 @@ def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Re
 def default_producer(trainer: Any) -> Any:
     """The loop's default :class:`~unified_rl.producer.RolloutProducer`: the data source run in the
     learner's process, or with ``async_staleness`` set, a rollout worker process (one per rank; not
-    under FSDP2, whose weights are sharded -- DDP or LoRA there)."""
+    under FSDP2, whose weights are sharded: DDP there)."""
     from .asynchronous import AsyncProducer
     from .hf import sharded
     from .producer import SourceProducer
@@ -126,7 +126,7 @@ def default_producer(trainer: Any) -> Any:
         raise ValueError(f"async_staleness = {c.sampling.async_staleness}: method {t.method.name!r} does not sample from the "
                          "policy, so there is nothing to overlap with training; leave async_staleness null")
     if sharded(t.train_model):
-        raise ValueError("async_staleness under FSDP2: the rollout worker needs whole weights; use --parallel ddp (or LoRA)")
+        raise ValueError("async_staleness under FSDP2: the rollout worker needs whole weights; use --parallel ddp")
     return AsyncProducer(t.source, t.policy, t.needs, t.plan, t.local_questions, staleness=c.sampling.async_staleness,
                          timeout_s=c.sampling.async_timeout_s, threads=max(1, torch.get_num_threads() // 2),
                          precision=c.model.precision, full_weights=t.full_weights)

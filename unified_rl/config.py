@@ -147,8 +147,8 @@ class Sampling(_Part):
                                          "together (an episode cut here is truncated)", positive)
     max_observation_tokens: int = _spec(256, "with an environment: tokens of one environment reply (a longer one leaves the episode "
                                              "unscored)", positive)
-    env_timeout_s: float = _spec(30.0, "with an environment: seconds each environment call may take (a slower one leaves the episode unscored)",
-                                 above_zero)
+    env_timeout_s: float = _spec(30.0, "with an environment: seconds each environment call may take (a slower one leaves the episode "
+                                       "unscored)", above_zero)
     async_staleness: Optional[int] = _spec(None, "null: sample in the learner's process, then train; K: a rollout worker process samples "
                                                  "at most K policy versions behind the learner (0: in lockstep, the same samples)", at_least_zero)
     async_timeout_s: float = _spec(300.0, "with async_staleness: seconds the learner waits for a batch before it stops the run", above_zero)
@@ -162,6 +162,7 @@ class Sampling(_Part):
     def episode_limits(self) -> Any:
         """The :class:`~unified_rl.environments.Limits` of an episode with these settings."""
         from .environments import Limits
+
         return Limits(self.max_turns, self.max_episode_tokens, self.max_observation_tokens, self.env_timeout_s)
 
     def sampler_options(self) -> dict[str, Any]:

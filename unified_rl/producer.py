@@ -17,7 +17,9 @@ from .rollout import Rollout
 
 @runtime_checkable
 class RolloutProducer(Stateful, Protocol):
-    """Yields rollouts ready to be scored and prepared."""
+    """Yields rollouts ready to be scored and prepared. Optionally ``policy_updated()`` (called after
+    every update: a producer that samples beside the learner takes the new weights there) and
+    ``close()`` (called when the run ends, however it ends)."""
 
     def produce(self, n: int) -> Rollout:
         """Rollouts for ``n`` questions."""

@@ -86,12 +86,10 @@ class AsyncProducer:
                 got = pickle.loads(self.reader.recv_bytes()) if ready else None  # the worker's own bytes
             except (OSError, EOFError):  # the pipe's end: the worker is gone
                 self.process.join(timeout=5)
-                raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) died with exit code {self.process.exitcode} "
-                                         f"before batch {self.step + 1}") from None
+                raise self._died() from None
             if got is None:
                 if not self.process.is_alive():
-                    raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) died with exit code {self.process.exitcode} "
-                                             f"before batch {self.step + 1}")
+                    raise self._died()
                 if time.monotonic() >= deadline:
                     raise RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) sent no batch in async_timeout_s = "
                                              f"{self.timeout_s:g} s (batch {self.step + 1})")
@@ -101,6 +99,10 @@ class AsyncProducer:
             if got.batch != self.step:
                 raise RolloutWorkerError(f"the rollout worker sent batch {got.batch + 1} when the learner needs batch {self.step + 1}")
             return got
+
+    def _died(self) -> RolloutWorkerError:
+        return RolloutWorkerError(f"the rollout worker (pid {self.process.pid}) died with exit code {self.process.exitcode} "
+                                  f"before batch {self.step + 1}")
 
     def policy_device(self) -> torch.device:
         """Where the learner's policy lives (rollouts come over on the CPU)."""

@@ -1,9 +1,9 @@
 """The rollout worker: a separate process (``torch.multiprocessing``, spawn) that runs the run's own
 data source and sampler on its own copy of the policy. Batch b (the one the learner trains on at
 step b) waits until the learner has published version b - K, samples with the newest weights there
-are, records their version and the behaviour log-probs, and goes onto the queue with the source's
-position after it. Batches travel pickled by value (no shared file descriptor outlives a worker that dies); errors go
-onto the queue as one line; a worker whose learner is gone exits."""
+are, records their version and the behaviour log-probs, and goes down the pipe to the learner with
+the source's position after it. Batches travel pickled by value (no shared file descriptor outlives
+a worker that dies); errors go down the pipe as one line; a worker whose learner is gone exits."""
 
 import copy
 import os
@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -109,7 +109,6 @@ def _sample(source: DataSource, model: torch.nn.Module, spec: WorkerSpec) -> Rol
     behaviour log-probs computed by the model that sampled."""
     with autocast(model, spec.precision):
         rollout = source.sample(model, spec.questions)
-    behaviour: Optional[torch.Tensor] = rollout.sampler_logprobs
-    if behaviour is None:
+    if rollout.sampler_logprobs is None:
         rollout = rollout.replace(sampler_logprobs=engine.logprobs(model, rollout, spec.plan))
     return rollout

@@ -19,16 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...accuracy_stats import paired_difference, run_level_difference, verdict_interval
+from ...accuracy_stats import paired_difference, run_level_difference
 from ...data import Encoder
 from ...evaluate import greedy_texts
 from ...hf import make_sampler
 from ..machine_record import environment
-from ..progress import bars
 from ..tasks import char_tokenizer, extract_answer, parse_problem
 from ..tasks.splits import ChainSplits
 from ..tasks.teacher import Flaw, affected_step_errors
-from .design import ARM_NAMES, Design, arm_trainer, build_data, collect_pool, start, verdict
+from .design import ARM_NAMES, Design, build_data, collect_pool, start, train_arm, verdict
 from .rl_vs_sft import RLvsSFT
 
 ARMS = ("control", "rft", "online_rft", "grpo", "grpo_process")
@@ -86,9 +85,8 @@ def _runs(size: FlawedTeacher, data: dict, out: str) -> dict:
             pool, _ = collect_pool(base, data, d, seed)
             for arm in ARMS:
                 arm_data = {**data, "sft": data["fresh"]} if arm == "control" else data
-                trainer = arm_trainer(arm, base, arm_data, d, size.lr, seed, pool=pool if arm == "rft" else None,
-                                      out_dir=os.path.join(out, f"{arm}-{sft_seed}-{rl_seed}"), checkpoint_every=0)
-                model = base if trainer is None else (trainer.run(progress=bars()), trainer.policy)[1]
+                model, _ = train_arm(arm, base, arm_data, d, size.lr, seed, pool=pool if arm == "rft" else None,
+                                     out_dir=os.path.join(out, f"{arm}-{sft_seed}-{rl_seed}"), checkpoint_every=0)
                 for sp in SPLITS:
                     found.setdefault((arm, sp), []).append(evaluate(model, rows[sp], d))
     return found
@@ -140,7 +138,7 @@ def _diff(control: list, arm: list, mask: np.ndarray) -> dict:
     a, b = np.stack([r["correct"][mask] for r in control]), np.stack([r["correct"][mask] for r in arm])
     problems = [100 * x for x in paired_difference(a, b)]
     runs = [100 * x for x in run_level_difference(a, b)] if len(a) > 1 else None
-    chosen = [100 * x for x in verdict_interval(a, b)] if len(a) > 1 else problems
+    chosen = problems if runs is None or problems[2] - problems[1] >= runs[2] - runs[1] else runs  # verdict_interval's rule: the wider
     return {"problems": problems, "runs": runs, "verdict": verdict(chosen)}
 
 
