@@ -33,7 +33,7 @@ def setup(size: str):
     from unified_rl.apps.tasks import char_tokenizer
     from unified_rl.hf import tiny_llama
 
-    s = DemoSettings()
+    s = DemoSettings(flawed_teacher=False)
     model, _, data, shipped = sft_start(s, "runs/bench-async")
     if size == "cpu":
         return model, data["rl"], data["validation"][:256], dict(questions_per_step=s.questions_per_step, group_size=s.group_size,

@@ -15,18 +15,23 @@ def test_quick_demo_writes_metrics_plot_and_model(tmp_path, capsys):
     for name in ("metrics.jsonl", "metrics.csv", "plot.png", "summary.json", "model/model.safetensors", "model/tokenizer.json"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
+    splits, strata = ("eval_short", "eval_in"), ("affected", "unaffected")
+    assert set(summary["splits"]) == set(splits)
     for arm in ("start", "control", "grpo"):
-        assert all(0.0 <= summary["accuracy"][arm][sp] <= 1.0 for sp in ("eval_in", "eval_hard"))
-    for sp in ("eval_in", "eval_hard"):
-        gain, lo, hi = summary["grpo_minus_control_points"][sp]
-        assert lo <= gain <= hi
-        assert abs(gain - 100 * (summary["accuracy"]["grpo"][sp] - summary["accuracy"]["control"][sp])) < 1e-9
+        assert all(0.0 <= summary["accuracy"][arm][sp][k] <= 100.0 for sp in splits for k in strata)
+        assert all(0.0 <= summary["affected_step_error"][arm][sp] <= 100.0 for sp in splits)
+    for sp in splits:
+        assert sum(summary["eval_problems"][sp].values()) == 16
+        for k in strata:
+            gain, lo, hi = summary["grpo_minus_control_points"][sp][k]
+            assert lo <= gain <= hi
+            assert abs(gain - (summary["accuracy"]["grpo"][sp][k] - summary["accuracy"]["control"][sp][k])) < 1e-9
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {m["phase"] for m in lines} == {"control", "grpo"}
     grpo = [m for m in lines if m["phase"] == "grpo" and "reward/mean" in m]
     assert len(grpo) == 4 and all(k in grpo[0] for k in ("kl/k3", "gc/abs_mean", "gc/frac_clipped", "tokens_per_s", "reward/mean"))
     printed = capsys.readouterr().out
-    assert "GRPO - control" in printed and "95% CI" in printed
+    assert "GRPO - control" in printed and "95% CI" in printed and "error on affected steps" in printed
     # the saved model and tokenizer load back with the standard Auto classes, and eval runs on them
     assert main(["eval", "--model", str(out / "model"), "--n", "8", "--k", "1,2", "--max-new-tokens", "40"]) == 0
 
@@ -64,7 +69,8 @@ def test_pickled_weights_are_never_loaded(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["figure5", "process-vs-outcome", "figure6", "figure7", "grpo-vs-ppo-cost", "rl-vs-sft", "calculator"])
+@pytest.mark.parametrize("name", ["figure5", "process-vs-outcome", "figure6", "figure7", "grpo-vs-ppo-cost", "rl-vs-sft", "calculator",
+                                  "figure5-teacher"])
 def test_every_experiment_runs_at_quick_size(name, tmp_path):
     out = tmp_path / name
     assert main(["experiment", name, "--quick", "--out", str(out), "--no-progress"]) == 0
@@ -79,6 +85,12 @@ def test_every_experiment_runs_at_quick_size(name, tmp_path):
     assert numbers and all(math.isfinite(v) for v in numbers)
     if name in ("figure5", "process-vs-outcome", "figure6", "figure7"):  # a paper claim: an interval and a verdict per row
         assert "95% CI" in text and ("reproduced" in text or "inconclusive" in text), text
+    if name == "figure5-teacher":  # RFT's batch: Online RFT's mean number of correct samples per update, run by run
+        record = json.loads((out / "results.json").read_text())
+        for run, batch in zip(sorted({m["seed"] for m in steps}), record["rft_batch"]):
+            online = [m["reward/mean"] * 2 * 2 for m in steps if m["phase"] == "online_rft" and m["seed"] == run and "reward/mean" in m]
+            assert batch == max(1, round(sum(online) / len(online)))
+        assert "inconclusive" in text or "reproduced" in text
     if name != "grpo-vs-ppo-cost":
         def finite_numbers(x):
             return [x] if isinstance(x, float) else [v for y in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else [])

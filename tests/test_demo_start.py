@@ -22,8 +22,10 @@ def test_the_shipped_start_is_what_its_record_says():
     assert hashlib.sha256(open(path, "rb").read()).hexdigest() == record["sha256"]
     assert record["settings"] == json.loads(json.dumps(_sft_settings(s.design().starts, s.seed)))  # the file is named for these
     assert record["settings"]["splits"]["sft_long_size"] == 200 and record["settings"]["sft_steps"] == 1000
+    assert record["settings"]["splits"]["teacher_share"] == 0.6  # the demo's start learnt from the flawed teacher
     assert record["chosen_step"] in {c["step"] for c in record["curve"]}
-    assert record["validation_accuracy"] == max(c["validation_accuracy"] for c in record["curve"]) > 0.9  # converged on short chains
+    # converged: agreement with the teacher's own answers, of which the flawed ones (60% of affected problems) are learnt only in part
+    assert record["validation_accuracy"] == max(c["validation_accuracy"] for c in record["curve"]) > 0.8
 
 
 def test_the_shipped_start_loads_and_scores_what_was_recorded(tmp_path):
@@ -37,6 +39,7 @@ def test_the_shipped_start_loads_and_scores_what_was_recorded(tmp_path):
 
 def test_the_shipped_start_is_used_only_where_it_fits():
     assert shipped_start_fits(DemoSettings())
+    assert shipped_start_fits(DemoSettings(flawed_teacher=False))  # the figures' start (correct teacher) is shipped too
     assert not shipped_start_fits(DemoSettings.quick())
     assert not shipped_start_fits(dataclasses.replace(DemoSettings(), seed=1))
     assert shipped_start_fits(dataclasses.replace(DemoSettings(), steps=10, lr=3e-4, rl_seed=3))  # the RL phase may change

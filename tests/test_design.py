@@ -34,7 +34,7 @@ def test_rl_validation_and_eval_are_of_the_rl_lengths_and_disjoint():
 
 
 def test_the_rft_pool_is_the_frozen_starts_correct_samples(tmp_path):
-    s = DemoSettings()
+    s = DemoSettings(flawed_teacher=False)
     model, _, data, shipped = sft_start(s, str(tmp_path))
     assert shipped
     d = dataclasses.replace(s.design(), steps=3, questions_per_step=4, group_size=4)
@@ -67,7 +67,7 @@ def test_verdicts_read_the_interval():
 
 def test_a_reward_models_agreement_with_the_rule_on_policy_samples_is_logged(tmp_path):
     tok = char_tokenizer()
-    policy, _, data, _ = sft_start(DemoSettings(), str(tmp_path))
+    policy, _, data, _ = sft_start(DemoSettings(flawed_teacher=False), str(tmp_path))
     src = SampledSource(data["eval_in"][:8], Encoder(tok), make_sampler("static", tok), samples_per_question=4, max_new_tokens=64, seed=0)
     rollout = src.sample(policy, 8)
     rule = OutcomeReward(extract_answer)
@@ -107,7 +107,7 @@ def test_process_vs_outcome_rl_questions_and_evaluation_are_5_to_6_steps_and_its
 
 def test_figure6s_reward_model_is_held_out_on_questions_it_never_trains_on(tmp_path):
     from unified_rl.apps.experiments.figure6 import Figure6, rm_data
-    s = DemoSettings()
+    s = DemoSettings(flawed_teacher=False)
     model, _, data, _ = sft_start(s, str(tmp_path))
     f = Figure6(design=dataclasses.replace(s.design(), questions_per_step=4, group_size=4), rm_heldout=8)
     heldout, train = rm_data(model, {"rl": data["rl"][:40]}, f, n=100, seed=0)  # 100 samples of 32 questions: they are revisited

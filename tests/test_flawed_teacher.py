@@ -62,7 +62,7 @@ def test_the_design_s_splits_are_disjoint_and_leave_the_figures_as_they_were():
 def test_the_figures_start_key_is_unchanged():
     from unified_rl.apps.demo import DemoSettings, shipped_start_fits
 
-    assert shipped_start_fits(DemoSettings())
+    assert shipped_start_fits(DemoSettings(flawed_teacher=False))
 
 
 @pytest.mark.slow
@@ -105,3 +105,26 @@ def test_the_headline_numbers_recompute_from_the_scores(name):
         if record["runs"] > 1:
             runs = run_level_difference(scores[f"control|{split}|correct"][:, mask], scores[f"{arm}|{split}|correct"][:, mask])
             assert diff["affected"]["runs"] == pytest.approx([100 * x for x in runs], abs=1e-9)
+
+
+def test_in_the_teacher_design_the_control_learns_from_fresh_demonstrations():
+    from unified_rl.apps.experiments.design import arm_trainer, build_data, quick_teacher_design
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.hf import tiny_llama
+
+    d = quick_teacher_design()
+    data = build_data(d)
+    trainer = arm_trainer("control", tiny_llama(len(char_tokenizer()), seed=0), data, d, 1e-4, seed=0)
+    prompts = {s.prompt for s in trainer.source.sample(None, 8).texts}
+    assert len(prompts) == 8 and prompts <= {r["prompt"] for r in data["fresh"]}
+    assert not prompts & {r["prompt"] for r in data["sft"]}  # not the start's own demonstrations again
+
+
+def test_the_figures_on_the_teacher_design_are_named_experiments():
+    from unified_rl.apps.experiments import EXPERIMENTS
+
+    for name in ("figure5-teacher", "figure6-teacher", "figure7-teacher"):
+        for quick in (False, True):
+            d = EXPERIMENTS[name].build_size(quick).design
+            assert d.starts.splits.teacher_share == 0.6 and d.starts.splits.fresh_size > 0, (name, quick)
+        assert EXPERIMENTS[name].build_size(False).design.sft_seeds * EXPERIMENTS[name].build_size(False).design.rl_seeds == 4

@@ -73,8 +73,9 @@ TRUST_REMOTE_CODE = "let --model run the Python code its folder ships (off: only
 
 
 def cmd_demo(args) -> int:
-    """``unified-rl demo``: from the shipped SFT start, GRPO on longer answers-only questions beside the
-    SFT-continuation control; prints their accuracies and GRPO's gain with its interval."""
+    """``unified-rl demo``: from the shipped SFT start (a flawed teacher's student), GRPO on answers-only
+    questions beside SFT on fresh teacher data; prints accuracies on problems the teacher gets wrong
+    and right, and GRPO's gain with its interval."""
     from .demo import DemoSettings, run_demo
 
     _out_folder(args.out)
@@ -87,13 +88,17 @@ def cmd_demo(args) -> int:
               "(the demo starts over when run again; `unified-rl train ... --resume` continues a train run)")
         return 130
     print(f"SFT start: {summary['sft_start']}")
-    acc = summary["accuracy"]
-    for sp in ("eval_in", "eval_hard"):
-        g, lo, hi = summary["grpo_minus_control_points"][sp]
-        print(f"held-out greedy accuracy, {summary['splits'][sp]} ({summary['eval_problems'][sp]} fresh problems): SFT start "
-              f"{acc['start'][sp]:.1%}, SFT continuation {acc['control'][sp]:.1%}, GRPO {acc['grpo'][sp]:.1%}; "
-              f"GRPO - control {g:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]")
-    print(f"{summary['seconds_total']:.0f} s; one run: the interval is over problems only (`unified-rl experiment figure5` pairs seeds)")
+    acc, err = summary["accuracy"], summary["affected_step_error"]
+    for sp, name in summary["splits"].items():
+        for k in ("affected", "unaffected"):
+            g, lo, hi = summary["grpo_minus_control_points"][sp][k]
+            print(f"{name}, {k} ({summary['eval_problems'][sp][k]} fresh problems): SFT start {acc['start'][sp][k]:.1f}%, "
+                  f"SFT on fresh teacher data {acc['control'][sp][k]:.1f}%, GRPO {acc['grpo'][sp][k]:.1f}%; "
+                  f"GRPO - control {g:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]")
+        print(f"{name}, the teacher's error on affected steps reached: SFT start {err['start'][sp]:.1f}%, "
+              f"SFT on fresh teacher data {err['control'][sp]:.1f}%, GRPO {err['grpo'][sp]:.1f}%")
+    print(f"{summary['seconds_total']:.0f} s; one run: the intervals are over problems only "
+          "(`unified-rl experiment flawed-teacher-full` pairs seeds)")
     print(f"metrics: {args.out}/metrics.jsonl, {args.out}/metrics.csv; plot: {args.out}/plot.png; model (GRPO): {args.out}/model")
     return 0
 

@@ -23,6 +23,9 @@ over SFT seeds, RL seeds and problems.
   60% of its worked solutions; the control gets fresh demonstrations of it, the RL arms answers-only
   questions with true answers; accuracy on affected and unaffected problems (a one-run pilot;
   ``flawed-teacher-full``: 3 SFT seeds x 3 RL seeds).
+* ``figure5-teacher`` (``figure5_teacher.py``), ``figure6-teacher``, ``figure7-teacher``: the three
+  figures on the flawed-teacher design (2 SFT seeds x 2 RL seeds each); in figure5-teacher RFT's
+  batch holds as many samples as Online RFT's updates had correct ones (equal gradient samples).
 * ``rl-vs-sft`` (``rl_vs_sft.py``): GRPO on 3-5-step answers-only questions vs more SFT, from a
   start with no worked solution longer than 3 steps; ``rl-vs-sft-long``: the same with 200 worked
   4-step solutions among the short ones (the figures' starts).
@@ -67,6 +70,9 @@ EXPERIMENTS: dict[str, Experiment] = {
     "calculator": Experiment("calculator", "calculator:CalculatorSize"),
     "flawed-teacher": Experiment("flawed_teacher", "flawed_teacher:FlawedTeacher"),
     "flawed-teacher-full": Experiment("flawed_teacher", "flawed_teacher:FlawedTeacher", full="full"),
+    "figure5-teacher": Experiment("figure5_teacher", "figure5_teacher:Figure5Teacher"),
+    "figure6-teacher": Experiment("figure6", "figure6:Figure6", full="teacher", quick="teacher_quick"),
+    "figure7-teacher": Experiment("figure7", "figure7:Figure7", full="teacher", quick="teacher_quick"),
 }
 
 

@@ -47,12 +47,12 @@ class CalculatorSize:
     max_turns: int = 8               # a 6-step chain is 6 expressions and the answer
     turn_tokens: int = 8             # "28-1=" and eos; "#27" and eos
     eval_size: int = 1024            # problems per split
-    demo: DemoSettings = dataclasses.field(default_factory=DemoSettings)
+    demo: DemoSettings = dataclasses.field(default_factory=lambda: DemoSettings(flawed_teacher=False))
 
     @classmethod
     def quick(cls) -> "CalculatorSize":
         """A CI-sized run (no claim)."""
-        return cls(tool_sft_steps=3, tool_sft_batch=4, steps=2, eval_size=8, demo=DemoSettings.quick())
+        return cls(tool_sft_steps=3, tool_sft_batch=4, steps=2, eval_size=8, demo=dataclasses.replace(DemoSettings.quick(), flawed_teacher=False))
 
     def limits(self) -> Limits:
         """An episode's limits: the turns and tokens a 6-step chain needs; calls unguarded (the calculator is ours)."""

@@ -11,7 +11,8 @@
 * **Evaluation**: greedy accuracy on the fresh ``eval_in`` problems of ``rl_ops`` lengths and the
   harder 5-6-step ``eval_hard`` problems.
 * **Arms**, each from the same start, with the same number of updates: the SFT-continuation
-  control; RFT on a fixed pool collected once from the start (as many samples as the online methods
+  control (more supervised data: the start's own demonstrations again or, in the flawed-teacher
+  design, ``fresh`` ones of the same teacher); RFT on a fixed pool collected once from the start (as many samples as the online methods
   draw); Online RFT; GRPO with outcome and with process supervision.
 """
 
@@ -36,6 +37,24 @@ from ..tasks.splits import ChainSplits
 
 def _starts() -> RLvsSFT:
     return RLvsSFT(splits=ChainSplits(sft_long_size=200))
+
+
+TEACHER_SHARE = 0.6  # the flawed teacher's share of wrong solutions (``tasks.teacher``)
+
+
+def teacher_design(sft_seeds: int = 1, rl_seeds: int = 1, fresh_size: int = 100 * 64) -> "Design":
+    """The flawed-teacher design: the figures' design whose worked solutions come from the flawed
+    teacher, with ``fresh_size`` fresh demonstrations of it for the control (by default as many as
+    its 100 updates of 64 rows use)."""
+    splits = ChainSplits(sft_long_size=200, teacher_share=TEACHER_SHARE, fresh_size=fresh_size)
+    return Design(starts=RLvsSFT(splits=splits), sft_seeds=sft_seeds, rl_seeds=rl_seeds)
+
+
+def quick_teacher_design(rl_seeds: int = 1) -> "Design":
+    """A CI-sized flawed-teacher design (no claim)."""
+    d = dataclasses.replace(Design.quick(), rl_seeds=rl_seeds)
+    d.starts.splits = dataclasses.replace(d.starts.splits, teacher_share=TEACHER_SHARE, fresh_size=16)
+    return d
 
 
 @dataclass
@@ -138,17 +157,18 @@ ARM_NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "rft
 
 
 def arm_trainer(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: Optional[list[dict]] = None, eval_every: int = 0,
-                reward=None, **cfg_kw) -> Optional[Trainer]:
-    """The Trainer of one arm on a copy of ``base`` (its ``policy``); ``pool``: RFT's rows. None for
-    an empty pool (the start solved none of the sampled questions: no update to make)."""
+                reward=None, rft_batch: Optional[int] = None, **cfg_kw) -> Optional[Trainer]:
+    """The Trainer of one arm on a copy of ``base`` (its ``policy``); ``pool``: RFT's rows, ``rft_batch``
+    its rows per update (default: as many as the online arms sample). None for an empty pool (the
+    start solved none of the sampled questions: no update to make)."""
     tok = char_tokenizer()
     model = copy.deepcopy(base)
     ev = dict(eval_rows=data["validation"], extract=extract_answer) if eval_every else {}
     if arm in ("control", "rft"):
-        rows = data["sft"] if arm == "control" else pool
+        rows = (data.get("fresh") or data["sft"]) if arm == "control" else pool  # the teacher's fresh demonstrations where it has some
         if not rows:
             return None
-        batch = d.control_batch if arm == "control" else d.questions_per_step * d.group_size
+        batch = d.control_batch if arm == "control" else rft_batch or d.questions_per_step * d.group_size
         cfg = _cfg(d, lr, seed, batch, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
         return Trainer(model, tok, methods.sft(), rows, cfg, phase=arm, **ev, adapt_threads=threads.per_step())
     cfg = _cfg(d, lr, seed, eval_every=eval_every, eval_size=d.validation_size, **cfg_kw)
@@ -157,10 +177,10 @@ def arm_trainer(arm: str, base, data: dict, d: Design, lr: float, seed: int, poo
 
 
 def train_arm(arm: str, base, data: dict, d: Design, lr: float, seed: int, pool: Optional[list[dict]] = None,
-              eval_every: int = 0, reward=None, **cfg_kw):
+              eval_every: int = 0, reward=None, rft_batch: Optional[int] = None, **cfg_kw):
     """One arm trained from a copy of ``base`` (:func:`arm_trainer`); returns (model, history). An
     empty RFT pool makes no update: a copy of the start and an empty history are returned."""
-    trainer = arm_trainer(arm, base, data, d, lr, seed, pool, eval_every, reward, **cfg_kw)
+    trainer = arm_trainer(arm, base, data, d, lr, seed, pool, eval_every, reward, rft_batch, **cfg_kw)
     if trainer is None:
         return copy.deepcopy(base), []
     return trainer.policy, trainer.run(progress=bars())
@@ -189,5 +209,5 @@ def verdict(diff: tuple) -> str:
     return "inconclusive (the interval includes 0)"
 
 
-__all__ = ["Design", "chain_length", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
+__all__ = ["Design", "teacher_design", "quick_teacher_design", "TEACHER_SHARE", "chain_length", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
            "seeds_line", "cell", "verdict"]

@@ -40,7 +40,8 @@ from ..progress import bars
 from ...hf import reward_model_from_policy
 from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
 from ...accuracy_stats import paired_difference
-from .design import Design, build_data, chain_length, cell, correct, labelled_samples, seeds_line, start, train_arm, verdict
+from .design import (Design, build_data, chain_length, cell, correct, labelled_samples, quick_teacher_design, seeds_line, start, teacher_design,
+                     train_arm, verdict)
 from ..machine_record import environment, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer
@@ -67,6 +68,16 @@ class Figure6:
     verifier_lr: float = 3e-4
     verifier_temperature: float = 0.5  # r = sigmoid(lowest token margin / temperature)
     replay: float = 0.1
+
+    @classmethod
+    def teacher(cls) -> "Figure6":
+        """The same on the flawed-teacher design (``design.teacher_design``), 2 SFT seeds x 2 RL seeds."""
+        return cls(design=teacher_design(sft_seeds=2, rl_seeds=2))
+
+    @classmethod
+    def teacher_quick(cls) -> "Figure6":
+        """A CI-sized run of the flawed-teacher version (no claim)."""
+        return cls(design=quick_teacher_design(), rm_samples=16, rm_heldout=8, rm_epochs=1, verifier_epochs=1)
 
     @classmethod
     def quick(cls) -> "Figure6":

@@ -25,39 +25,30 @@ from ...evaluate import greedy_texts
 from ...hf import make_sampler
 from ..machine_record import environment
 from ..tasks import char_tokenizer, extract_answer, parse_problem
-from ..tasks.splits import ChainSplits
 from ..tasks.teacher import Flaw, affected_step_errors
-from .design import ARM_NAMES, Design, build_data, collect_pool, start, train_arm, verdict
-from .rl_vs_sft import RLvsSFT
+from .design import ARM_NAMES, Design, build_data, collect_pool, quick_teacher_design, start, teacher_design, train_arm, verdict
 
 ARMS = ("control", "rft", "online_rft", "grpo", "grpo_process")
 SPLITS = {"eval_short": "2-3 steps", "eval_in": "4-5 steps", "eval_hard": "5-6 steps"}
-
-
-def _design() -> Design:
-    starts = RLvsSFT(splits=ChainSplits(sft_long_size=200, teacher_share=0.6, fresh_size=100 * 64))
-    return Design(starts=starts, sft_seeds=1, rl_seeds=1)
 
 
 @dataclass
 class FlawedTeacher:
     """The run's sizes: the design (its starts' splits carry the teacher), the arms' lr, problems per split."""
 
-    design: Design = field(default_factory=_design)
+    design: Design = field(default_factory=teacher_design)
     lr: float = 1e-4
     eval_size: int = 2048
 
     @classmethod
     def quick(cls) -> "FlawedTeacher":
         """A CI-sized run (no claim)."""
-        d = dataclasses.replace(Design.quick(), rl_seeds=1)
-        d.starts.splits = dataclasses.replace(d.starts.splits, teacher_share=0.6, fresh_size=16)
-        return cls(design=d, eval_size=16)
+        return cls(design=quick_teacher_design(), eval_size=16)
 
     @classmethod
     def full(cls) -> "FlawedTeacher":
         """3 SFT seeds x 3 RL seeds."""
-        return cls(design=dataclasses.replace(_design(), sft_seeds=3, rl_seeds=3))
+        return cls(design=teacher_design(sft_seeds=3, rl_seeds=3))
 
 
 def evaluate(model, rows: list[dict], d: Design) -> dict[str, np.ndarray]:
@@ -84,8 +75,7 @@ def _runs(size: FlawedTeacher, data: dict, out: str) -> dict:
                 found.setdefault(("start", sp), []).append(start_eval[sp])
             pool, _ = collect_pool(base, data, d, seed)
             for arm in ARMS:
-                arm_data = {**data, "sft": data["fresh"]} if arm == "control" else data
-                model, _ = train_arm(arm, base, arm_data, d, size.lr, seed, pool=pool if arm == "rft" else None,
+                model, _ = train_arm(arm, base, data, d, size.lr, seed, pool=pool if arm == "rft" else None,
                                      out_dir=os.path.join(out, f"{arm}-{sft_seed}-{rl_seed}"), checkpoint_every=0)
                 for sp in SPLITS:
                     found.setdefault((arm, sp), []).append(evaluate(model, rows[sp], d))
