@@ -128,3 +128,37 @@ def test_the_figures_on_the_teacher_design_are_named_experiments():
             d = EXPERIMENTS[name].build_size(quick).design
             assert d.starts.splits.teacher_share == 0.6 and d.starts.splits.fresh_size > 0, (name, quick)
         assert EXPERIMENTS[name].build_size(False).design.sft_seeds * EXPERIMENTS[name].build_size(False).design.rl_seeds == 4
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(RESULTS, "figure5-teacher")), reason="no figure5-teacher results committed")
+def test_figure5_on_the_teacher_design_recomputes_from_the_scores():
+    """docs/results/figure5-teacher: every accuracy and every claim's two intervals and verdict follow
+    from the committed per-problem scores; RFT's batch is what the runs' metrics say Online RFT had."""
+    import numpy as np
+
+    from unified_rl.accuracy_stats import paired_difference, run_level_difference
+    from unified_rl.apps.experiments.design import verdict
+
+    folder = os.path.join(RESULTS, "figure5-teacher")
+    record = json.loads(open(os.path.join(folder, "results.json")).read())
+    scores = np.load(os.path.join(folder, "scores.npz"))
+    for key, acc in record["accuracy"].items():
+        correct, affected = scores[f"{key}|correct"], scores[f"{key}|affected"].astype(bool)
+        assert acc["affected"] == pytest.approx(100 * correct[affected].mean(), abs=1e-9)
+        assert acc["unaffected"] == pytest.approx(100 * correct[~affected].mean(), abs=1e-9)
+    for claim in record["claims"]:
+        for key, diff in ((k, v) for k, v in claim.items() if "|" in k):
+            split, stratum = key.split("|")
+            mask = scores[f"start|{split}|affected"][0].astype(bool)
+            mask = mask if stratum == "affected" else ~mask
+            x, y = scores[f"{claim['a']}|{split}|correct"][:, mask], scores[f"{claim['b']}|{split}|correct"][:, mask]
+            problems, runs = [100 * v for v in paired_difference(x, y)], [100 * v for v in run_level_difference(x, y)]
+            assert diff["problems"] == pytest.approx(problems, abs=1e-9) and diff["runs"] == pytest.approx(runs, abs=1e-9)
+            wider = problems if problems[2] - problems[1] >= runs[2] - runs[1] else runs
+            assert diff["verdict"] == verdict(wider)
+    log = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
+    n = record["settings"]["design"]["questions_per_step"] * record["settings"]["design"]["group_size"]
+    for seed, batch in zip(sorted({m["seed"] for m in log}), record["rft_batch"]):
+        online = [m["reward/mean"] * n for m in log if m["arm"] == "online_rft" and m["seed"] == seed and "reward/mean" in m]
+        assert len(online) == record["settings"]["design"]["steps"] and batch == round(sum(online) / len(online))
+    assert record["runs"] == 4 and scores["start|eval_short|correct"].shape == (4, 1024)

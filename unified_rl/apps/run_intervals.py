@@ -25,7 +25,27 @@ CLAIMS = [
     ("figure6", "non_iterative", "iterative", "eval_hard"),
     ("figure7", "start", "grpo", "maj@64"),
     ("figure7", "start", "grpo", "pass@64"),
+    ("flawed-teacher-full", "control", "grpo", "eval_short|affected"),
+    ("flawed-teacher-full", "control", "grpo", "eval_short|unaffected"),
+    ("figure5-teacher", "rft", "online_rft", "eval_short|affected"),
+    ("figure5-teacher", "online_rft", "grpo", "eval_short|affected"),
+    ("figure5-teacher", "grpo", "grpo_process", "eval_short|affected"),
+    ("figure5-teacher", "control", "grpo", "eval_short|affected"),
+    ("figure5-teacher", "control", "grpo", "eval_in|affected"),
+    ("figure6-teacher", "non_iterative", "iterative", "eval_in"),
+    ("figure7-teacher", "start", "grpo", "maj@64"),
+    ("figure7-teacher", "start", "grpo", "pass@64"),
 ]
+
+
+def _scores(scores, arm: str, key: str) -> np.ndarray:
+    """[runs, problems] 0/1 of ``arm``: ``key`` a split (``arm/key``), or ``split|stratum`` in the
+    flawed-teacher folders (``arm|split|correct`` on the problems with / without an affected step)."""
+    if "|" not in key:
+        return scores[f"{arm}/{key}"]
+    split, stratum = key.split("|")
+    affected = scores[f"{arm}|{split}|affected"][0].astype(bool)
+    return scores[f"{arm}|{split}|correct"][:, affected if stratum == "affected" else ~affected]
 
 
 def rows(results: str = RESULTS) -> list[dict]:
@@ -33,9 +53,9 @@ def rows(results: str = RESULTS) -> list[dict]:
     out = []
     for folder, a, b, key in CLAIMS:
         scores = np.load(os.path.join(results, folder, "scores.npz"))
-        x, y = scores[f"{a}/{key}"], scores[f"{b}/{key}"]
+        x, y = _scores(scores, a, key), _scores(scores, b, key)
         boot, runs, wide = paired_difference(x, y), run_level_difference(x, y), verdict_interval(x, y)
-        out.append({"claim": f"{folder}: {b} - {a} ({key})", "runs": x.shape[0], "problems": x.shape[1],
+        out.append({"claim": f"{folder}: {b} - {a} ({key.replace('|', ', ')})", "runs": x.shape[0], "problems": x.shape[1],
                     "bootstrap": [100 * v for v in boot], "t_over_runs": [100 * v for v in runs], "verdict": verdict(wide)})
     return out
 

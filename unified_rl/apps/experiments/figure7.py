@@ -124,7 +124,8 @@ def _lines(f: Figure7, rows: list, res: dict, vs_control: dict, verdicts: tuple[
     for k in f.ks:
         cells = [f"{100 * res[k, w][0]:.1f} | {100 * res[k, w][1]:.1f} | {cell(res[k, w][2])}" for w in ("pass", "maj")]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "Against the SFT-continuation control (same updates on worked short solutions, same problems):", "",
+    more = "fresh demonstrations of the flawed teacher" if f.design.starts.splits.teacher_share else "worked short solutions"
+    lines += ["", f"Against the SFT-continuation control (same updates on {more}, same problems):", "",
               "| K | Pass@K control | GRPO - control [95% CI] | Maj@K control | GRPO - control [95% CI] |", "|---|---|---|---|---|"]
     for k in f.ks:
         cells = [f"{100 * vs_control[k, w][0]:.1f} | {cell(vs_control[k, w][1])}" for w in ("pass", "maj")]
