@@ -80,14 +80,9 @@ def test_the_experiment_runs_end_to_end(tmp_path):
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "docs", "results")
 
 
-@pytest.mark.parametrize("name", [n for n in ("flawed-teacher", "flawed-teacher-full") if os.path.isdir(os.path.join(RESULTS, n))])
-def test_the_headline_numbers_recompute_from_the_scores(name):
-    """docs/results/flawed-teacher(-full): every accuracy, affected-step error rate and arm - control
-    difference (over problems, and over runs where there are several) in results.json follows from
-    the committed per-problem scores."""
+def _recorded(name: str):
+    """A results folder's record and scores, after checking every recorded accuracy against the scores."""
     import numpy as np
-
-    from unified_rl.accuracy_stats import paired_difference, run_level_difference
 
     folder = os.path.join(RESULTS, name)
     record = json.loads(open(os.path.join(folder, "results.json")).read())
@@ -96,6 +91,19 @@ def test_the_headline_numbers_recompute_from_the_scores(name):
         correct, affected = scores[f"{key}|correct"], scores[f"{key}|affected"].astype(bool)
         assert acc["affected"] == pytest.approx(100 * correct[affected].mean(), abs=1e-9)
         assert acc["unaffected"] == pytest.approx(100 * correct[~affected].mean(), abs=1e-9)
+    return record, scores
+
+
+@pytest.mark.parametrize("name", [n for n in ("flawed-teacher", "flawed-teacher-full") if os.path.isdir(os.path.join(RESULTS, n))])
+def test_the_headline_numbers_recompute_from_the_scores(name):
+    """docs/results/flawed-teacher(-full): every accuracy, affected-step error rate and arm - control
+    difference (over problems, and over runs where there are several) in results.json follows from
+    the committed per-problem scores."""
+
+    from unified_rl.accuracy_stats import paired_difference, run_level_difference
+
+    record, scores = _recorded(name)
+    for key in record["accuracy"]:
         assert record["affected_step_error"][key] == pytest.approx(100 * scores[f"{key}|wrong"].sum() / scores[f"{key}|reached"].sum(), abs=1e-9)
     for key, diff in record["minus_control_points"].items():
         arm, split = key.split("|")
@@ -134,18 +142,12 @@ def test_the_figures_on_the_teacher_design_are_named_experiments():
 def test_figure5_on_the_teacher_design_recomputes_from_the_scores():
     """docs/results/figure5-teacher: every accuracy and every claim's two intervals and verdict follow
     from the committed per-problem scores; RFT's batch is what the runs' metrics say Online RFT had."""
-    import numpy as np
 
     from unified_rl.accuracy_stats import paired_difference, run_level_difference
     from unified_rl.apps.experiments.design import verdict
 
     folder = os.path.join(RESULTS, "figure5-teacher")
-    record = json.loads(open(os.path.join(folder, "results.json")).read())
-    scores = np.load(os.path.join(folder, "scores.npz"))
-    for key, acc in record["accuracy"].items():
-        correct, affected = scores[f"{key}|correct"], scores[f"{key}|affected"].astype(bool)
-        assert acc["affected"] == pytest.approx(100 * correct[affected].mean(), abs=1e-9)
-        assert acc["unaffected"] == pytest.approx(100 * correct[~affected].mean(), abs=1e-9)
+    record, scores = _recorded("figure5-teacher")
     for claim in record["claims"]:
         for key, diff in ((k, v) for k, v in claim.items() if "|" in k):
             split, stratum = key.split("|")
