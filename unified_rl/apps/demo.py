@@ -154,7 +154,8 @@ def _demo(out_dir: str, settings: Optional[DemoSettings], from_scratch: bool) ->
                "seconds_start": t_sft - t0, "seconds_rl": t_rl - t_sft, "seconds_total": time.perf_counter() - t0,
                "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads", "settings": dataclasses.asdict(s),
                "sft_start": (f"shipped ({record['sha256'][:12]}, SFT step {record['chosen_step']}, validation "
-                             f"{100 * record['validation_accuracy']:.1f}% on its held-out short demonstrations)" if shipped else "trained in this run")}
+                             f"{100 * record['validation_accuracy']:.1f}% on its held-out short demonstrations)"
+                             if shipped else "trained in this run")}
     plot_demo(history, summary, os.path.join(out_dir, "plot.png"))
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

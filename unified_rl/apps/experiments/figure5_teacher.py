@@ -24,7 +24,7 @@ from ..machine_record import environment
 from ..plots import figure
 from .design import ARM_NAMES, Design, build_data, collect_pool, quick_teacher_design, start, teacher_design, train_arm
 from .figure5 import CLAIMS
-from .flawed_teacher import SPLITS, _diff, evaluate
+from .flawed_teacher import SPLITS, evaluate, stratum_difference
 
 ORDER = ("control", "online_rft", "rft", "grpo", "grpo_process")  # Online RFT before RFT: RFT's batch is Online RFT's count
 
@@ -83,7 +83,7 @@ def run(out: str, f: Figure5Teacher) -> str:
     aff = {sp: found["start", sp][0]["affected"] for sp in SPLITS}
     record = {"accuracy": {f"{a}|{sp}": {k: 100 * float(np.mean([r["correct"][m] for r in found[a, sp]]))
                                          for k, m in (("affected", aff[sp]), ("unaffected", ~aff[sp]))} for a in arms for sp in SPLITS},
-              "claims": [{"claim": claim, "a": a, "b": b, **{f"{sp}|{k}": _diff(found[a, sp], found[b, sp], m) for sp in SPLITS
+              "claims": [{"claim": claim, "a": a, "b": b, **{f"{sp}|{k}": stratum_difference(found[a, sp], found[b, sp], m) for sp in SPLITS
                                                                for k, m in (("affected", aff[sp]), ("unaffected", ~aff[sp]))}}
                          for (a, b), claim in CLAIMS],
               "rft_batch": extra["rft_batch"], "pools": extra["pool"], "curves": extra["curves"], "runs": len(found["start", "eval_in"]),

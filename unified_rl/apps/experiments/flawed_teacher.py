@@ -98,7 +98,8 @@ def run(out: str, size: FlawedTeacher) -> str:
                                                 for k, m in (("affected", aff), ("unaffected", ~aff))}
             record["affected_step_error"][f"{arm}|{sp}"] = 100 * float(sum(r["wrong"].sum() for r in runs) / max(sum(r["reached"].sum() for r in runs), 1))
             if arm != "control":
-                record["minus_control_points"][f"{arm}|{sp}"] = {k: _diff(found["control", sp], runs, m) for k, m in (("affected", aff), ("unaffected", ~aff))}
+                record["minus_control_points"][f"{arm}|{sp}"] = {k: stratum_difference(found["control", sp], runs, m)
+                                                                 for k, m in (("affected", aff), ("unaffected", ~aff))}
     np.savez(os.path.join(out, "scores.npz"), **{f"{a}|{sp}|{k}": np.stack([r[k] for r in found[a, sp]]) for a in arms for sp in SPLITS
                                                  for k in ("correct", "affected", "reached", "wrong")})
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -124,8 +125,10 @@ def _plot(record: dict, arms: tuple, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _diff(control: list, arm: list, mask: np.ndarray) -> dict:
-    a, b = np.stack([r["correct"][mask] for r in control]), np.stack([r["correct"][mask] for r in arm])
+def stratum_difference(a_runs: list, b_runs: list, mask: np.ndarray) -> dict:
+    """b - a (points) on the problems of ``mask``, paired per run: the bootstrap over problems, the t
+    over runs (with several), and the verdict from the wider."""
+    a, b = np.stack([r["correct"][mask] for r in a_runs]), np.stack([r["correct"][mask] for r in b_runs])
     problems = [100 * x for x in paired_difference(a, b)]
     runs = [100 * x for x in run_level_difference(a, b)] if len(a) > 1 else None
     chosen = problems if runs is None or problems[2] - problems[1] >= runs[2] - runs[1] else runs  # verdict_interval's rule: the wider
