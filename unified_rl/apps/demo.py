@@ -34,9 +34,8 @@ import torch
 
 from .progress import bars, progress_bars
 from ..hf import save_model
-from ..accuracy_stats import paired_difference
 from .experiments.design import Design, arm_trainer, build_data, correct, quick_teacher_design, start, teacher_design
-from .experiments.flawed_teacher import evaluate
+from .experiments.flawed_teacher import evaluate, step_error, strata, stratum_accuracy, stratum_difference
 from .machine_record import cpu_model, file_sha256
 from .plots import _smooth, figure, plot_training
 from .experiments.rl_vs_sft import SHIPPED_STARTS as SHIPPED
@@ -177,22 +176,16 @@ def curve_rows(data: dict, s: DemoSettings) -> list[dict]:
 
 
 def _scored(scores: dict, models: dict, splits: list) -> dict:
-    """Accuracies (%), error on affected steps (%) and GRPO's paired differences (points) by split and stratum."""
-    def mask(sp, stratum):
-        aff = scores["start", sp]["affected"]
-        return aff if stratum == "affected" else ~aff
+    """Accuracies (%), error on affected steps (%) and GRPO's paired differences (points) by split and
+    stratum, as the flawed-teacher experiment computes them (one run: intervals over problems)."""
+    def diff(a, b, sp):
+        return {k: stratum_difference([scores[a, sp]], [scores[b, sp]], m)["problems"] for k, m in strata([scores["start", sp]]).items()}
 
-    def diff(a, b, sp, k):
-        m = mask(sp, k)
-        return [100 * x for x in paired_difference(scores[a, sp]["correct"][m][None], scores[b, sp]["correct"][m][None])]
-
-    return {"accuracy": {arm: {sp: {k: 100 * float(scores[arm, sp]["correct"][mask(sp, k)].mean()) for k in STRATA} for sp in splits}
-                         for arm in models},
-            "affected_step_error": {arm: {sp: 100 * float(scores[arm, sp]["wrong"].sum() / max(scores[arm, sp]["reached"].sum(), 1))
-                                          for sp in splits} for arm in models},
-            "grpo_minus_control_points": {sp: {k: diff("control", "grpo", sp, k) for k in STRATA} for sp in splits},
-            "grpo_minus_start_points": {sp: {k: diff("start", "grpo", sp, k) for k in STRATA} for sp in splits},
-            "eval_problems": {sp: {k: int(mask(sp, k).sum()) for k in STRATA} for sp in splits}}
+    return {"accuracy": {arm: {sp: stratum_accuracy([scores[arm, sp]]) for sp in splits} for arm in models},
+            "affected_step_error": {arm: {sp: step_error([scores[arm, sp]]) for sp in splits} for arm in models},
+            "grpo_minus_control_points": {sp: diff("control", "grpo", sp) for sp in splits},
+            "grpo_minus_start_points": {sp: diff("start", "grpo", sp) for sp in splits},
+            "eval_problems": {sp: {k: int(m.sum()) for k, m in strata([scores["start", sp]]).items()} for sp in splits}}
 
 
 def plot_demo(history: list[dict], summary: dict, path: str) -> str:

@@ -57,6 +57,21 @@ def quick_teacher_design(rl_seeds: int = 1) -> "Design":
     return d
 
 
+class TeacherVariants:
+    """For a figure's size class (a dataclass with a ``design`` and a ``quick()``): the same figure on
+    the flawed-teacher design, ``teacher()`` (2 SFT seeds x 2 RL seeds) and ``teacher_quick()`` (CI-sized)."""
+
+    @classmethod
+    def teacher(cls):
+        """The figure on ``teacher_design``, 2 SFT seeds x 2 RL seeds."""
+        return cls(design=teacher_design(sft_seeds=2, rl_seeds=2))
+
+    @classmethod
+    def teacher_quick(cls):
+        """The quick size on ``quick_teacher_design`` (no claim)."""
+        return dataclasses.replace(cls.quick(), design=quick_teacher_design())
+
+
 @dataclass
 class Design:
     """Sizes and settings shared by the figures. With the SFT starts loaded from
@@ -209,5 +224,5 @@ def verdict(diff: tuple) -> str:
     return "inconclusive (the interval includes 0)"
 
 
-__all__ = ["Design", "teacher_design", "quick_teacher_design", "TEACHER_SHARE", "chain_length", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
+__all__ = ["Design", "teacher_design", "quick_teacher_design", "TeacherVariants", "TEACHER_SHARE", "chain_length", "ARMS", "ARM_NAMES", "build_data", "start", "correct", "labelled_samples", "collect_pool", "arm_trainer", "train_arm", "drift", "by_length",
            "seeds_line", "cell", "verdict"]

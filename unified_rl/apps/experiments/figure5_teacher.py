@@ -24,7 +24,7 @@ from ..machine_record import environment
 from ..plots import figure
 from .design import ARM_NAMES, Design, build_data, collect_pool, quick_teacher_design, start, teacher_design, train_arm
 from .figure5 import CLAIMS
-from .flawed_teacher import SPLITS, evaluate, stratum_difference
+from .flawed_teacher import SPLITS, evaluate, strata, stratum_accuracy, stratum_difference
 
 ORDER = ("control", "online_rft", "rft", "grpo", "grpo_process")  # Online RFT before RFT: RFT's batch is Online RFT's count
 
@@ -80,11 +80,9 @@ def run(out: str, f: Figure5Teacher) -> str:
                 found.setdefault(("start", sp), []).append(start_eval[sp])
             _one_run(f, base, data, rows, 1000 * sft_seed + rl_seed, found, extra)
     arms = ("start", *ORDER)
-    aff = {sp: found["start", sp][0]["affected"] for sp in SPLITS}
-    record = {"accuracy": {f"{a}|{sp}": {k: 100 * float(np.mean([r["correct"][m] for r in found[a, sp]]))
-                                         for k, m in (("affected", aff[sp]), ("unaffected", ~aff[sp]))} for a in arms for sp in SPLITS},
+    record = {"accuracy": {f"{a}|{sp}": stratum_accuracy(found[a, sp]) for a in arms for sp in SPLITS},
               "claims": [{"claim": claim, "a": a, "b": b, **{f"{sp}|{k}": stratum_difference(found[a, sp], found[b, sp], m) for sp in SPLITS
-                                                               for k, m in (("affected", aff[sp]), ("unaffected", ~aff[sp]))}}
+                                                               for k, m in strata(found["start", sp]).items()}}
                          for (a, b), claim in CLAIMS],
               "rft_batch": extra["rft_batch"], "pools": extra["pool"], "curves": extra["curves"], "runs": len(found["start", "eval_in"]),
               "problems": {sp: int(len(rows[sp])) for sp in SPLITS}, "settings": dataclasses.asdict(f), "environment": environment()}

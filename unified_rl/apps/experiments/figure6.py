@@ -40,7 +40,7 @@ from ..progress import bars
 from ...hf import reward_model_from_policy
 from ...rewards import ModelReward, OutcomeReward, Product, VerifierReward
 from ...accuracy_stats import paired_difference
-from .design import (Design, build_data, chain_length, cell, correct, labelled_samples, quick_teacher_design, seeds_line, start, teacher_design,
+from .design import (Design, build_data, chain_length, cell, correct, labelled_samples, seeds_line, start, TeacherVariants,
                      train_arm, verdict)
 from ..machine_record import environment, measured_on
 from ..plots import figure
@@ -53,7 +53,7 @@ NAMES = {"start": "SFT start", "control": "SFT continuation (control)", "non_ite
 
 
 @dataclass
-class Figure6:
+class Figure6(TeacherVariants):
     """Sizes (defaults: 24-26 minutes on 2 cores with the saved starts)."""
 
     design: Design = field(default_factory=Design)
@@ -68,16 +68,6 @@ class Figure6:
     verifier_lr: float = 3e-4
     verifier_temperature: float = 0.5  # r = sigmoid(lowest token margin / temperature)
     replay: float = 0.1
-
-    @classmethod
-    def teacher(cls) -> "Figure6":
-        """The same on the flawed-teacher design (``design.teacher_design``), 2 SFT seeds x 2 RL seeds."""
-        return cls(design=teacher_design(sft_seeds=2, rl_seeds=2))
-
-    @classmethod
-    def teacher_quick(cls) -> "Figure6":
-        """A CI-sized run of the flawed-teacher version (no claim)."""
-        return cls(design=quick_teacher_design(), rm_samples=16, rm_heldout=8, rm_epochs=1, verifier_epochs=1)
 
     @classmethod
     def quick(cls) -> "Figure6":

@@ -21,30 +21,20 @@ from ...data import Encoder
 from ...evaluate import pass_and_majority_per_problem
 from ...hf import make_sampler
 from ...accuracy_stats import paired_difference
-from .design import Design, build_data, cell, quick_teacher_design, seeds_line, start, teacher_design, train_arm
+from .design import Design, build_data, cell, seeds_line, start, TeacherVariants, train_arm
 from ..machine_record import environment, measured_on
 from ..plots import figure
 from ..tasks import char_tokenizer, extract_answer
 
 
 @dataclass
-class Figure7:
+class Figure7(TeacherVariants):
     """Sizes (defaults: 641 s on 2 cores with the saved starts)."""
 
     design: Design = field(default_factory=Design)
     lr: float = 1e-4                  # GRPO's lr: the one figure5's grid chose for GRPO
     problems: int = 256
     ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-
-    @classmethod
-    def teacher(cls) -> "Figure7":
-        """The same on the flawed-teacher design (``design.teacher_design``), 2 SFT seeds x 2 RL seeds."""
-        return cls(design=teacher_design(sft_seeds=2, rl_seeds=2))
-
-    @classmethod
-    def teacher_quick(cls) -> "Figure7":
-        """A CI-sized run of the flawed-teacher version (no claim)."""
-        return cls(design=quick_teacher_design(), problems=8, ks=(1, 2, 4))
 
     @classmethod
     def quick(cls) -> "Figure7":

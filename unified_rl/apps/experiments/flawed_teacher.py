@@ -93,13 +93,11 @@ def run(out: str, size: FlawedTeacher) -> str:
     for arm in arms:
         for sp in SPLITS:
             runs = found[arm, sp]
-            aff = runs[0]["affected"]
-            record["accuracy"][f"{arm}|{sp}"] = {k: 100 * float(np.mean([r["correct"][m] for r in runs]))
-                                                for k, m in (("affected", aff), ("unaffected", ~aff))}
-            record["affected_step_error"][f"{arm}|{sp}"] = 100 * float(sum(r["wrong"].sum() for r in runs) / max(sum(r["reached"].sum() for r in runs), 1))
+            record["accuracy"][f"{arm}|{sp}"] = stratum_accuracy(runs)
+            record["affected_step_error"][f"{arm}|{sp}"] = step_error(runs)
             if arm != "control":
                 record["minus_control_points"][f"{arm}|{sp}"] = {k: stratum_difference(found["control", sp], runs, m)
-                                                                 for k, m in (("affected", aff), ("unaffected", ~aff))}
+                                                                 for k, m in strata(runs).items()}
     np.savez(os.path.join(out, "scores.npz"), **{f"{a}|{sp}|{k}": np.stack([r[k] for r in found[a, sp]]) for a in arms for sp in SPLITS
                                                  for k in ("correct", "affected", "reached", "wrong")})
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -123,6 +121,22 @@ def _plot(record: dict, arms: tuple, path: str) -> None:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def strata(runs: list) -> dict[str, np.ndarray]:
+    """The problems with an affected step and without, as masks (the same problems in every run)."""
+    aff = runs[0]["affected"]
+    return {"affected": aff, "unaffected": ~aff}
+
+
+def stratum_accuracy(runs: list) -> dict[str, float]:
+    """Greedy accuracy (%) over runs on the affected and on the unaffected problems."""
+    return {k: 100 * float(np.mean([r["correct"][m] for r in runs])) for k, m in strata(runs).items()}
+
+
+def step_error(runs: list) -> float:
+    """The error rate (%) on the affected steps the model reached with every earlier step right, pooled over runs."""
+    return 100 * float(sum(r["wrong"].sum() for r in runs) / max(sum(r["reached"].sum() for r in runs), 1))
 
 
 def stratum_difference(a_runs: list, b_runs: list, mask: np.ndarray) -> dict:
