@@ -34,12 +34,14 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
     assert len(steps) == 2 and all(m["phase"] == name for m in steps)
     assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE | {"online_dpo"})  # online DPO samples and ranks its pairs
     assert ("distill/mean" in steps[0]) == (name in DISTILLATION)
+    assert ("kto/reference_point" in steps[0]) == (name == "kto")
 
 
 @pytest.mark.parametrize("method,rows", [
     ("grpo", [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(6)]),                        # prompts: no --format needed
     ("dapo", [{"prompt": f"{i}+1=", "completion": f"#{i + 1}", "answer": str(i + 1)} for i in range(6)]),  # prompt_completion
     ("hinge", [{"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"} for i in range(6)]),    # preference
+    ("kto", [{"prompt": f"{i}+1=", "chosen": f"#{i + 1}", "rejected": f"#{i}"} for i in range(6)]),      # preference, unpaired
     ("sft", [{"question": f"What is {i}+1?", "answer": f"{i}+1={i + 1}\n#### {i + 1}"} for i in range(6)]),  # gsm8k
 ])
 def test_the_format_is_read_from_the_rows(method, rows, tmp_path):

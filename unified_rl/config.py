@@ -62,7 +62,9 @@ METHOD_SETTINGS: dict[str, tuple[Any, Any, str]] = {
     "group_size": (Optional[int], positive, "G (GRPO) / samples per question (RFT, Online RFT, the pair methods); null: the method's (8, or 4 for RFT)"),
     "beta": (Optional[float], at_least_zero, "KL coefficient (GRPO k3 in the loss; PPO k1 in the reward); null: the method's default"),
     "epsilon": (Optional[float], at_least_zero, "clip range; null: the method's default (0.2 for most, GSPO 3e-4)"),
-    "dpo_beta": (Optional[float], above_zero, "beta of the preference losses (dpo, ipo, hinge, simpo); null: the method's default"),
+    "dpo_beta": (Optional[float], above_zero, "beta of the preference losses (dpo, ipo, hinge, simpo, orpo, kto); null: the method's default"),
+    "desirable_weight": (Optional[float], above_zero, "KTO's weight on desirable rows (TRL's desirable_weight); null: 1"),
+    "undesirable_weight": (Optional[float], above_zero, "KTO's weight on undesirable rows (TRL's undesirable_weight); null: 1"),
 }
 # Recipe keys that set a method, not the run: the command line and recipes build the Method from them.
 METHOD_KEYS = ("method", *METHOD_SETTINGS)

@@ -84,6 +84,7 @@ for _name, _where, _summary, _renames in (
     ("simpo", "preference", "SimPO: reference-free, length-normalised pairs", _PAIRS),
     ("orpo", "preference", "ORPO: chosen NLL plus an odds-ratio term on pairs, no reference", _PAIRS),
     ("online_dpo", "preference", "online DPO: two samples of the current policy ranked by reward, DPO's loss", {"dpo_beta": "beta", "beta": None}),
+    ("kto", "preference", "KTO: unpaired desirable / undesirable rows against a KL reference point", _PAIRS),
     ("gkd", "distillation", "GKD: generalized JSD to a teacher over the vocabulary, on- and off-policy", None),
     ("distill", "distillation", "on-policy distillation: JSD (reverse KL) to a teacher over the vocabulary", None),
 ):

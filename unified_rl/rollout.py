@@ -16,7 +16,7 @@ from torch import Tensor
 
 
 
-# Float fields that must be finite wherever this mask (a field name) is True.
+# Float fields that must be finite wherever this mask (a field name; None: everywhere) is True.
 _FINITE_WHERE = {
     "rewards": "scored",
     "step_rewards": "step_mask",
@@ -28,6 +28,7 @@ _FINITE_WHERE = {
     "returns": "completion_mask",
     "values": "completion_mask",
     "weights": "completion_mask",
+    "reference_point": None,
 }
 
 
@@ -80,7 +81,11 @@ class Rollout:
     ref_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{ref}$ of the sampled tokens")
     sampler_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("the sampler's own log-probs of the sampled tokens, recorded at sampling (differ "
                                                                   "from pi_old's where the sampler is another engine, e.g. vLLM)")
-    chosen: Optional[Bool[Tensor, "batch"]] = _doc("DPO: $o^+$ (True) or $o^-$")
+    chosen: Optional[Bool[Tensor, "batch"]] = _doc("DPO: $o^+$ (True) or $o^-$; KTO: desirable (True) or undesirable")
+    kl_sample: Optional[Bool[Tensor, "batch"]] = _doc("KTO: a mismatched (question, completion) row that only estimates the "
+                                                      "reference point $z_0$ (weight 0, no gradient)")
+    reference_point: Optional[Float[Tensor, "batch"]] = _doc("KTO: the reference point $z_0$ (a KL estimate from the "
+                                                             "``kl_sample`` rows), filled by ``prepare``")
     truncated: Optional[Bool[Tensor, "batch"]] = _doc("a sampled completion cut at ``max_new_tokens`` before eos")
     versions: Optional[Int[Tensor, "batch"]] = _doc("the policy version (learner steps done) that sampled each row (asynchronous "
                                                     "rollouts)")
@@ -143,7 +148,7 @@ class Rollout:
             value = getattr(self, name)
             if value is None:
                 continue
-            mask = getattr(self, mask_name)
+            mask = getattr(self, mask_name) if mask_name else None
             if mask is None:
                 mask = torch.ones_like(value, dtype=torch.bool)
             bad = mask & ~torch.isfinite(value)

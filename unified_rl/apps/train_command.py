@@ -84,7 +84,7 @@ def _trainer(args, settings: dict, cfg):
     """The method built from its settings, the data and model loaded, the Trainer (resumed with ``--resume``)."""
     from .. import checkpoint, threads
     from ..coefficients import reads_of
-    from ..data.recipes import Pairs, Preferences, Supervised
+    from ..data.recipes import Pairs, Preferences, Supervised, Unpaired, UnpairedPreferences
     from ..hf import sharded
     from ..loop import Trainer
 
@@ -98,13 +98,14 @@ def _trainer(args, settings: dict, cfg):
     if args.teacher and not os.path.isdir(args.teacher):
         raise FileNotFoundError(f"--teacher {args.teacher!r} is not a local model folder (nothing is downloaded)")
     preference = args.format == "preference"
-    if preference and not isinstance(method.data_source, Pairs):
-        raise ValueError(f"--format preference does not fit --method {method.name}: chosen/rejected pairs train a preference method (dpo)")
+    if preference and not isinstance(method.data_source, (Pairs, Unpaired)):
+        raise ValueError(f"--format preference does not fit --method {method.name}: chosen/rejected pairs train a preference method "
+                         "(dpo, ipo, hinge, simpo, orpo, kto)")
     if isinstance(method.data_source, Supervised) and args.format == "prompts":
         raise ValueError(f"--method {method.name} trains on completions: --format prompts has none (use prompt_completion or gsm8k)")
     model, tok, rows, eval_rows = _model_and_data(args, cfg, answers=not isinstance(method.data_source, Supervised) and not preference)
     if preference:  # the file's own pairs instead of sampled ones
-        method = dataclasses.replace(method, data_source=Preferences())
+        method = dataclasses.replace(method, data_source=UnpairedPreferences() if isinstance(method.data_source, Unpaired) else Preferences())
     teacher = _teacher(args.teacher, model, tok, args.trust_remote_code) if args.teacher else None
     if args.env:
         from ..environments import with_environment

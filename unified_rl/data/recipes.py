@@ -8,6 +8,8 @@ policy are known. A preset (``methods.grpo()`` ...) holds a recipe; the Trainer 
 * :class:`Pairs`      -- DPO pairs: one correct and one wrong completion of the frozen policy;
 * :class:`RankedPairs` -- online DPO's pairs: two samples of the current policy, ranked by reward;
 * :class:`Preferences` -- DPO pairs given by a chosen/rejected dataset;
+* :class:`Unpaired`   -- KTO's labelled rows: samples of the frozen policy, desirable when correct;
+* :class:`UnpairedPreferences` -- KTO's labelled rows from a chosen/rejected dataset;
 * :class:`Dynamic`    -- DAPO's dynamic sampling around another recipe: only groups with a reward spread;
 * :class:`Mixed`      -- each batch from one recipe or another by a seeded coin (GKD's on-policy fraction).
 """
@@ -23,6 +25,7 @@ from .dynamic import DynamicSampling
 from .encoder import Encoder
 from .mixed import MixedSource
 from .ranked import RankedPairSource
+from .unpaired import UnpairedPreferenceSource, UnpairedSource
 from .sources import PairSource, PreferenceSource, SampledSource, SupervisedSource
 
 
@@ -121,6 +124,33 @@ class Preferences(_FromRows):
     ``rejected``), as a :class:`PreferenceSource`."""
 
     source = PreferenceSource
+
+
+@dataclass(frozen=True)
+class Unpaired(SourceRecipe):
+    """KTO's rows: ``samples_per_question`` draws per question from the frozen starting policy,
+    judged by the run's reward, each scored one desirable when correct, with their mismatched rows
+    (an :class:`UnpairedSource`)."""
+
+    samples_per_question: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples_per_question, int) or self.samples_per_question < 1:
+            raise ValueError(f"Unpaired: samples_per_question must be an integer >= 1, got {self.samples_per_question!r}")
+
+    def build(self, setup: Setup) -> DataSource:
+        """An :class:`UnpairedSource` over an offline :class:`Sampled` source."""
+        if setup.reward is None:
+            raise ValueError("Unpaired: KTO's samples are labelled by a reward function; pass reward= to the Trainer")
+        return UnpairedSource(Sampled(self.samples_per_question, online=False).build(setup), setup.reward)
+
+
+@dataclass(frozen=True)
+class UnpairedPreferences(_FromRows):
+    """KTO's rows from a chosen/rejected dataset (chosen desirable, rejected not), as an
+    :class:`UnpairedPreferenceSource`."""
+
+    source = UnpairedPreferenceSource
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ name everywhere: ``Method.name``, its chain's name, the CLI's ``--method`` and t
 from .distillation import distill, gkd
 from .method import Method
 from .paper import dpo, grpo, grpo_process, online_rft, ppo, rft, sft
-from .preference import hinge, ipo, online_dpo, orpo, simpo
+from .preference import hinge, ipo, kto, online_dpo, orpo, simpo
 from .registry import REGISTRY, Entry, build, register, with_sampler_correction
 from .variants import bnpo, cispo, dapo, dr_grpo, gspo, luspo, reinforce_pp, rloo, sapo
 
 __all__ = ["Method", "sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process", "dr_grpo", "dapo", "bnpo", "gspo", "luspo", "cispo",
-           "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo", "orpo", "online_dpo", "gkd", "distill", "REGISTRY", "Entry", "register", "build", "with_sampler_correction"]
+           "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo", "orpo", "online_dpo", "kto", "gkd", "distill", "REGISTRY", "Entry", "register", "build", "with_sampler_correction"]

@@ -3,7 +3,7 @@
 from typing import Optional
 
 from .. import coefficients as C
-from ..data.recipes import Pairs, RankedPairs, SourceRecipe
+from ..data.recipes import Pairs, RankedPairs, SourceRecipe, Unpaired
 from ..protocols import RewardFunction
 from .method import Method
 
@@ -51,3 +51,15 @@ def online_dpo(beta: float = 0.1, *, data_source: Optional[SourceRecipe] = None,
     DPO's loss -log sigmoid(beta m) on the summed log-ratio margin, as TRL computes it."""
     coef = C.chain(None, C.dpo_term(beta, False, "sigmoid"), aggregation=C.group_mean(False), name="online_dpo")
     return Method("online_dpo", coef, data_source or RankedPairs(), reward)
+
+
+def kto(beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0, *, data_source: Optional[SourceRecipe] = None,
+        reward: Optional[RewardFunction] = None, samples_per_question: int = 2) -> Method:
+    """KTO (Ethayarajh et al. 2024; TRL ``KTOTrainer``, ``loss_type="kto"``): unpaired rows, each
+    desirable or undesirable, loss lambda_D (1 - sigma(beta (r - z0))) or lambda_U (1 - sigma(beta (z0 - r)))
+    with r the row's summed log-ratio to the reference and z0 the batch's KL estimate from
+    mismatched rows (``coefficients.kto``), mean over the labelled rows. Default data: samples of
+    the frozen starting policy labelled by the run's reward (``Unpaired``); a chosen/rejected
+    dataset is unpaired (``UnpairedPreferences``). Defaults are TRL's."""
+    coef = C.chain(None, C.kto_term(beta, desirable_weight, undesirable_weight), aggregation=C.labelled_mean(), name="kto")
+    return Method("kto", coef, data_source or Unpaired(samples_per_question), reward)
