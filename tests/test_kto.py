@@ -2,8 +2,6 @@
 GC is the gradient of the loss written plainly; the mismatched rows are TRL's; bad batches raise."""
 
 import os
-from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 import torch
