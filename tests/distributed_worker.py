@@ -31,6 +31,7 @@ CASES = {  # name -> method builder
     "reinforce_pp": lambda: methods.reinforce_pp(),
     "orpo": lambda: methods.orpo(0.5),
     "online_dpo": lambda: methods.online_dpo(0.5),  # its NLL part counts every rank's chosen tokens
+    "opd": lambda: methods.opd(0.5),  # the teacher's log-probs of the sampled tokens, token mean over every rank's tokens
     "kto": lambda: methods.kto(0.5, 1.0, 0.7),  # z0 from every rank's kl rows, 1/N over every rank's labelled rows
     # multi-turn episodes: environment tokens (completion_mask 0) between the model's turns
     "episodes_grpo": lambda: methods.grpo(beta=0.04),
@@ -53,7 +54,8 @@ def union_batch(name: str):
     if name.startswith("episodes_"):
         return with_policy_logprobs(model, multi_turn_rollout(21), 21).replace(truncated=torch.arange(8) % 3 == 0)
     r = with_steps(with_policy_logprobs(model, random_rollout(21, n_groups=4, group_size=2, completion_max=8), 21), 21)
-    r = r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0)
+    r = r.replace(chosen=torch.arange(r.batch_size) % 2 == 0, truncated=torch.arange(r.batch_size) % 3 == 0,
+                  teacher_logprobs=r.ref_logprobs - 0.5 * r.old_logprobs)
     if name == "kto":  # each group: a labelled row and a kl row; desirable and undesirable rows both present
         r = r.replace(chosen=torch.arange(r.batch_size) % 4 == 0, kl_sample=torch.arange(r.batch_size) % 2 == 1)
     critic = critic_for(name)

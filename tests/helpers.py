@@ -221,7 +221,8 @@ def teacher_for(method, build=None) -> dict:
     """``{"teacher": model}`` for a method that distils from a teacher (``build()``, default a small
     model of seed 9), else ``{}``: a Trainer's ``teacher=`` or the engine's ``models=``."""
     reads = url.coefficients.reads_of(method.coefficient.vocabulary)
-    return {"teacher": (build or (lambda: small_model(seed=9)))()} if "teacher" in reads else {}
+    follows = "teacher" in reads or "teacher_logprobs" in method.coefficient.needs  # over the vocabulary, or sampled (opd)
+    return {"teacher": (build or (lambda: small_model(seed=9)))()} if follows else {}
 
 
 # ---------------------------------------------------------------- filled rollouts for the GC property tests
@@ -241,6 +242,7 @@ def filled(seed: int, aggregation, allow_empty=False):
         advantages=torch.where(m, torch.randn(shape, generator=g, dtype=torch.float64), 0.0),
         old_logprobs=torch.where(m, noise(0.4), 0.0),
         ref_logprobs=torch.where(m, noise(0.4), 0.0),
+        teacher_logprobs=torch.where(m, noise(0.8), 0.0),
         chosen=torch.arange(r.batch_size) % 2 == 0,
     )
     r = r.replace(weights=aggregation(r))

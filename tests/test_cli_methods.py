@@ -9,7 +9,7 @@ from unified_rl.apps.cli import main
 from unified_rl.methods import REGISTRY
 
 PREFERENCE = {"dpo", "ipo", "hinge", "simpo", "orpo"}
-DISTILLATION = {"gkd", "distill"}
+DISTILLATION = {"gkd", "distill", "opd"}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -33,7 +33,8 @@ def test_every_method_runs_from_the_command_line(name, tmp_path):
     steps = [m for m in lines if "loss" in m]
     assert len(steps) == 2 and all(m["phase"] == name for m in steps)
     assert ("dpo/accuracy" in steps[0]) == (name in PREFERENCE | {"online_dpo"})  # online DPO samples and ranks its pairs
-    assert ("distill/mean" in steps[0]) == (name in DISTILLATION)
+    assert ("distill/mean" in steps[0]) == (name in DISTILLATION - {"opd"})  # opd: the sampled reverse KL
+    assert ("distill/teacher_kl" in steps[0]) == (name == "opd")
     assert ("kto/reference_point" in steps[0]) == (name == "kto")
 
 

@@ -88,12 +88,12 @@ def test_one_registry_one_name_per_method():
     import sys
 
     assert list(url.methods.REGISTRY) == ["sft", "rft", "online_rft", "dpo", "ppo", "grpo", "grpo_process", "dr_grpo", "dapo", "bnpo",
-                                          "gspo", "luspo", "cispo", "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo", "orpo", "online_dpo", "kto", "gkd", "distill"]
+                                          "gspo", "luspo", "cispo", "sapo", "rloo", "reinforce_pp", "ipo", "hinge", "simpo", "orpo", "online_dpo", "kto", "gkd", "distill", "opd"]
     from unified_rl.names import METHODS
 
     assert url.methods.REGISTRY is METHODS  # one table, read without torch by the command line:
     code = "import sys, unified_rl.names as n; print(len(n.METHODS), 'torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["24", "False"]
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["25", "False"]
     for name in url.methods.REGISTRY:
         method = url.methods.build(name, max_new_tokens=48)
         assert method.name == name == method.coefficient.name

@@ -164,6 +164,7 @@ MICRO = {"sft": url.methods.sft, "grpo": url.methods.grpo, "dpo": url.methods.dp
          "rloo": url.methods.rloo, "reinforce_pp": url.methods.reinforce_pp, "ipo": url.methods.ipo, "hinge": url.methods.hinge,
          "simpo": url.methods.simpo, "orpo": lambda: url.methods.orpo(0.5), "online_dpo": url.methods.online_dpo,
          "kto": lambda: url.methods.kto(0.5, 1.0, 0.7),
+         "opd": lambda: url.methods.opd(0.5),
          "off_policy_masked": lambda: url.Method("opm", url.coefficients.chain(
              url.coefficients.group_normalized(), url.coefficients.gated(url.coefficients.ppo_clip(0.2, level="sequence"),
                                                                          url.coefficients.off_policy_mask(0.01)),
@@ -174,7 +175,7 @@ MICRO = {"sft": url.methods.sft, "grpo": url.methods.grpo, "dpo": url.methods.dp
 @pytest.mark.parametrize("name", sorted(MICRO))
 def test_micro_batches_sum_to_full_batch(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(11, n_groups=3, group_size=2), 11), 11)
-    r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0)
+    r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0, teacher_logprobs=r.ref_logprobs - 0.5 * r.old_logprobs)
     if name == "kto":  # a labelled row and a kl row per group, desirable and undesirable rows both present
         r = r.replace(chosen=torch.arange(6) % 4 == 0, kl_sample=torch.arange(6) % 2 == 1)
     method = MICRO[name]()

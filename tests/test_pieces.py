@@ -12,6 +12,8 @@ PER_TOKEN_TERMS = {
     "ppo_clip_higher": lambda: C.ppo_clip(0.1, epsilon_high=0.3),
     "kl_k3": lambda: C.kl_k3(0.04),
     "kl_k3_large": lambda: C.kl_k3(1.7),
+    "teacher_kl": lambda: C.teacher_kl(1.0),
+    "teacher_kl_tau": lambda: C.teacher_kl(0.3),
 }
 AGGREGATIONS = [C.sequence_mean(), C.token_mean(), C.constant_weight(0.37), C.group_mean(True), C.group_mean(False)]
 

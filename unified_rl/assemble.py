@@ -82,7 +82,7 @@ def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Opt
     if reads and world > 1:
         raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under FSDP2/DDP yet; "
                          "train them in one process")
-    if "teacher" in reads and teacher is None:
+    if ("teacher" in reads or "teacher_logprobs" in coefficient.needs) and teacher is None:
         raise ValueError("this method distils from a teacher: pass teacher= to the Trainer (the command line: --teacher PATH)")
     out = {}
     if "teacher" in reads:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from . import distributed, threads
+from . import distributed, engine, threads
 from .assemble import default_producer, distributions, plug, ready_policy, reference_for, run_reward, seeded, wrapped
 from .checkpointer import Checkpointer, TrainerCheckpointer
 from .config import TrainConfig
@@ -39,6 +39,7 @@ from .metric_logger import MetricLogger, RunLogger
 from .precision import autocast
 from .producer import RolloutProducer
 from .protocols import DataSource, RewardFunction, Sampler, check_coefficient, conforms
+from .rollout import Rollout
 from .step_metrics import SignalWatch, completion_rows, rollout_summary
 
 
@@ -92,7 +93,7 @@ class Trainer:
             self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
         self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
-        others = distributions(self.coefficient, teacher, self.reference, self.world)
+        others, self.teacher = distributions(self.coefficient, teacher, self.reference, self.world), teacher
         self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
                                                                 c.optim, self.critic, others), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
@@ -102,6 +103,15 @@ class Trainer:
         self.logger = plug(logger and (lambda _: logger), self, lambda: RunLogger(c.run.out_dir, c.run.report_to, f"{self.phase}-{c.run.seed}",
                                                                                   c.flat(), self.rank), MetricLogger, "logger")
         self.checkpointer = plug(checkpointer, self, lambda: TrainerCheckpointer(self), Checkpointer, "checkpointer")
+
+    def _frozen_passes(self, rollout: Rollout) -> Rollout:
+        """The reference's and the teacher's log-probs of the sampled tokens, where the coefficient reads them."""
+        if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
+            with self.full_weights() if self.reference.shares_policy else contextlib.nullcontext():  # LoRA: the base is the policy's
+                rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
+        if "teacher_logprobs" in self.needs and rollout.teacher_logprobs is None:
+            rollout = rollout.replace(teacher_logprobs=engine.logprobs(self.teacher, rollout, self.plan))
+        return rollout
 
     def train_step(self) -> dict[str, Any]:
         """One step of Algorithm 1: produce, score, reference log-probs, prepare and mu updates; returns the step's metrics."""
@@ -115,9 +125,7 @@ class Trainer:
         if self.reward is not None and rollout.rewards is None:  # a source that judges its samples (pairs, dynamic sampling) scored them already
             rollout = self.reward(rollout, rollout.texts)
         t_ref = time.perf_counter()
-        if "ref_logprobs" in self.needs and rollout.ref_logprobs is None:
-            with self.full_weights() if self.reference.shares_policy else contextlib.nullcontext():  # LoRA: the base is the policy's
-                rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
+        rollout = self._frozen_passes(rollout)
         t_upd = time.perf_counter()
         rollout, stats, norm, aux = self.learner.update(rollout, self.step_count)
         if hasattr(self.producer, "policy_updated"):  # a producer that samples beside the learner gets the new weights

@@ -87,5 +87,6 @@ for _name, _where, _summary, _renames in (
     ("kto", "preference", "KTO: unpaired desirable / undesirable rows against a KL reference point", _PAIRS),
     ("gkd", "distillation", "GKD: generalized JSD to a teacher over the vocabulary, on- and off-policy", None),
     ("distill", "distillation", "on-policy distillation: JSD (reverse KL) to a teacher over the vocabulary", None),
+    ("opd", "distillation", "on-policy distillation as a sampled reverse KL: GC = log pi_T - log pi on each sampled token", _SAMPLES),
 ):
     register(_name, f"unified_rl.methods.{_where}:{_name}", _summary, _renames)

@@ -22,6 +22,7 @@ _FINITE_WHERE = {
     "step_rewards": "step_mask",
     "old_logprobs": "completion_mask",
     "ref_logprobs": "completion_mask",
+    "teacher_logprobs": "completion_mask",
     "sampler_logprobs": "completion_mask",
     "entropies": "completion_mask",
     "advantages": "completion_mask",
@@ -79,6 +80,8 @@ class Rollout:
     step_mask: Optional[Bool[Tensor, "batch seq"]] = _doc("where ``step_rewards`` holds a step's reward")
     old_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{\\theta_{old}}$ of the sampled tokens")
     ref_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{ref}$ of the sampled tokens")
+    teacher_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("$\\log\\pi_{T}$ of the sampled tokens under the run's teacher "
+                                                                  "(on-policy distillation)")
     sampler_logprobs: Optional[Float[Tensor, "batch seq"]] = _doc("the sampler's own log-probs of the sampled tokens, recorded at sampling (differ "
                                                                   "from pi_old's where the sampler is another engine, e.g. vLLM)")
     chosen: Optional[Bool[Tensor, "batch"]] = _doc("DPO: $o^+$ (True) or $o^-$; KTO: desirable (True) or undesirable")

@@ -17,7 +17,7 @@ def rows() -> list[tuple[str, str, str, str, str, str]]:
     for name, entry in REGISTRY.items():
         coef = build(name, max_new_tokens=Sampling().max_new_tokens).coefficient
         terms = [t for t in coef.terms if t.formula != "0"]  # a KL term at beta = 0 adds nothing
-        adv = f"${coef.advantage.formula}$" if coef.advantage is not None else "(none)" if coef.vocabulary else "(none: a sequence-level term)"
+        adv = f"${coef.advantage.formula}$" if coef.advantage is not None else "(none)"
         gc = " $+$ ".join([f"${t.formula}$" for t in terms] + [f"$C_v = {t.formula}$" for t in coef.vocabulary])
         lives = " + ".join((["sampled token"] if terms else []) + (["vocabulary"] if coef.vocabulary else []))
         parts = ([coef.advantage.label] if coef.advantage is not None else ["None"]) + [t.label for t in coef.terms]

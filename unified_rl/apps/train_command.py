@@ -92,9 +92,9 @@ def _trainer(args, settings: dict, cfg):
     if first and not args.resume and (checkpoint.latest(args.out) or os.path.exists(os.path.join(args.out, "metrics.jsonl"))):
         raise ValueError(f"--out {args.out!r} holds a run already; pass --resume to continue it, or choose another --out")
     method = build_method(settings, cfg)
-    teacher_reads = "teacher" in reads_of(method.coefficient.vocabulary)
+    teacher_reads = "teacher" in reads_of(method.coefficient.vocabulary) or "teacher_logprobs" in method.coefficient.needs
     if args.teacher and not teacher_reads:
-        raise ValueError(f"--teacher: --method {method.name} follows no teacher (distillation does: gkd, distill)")
+        raise ValueError(f"--teacher: --method {method.name} follows no teacher (distillation does: gkd, distill, opd)")
     if args.teacher and not os.path.isdir(args.teacher):
         raise FileNotFoundError(f"--teacher {args.teacher!r} is not a local model folder (nothing is downloaded)")
     preference = args.format == "preference"

@@ -10,6 +10,7 @@ from .correction import corrected, sampler_correction
 from .dpo import dpo_term
 from .gae import GAE, gae, gae_advantages
 from .kto import kto_term, labelled_mean
+from .opd import teacher_kl
 from .orpo import chosen_nll, odds_ratio
 from .masks import gated, off_policy_mask, top_entropy_mask
 from .pieces import AdvantageEstimator, Piece, Term
@@ -23,7 +24,7 @@ __all__ = [
     "groups_with_spread", "Aggregation",
     "Chain", "chain", "constant", "correct", "group_normalized", "leave_one_out", "process_normalized", "discounted_returns",
     "constant_weight", "group_mean", "mask_truncated", "max_length_mean", "sequence_mean", "sequence_sum", "token_mean",
-    "dpo_term", "kto_term", "labelled_mean", "chosen_nll", "odds_ratio", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
+    "dpo_term", "teacher_kl", "kto_term", "labelled_mean", "chosen_nll", "odds_ratio", "GAE", "gae", "AdvantageEstimator", "Piece", "Term", "gated", "corrected", "sampler_correction", "off_policy_mask", "top_entropy_mask",
     "gae_advantages", "VocabularyTerm", "reads_of", "jsd", "entropy_bonus", "kl_full", "kl", "kl_estimate", "kl_k3", "policy_gradient", "ppo_clip", "sapo", "cispo",
     "MaskedImportance", "decoupled_ppo", "masked_importance",
 ]
