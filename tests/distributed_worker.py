@@ -32,7 +32,13 @@ CASES = {  # name -> method builder
     "orpo": lambda: methods.orpo(0.5),
     "online_dpo": lambda: methods.online_dpo(0.5),  # its NLL part counts every rank's chosen tokens
     "opd": lambda: methods.opd(0.5),  # the teacher's log-probs of the sampled tokens, token mean over every rank's tokens
-    "kto": lambda: methods.kto(0.5, 1.0, 0.7),  # z0 from every rank's kl rows, 1/N over every rank's labelled rows
+    "kto": lambda: methods.kto(0.5, 1.0, 0.7),
+    # terms over the vocabulary, run inside the wrapper's forward: a teacher (whole on every rank), the entropy, the full KL
+    "gkd": lambda: methods.gkd(0.5),
+    "distill": lambda: methods.distill(),
+    "grpo_entropy_kl_full": lambda: url.Method("grpo_entropy_kl_full", url.coefficients.chain(
+        url.coefficients.group_normalized(), url.coefficients.ppo_clip(0.2), aggregation=url.coefficients.sequence_mean(),
+        vocabulary=(url.coefficients.entropy_bonus(0.05), url.coefficients.kl_full(0.1))), url.data.Sampled(2)),  # z0 from every rank's kl rows, 1/N over every rank's labelled rows
     # multi-turn episodes: environment tokens (completion_mask 0) between the model's turns
     "episodes_grpo": lambda: methods.grpo(beta=0.04),
     "episodes_grpo_process": lambda: methods.grpo(beta=0.04, supervision="process"),
@@ -66,6 +72,12 @@ def method_for(name: str):
     return CASES[name]()
 
 
+def others_for(name: str) -> dict:
+    """The whole models a method's terms over the vocabulary read (the same on every rank and in one process)."""
+    reads = url.coefficients.reads_of(method_for(name).coefficient.vocabulary)
+    return {k: tiny_model(seed) for k, seed in (("teacher", 7), ("reference", 8)) if k in reads}
+
+
 def rank_rows(union, rank: int, world: int) -> list[int]:
     """Whole groups: rank r takes groups r, r + world, ..."""
     groups = union.group_ids.unique().tolist()
@@ -89,7 +101,7 @@ def main(names: list, out: str) -> None:
             for wrapper in WRAPPERS:
                 model = tiny_model(0)
                 wrapped = getattr(url.hf, wrapper)(model)
-                url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]))
+                url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]), others_for(name))
                 grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).contiguous()
                          for n, p in model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import unified_rl as url
-from distributed_worker import CASES, WRAPPERS, critic_for, method_for, union_batch
+from distributed_worker import CASES, WRAPPERS, critic_for, method_for, others_for, union_batch
 from helpers import tiny_model
 
 WORLD = 2
@@ -37,7 +37,7 @@ def test_two_ranks_give_the_union_batch_gradient(name, wrapper, rank_grads):
     union = union_batch(name)
     method = method_for(name)
     model = tiny_model(0)
-    url.engine.backward(model, method.coefficient.prepare(union), method.coefficient, url.ExecutionPlan())
+    url.engine.backward(model, method.coefficient.prepare(union), method.coefficient, url.ExecutionPlan(), others_for(name))
     ranks = [load_file(rank_grads / f"{name}-{wrapper}-rank{r}.safetensors") for r in range(WORLD)]
     for n, p in model.named_parameters():
         assert torch.equal(ranks[0][n], ranks[1][n]), n  # every rank holds the same summed gradient
@@ -339,3 +339,21 @@ def test_a_model_without_layer_classes_cannot_be_sharded():
     assert len(url.hf.decoder_layers(tiny_model(0))) == 2
     value = url.hf.value_model_from_policy(tiny_model(0))  # PPO's value model: its trunk names them
     assert len(url.hf.decoder_layers(value)) == 2
+
+
+def test_torchrun_distils_from_a_teacher(tmp_path):
+    """gkd (a term over the vocabulary, run inside the FSDP2 wrapper's forward) and opd (the sampled
+    reverse KL, under DDP) train through the real command on 2 ranks, the teacher whole on each."""
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.hf import save_model, tiny_llama
+
+    tok = char_tokenizer()
+    save_model(tiny_llama(len(tok), seed=5), tok, str(tmp_path / "teacher"))
+    for method, parallel in (("gkd", "fsdp"), ("opd", "ddp")):
+        args = ["train", "--method", method, "--teacher", str(tmp_path / "teacher"), "--parallel", parallel, "--steps", "1",
+                "--questions-per-step", "2", "--max-new-tokens", "48", "--eval-size", "4", "--out", method, "--no-progress"]
+        if method == "opd":
+            args += ["--group-size", "2"]
+        _ok(_torchrun(args, tmp_path))
+        step = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines() if '"loss"' in x][0]
+        assert step["phase"] == method and ("distill/mean" if method == "gkd" else "distill/teacher_kl") in step

@@ -74,14 +74,15 @@ def reference_for(policy: nn.Module, coefficient: Any, iterations: int, reset_re
     return reference
 
 
-def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Optional[Reference], world: int) -> dict[str, nn.Module]:
+def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Optional[Reference], world: int,
+                  parallel: str = "none") -> dict[str, nn.Module]:
     """The models whose distributions the engine's pass over the vocabulary reads (``teacher``,
     ``reference``), checked before anything trains: a missing teacher or an unsupported set-up is
-    a one-line error."""
+    a one-line error. Under torchrun the teacher is whole on every rank."""
     reads = reads_of(coefficient.vocabulary)
-    if reads and world > 1:
-        raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under FSDP2/DDP yet; "
-                         "train them in one process")
+    if "reference" in reads and world > 1 and parallel != "ddp":  # auto and fsdp shard it
+        raise ValueError("kl_full reads the reference's whole distribution, and under FSDP2 the reference is sharded; "
+                         "train it with --parallel ddp (or use the sampled kl k1/k2/k3)")
     if ("teacher" in reads or "teacher_logprobs" in coefficient.needs) and teacher is None:
         raise ValueError("this method distils from a teacher: pass teacher= to the Trainer (the command line: --teacher PATH)")
     out = {}

@@ -138,7 +138,9 @@ def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficien
     loss_total, extra = 0.0, {}
     adapter = adapter_for(model)
     with autocast(model, plan.precision, backward=True):
-        for idx, lo, hi, mb, logp in (adapter.passes(model, rollout, plan, keep_groups=coefficient.couples_group) if coefficient.sampled else ()):
+        defer = {"reduce": False} if coefficient.vocabulary and hasattr(adapter, "vocabulary_passes") else {}  # one reduction, at the end
+        for idx, lo, hi, mb, logp in (adapter.passes(model, rollout, plan, keep_groups=coefficient.couples_group, **defer)
+                                      if coefficient.sampled else ()):
             with torch.no_grad():
                 gc = coefficient(mb, logp.detach())
             bad = mb.completion_mask & ~torch.isfinite(gc)
@@ -152,7 +154,8 @@ def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficien
             logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
         if coefficient.vocabulary:
             states_of = lambda m, mb: adapter_for(m).head_states(m, mb)  # noqa: E731
-            vocab_loss, extra = backward_vocabulary(model, rollout, coefficient.vocabulary, plan, models or {}, states_of)
+            vocab_loss, extra = backward_vocabulary(model, rollout, coefficient.vocabulary, plan, models or {}, states_of,
+                                                    getattr(adapter, "vocabulary_passes", None))
             loss_total += vocab_loss
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     dtype = torch.promote_types(dtype, torch.float32)

@@ -93,7 +93,7 @@ class Trainer:
             self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
         self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
-        others, self.teacher = distributions(self.coefficient, teacher, self.reference, self.world), teacher
+        others, self.teacher = distributions(self.coefficient, teacher, self.reference, self.world, c.model.parallel), teacher
         self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
                                                                 c.optim, self.critic, others), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler

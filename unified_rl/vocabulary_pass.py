@@ -9,7 +9,7 @@ C, the log-softmax and the other models' distributions (teacher, reference) exis
 only, in the forward and again in the backward. Other models run without grad, in eval mode.
 """
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -56,26 +56,36 @@ def _others(models: Mapping[str, nn.Module], reads: frozenset, mb: Rollout, stat
     return out
 
 
+def local_passes(model: nn.Module, rollout: Rollout, plan, states_of: Callable, micro: Callable) -> Iterator:
+    """(view, micro's result) per micro-batch of one process: ``micro(states, head, vocab, idx, lo, hi, mb)``
+    on the model's head states. A distributed adapter's ``vocabulary_passes`` yields the same, with
+    ``micro`` run inside the wrapper's forward (so the wrapper's hooks see the head)."""
+    for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups=False):
+        if mb.num_completion_tokens:
+            yield mb, micro(*states_of(model, mb), idx, lo, hi, mb)
+
+
 def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, plan, models: Mapping[str, nn.Module],
-                        states_of: Callable[[nn.Module, Rollout], HeadStates]) -> tuple[float, dict[str, float]]:
+                        states_of: Callable[[nn.Module, Rollout], HeadStates], passes: Optional[Callable] = None
+                        ) -> tuple[float, dict[str, float]]:
     """Accumulate ``.grad`` += -grad J of the vocabulary ``terms`` on a prepared ``rollout``; returns
     -J (their objective, as a loss), each term's ``{name}/mean`` (its j over output tokens) and
     ``entropy/exact``, the policy's mean entropy (which each term then ``observe``s). A term with an
     ``aggregation`` of its own is weighted by it, else by the rollout's weights.
-    ``states_of(model, micro_batch)``: the adapter's head states (see the module docstring)."""
+    ``states_of(model, micro_batch)``: the adapter's head states (see the module docstring);
+    ``passes(model, rollout, plan, micro)``: the adapter's own micro-batch loop (a distributed
+    wrapper's), default :func:`local_passes`."""
     reads = _check_reads(terms, models)
     full = torch.stack([(t.aggregation(rollout) if t.aggregation is not None else rollout.weights).to(torch.float64) for t in terms])
-    total, sums, count = 0.0, torch.zeros(len(terms) + 1, dtype=torch.float64), 0
-    for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups=False):
-        if mb.num_completion_tokens == 0:
-            continue
+
+    def micro(states: Tensor, head: Callable, vocab: int, idx: Tensor, lo: int, hi: int, mb: Rollout) -> tuple[Tensor, Tensor]:
+        """The micro-batch's surrogate loss (its backward is -grad J there) and [-J, sum of each j, entropy sum]."""
         target = mb.completion_mask[:, 1:]
         where = target.nonzero()  # (row, column - 1) of each output position, in the states' order
         weights = full[:, idx][:, :, lo:hi][:, :, 1:][:, target]  # [terms, n]
-        states, head, vocab = states_of(model, mb)
         others = _others(models, reads, mb, states_of)
         chunk = max(1, (plan.chunk_bytes or default_chunk_bytes(states.device)) // (4 * vocab))
-        loss = states.new_zeros((), dtype=torch.float64)
+        loss, values = states.new_zeros((), dtype=torch.float64), torch.zeros(len(terms) + 2, dtype=torch.float64)
         for s in range(0, states.shape[0], chunk):
             e = s + chunk
             part = {k: (st[s:e], h) for k, (st, h, _) in others.items()}
@@ -96,12 +106,17 @@ def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, pla
                     js = torch.stack([t.objective(lp, dists) for t in terms] + [-(lp.exp() * lp).sum(-1)])  # and the entropy
                 return -(c * logp).sum(), torch.cat([(w * js[:-1]).sum(-1), js.sum(-1)])
 
-            surrogate, values = checkpoint(run, states[s:e], use_reentrant=False)
+            surrogate, part_values = checkpoint(run, states[s:e], use_reentrant=False)
             loss = loss + surrogate
-            total -= float(values[: len(terms)].sum())
-            sums += values[len(terms):].double().cpu()
+            values += torch.cat([-part_values[: len(terms)].sum()[None], part_values[len(terms):]]).double().cpu()
+        return loss, values
+
+    total, sums, count = 0.0, torch.zeros(len(terms) + 1, dtype=torch.float64), 0
+    for mb, (loss, values) in (passes or (lambda *a: local_passes(*a[:3], states_of, a[3])))(model, rollout, plan, micro):
         loss.backward()
-        count += int(target.sum())
+        total += float(values[0])
+        sums += values[1:]
+        count += int(mb.completion_mask[:, 1:].sum())
     means = (global_sum(sums) / max(global_sum(count), 1)).tolist()  # over every rank's output tokens
     metrics = {f"{t.name}/mean": means[i] for i, t in enumerate(terms)} | {"entropy/exact": means[-1]}
     for t in terms:

@@ -7,7 +7,8 @@ wrapper, PEFT or a vLLM sampler plugs in here, never into the core.
 
 from .. import engine
 from ..critic import register_critic_builder
-from .distributed import DistributedAdapter, LogprobModule, ddp, decoder_layers, fsdp, full_state, gathered, init_process_group, launched_by_torchrun, leave_process_group, shard, shard_trained, sharded
+from .distributed_adapter import DistributedAdapter
+from .distributed import LogprobModule, ddp, decoder_layers, fsdp, full_state, gathered, init_process_group, launched_by_torchrun, leave_process_group, shard, shard_trained, sharded
 from .lora import adapters_off, add_lora, is_peft, load_policy_state, merged, policy_state, trainable, unwrap
 from .logprobs import TransformersAdapter, completion_logprobs, prompt_pass
 from .models import activation_checkpointing, enable_activation_checkpointing, build_qwen2, check_teacher, check_tokenizer, check_vocabulary, load_model, load_tokenizer, qwen2_config, save_model, tiny_llama

@@ -8,7 +8,9 @@ run inside :class:`LogprobModule`'s ``forward`` -- the trunk and the chunked hea
 wrapper's hooks see every forward; micro-batches before a rank's last run without gradient sync,
 so each rank reduces once per backward whatever its micro-batch count. FSDP2 all-gathers each
 layer's weights in every forward, so every rank runs the same number of forwards: a rank with fewer
-micro-batches adds passes whose loss is 0 (they contribute nothing to the gradient).
+micro-batches adds passes whose loss is 0 (they contribute nothing to the gradient). The engine's
+pass over the vocabulary (distillation, the exact entropy, the full KL) runs inside the same forward
+(``LogprobModule(..., vocabulary=...)``); the adapter is :mod:`~unified_rl.hf.distributed_adapter`'s.
 
 Outside the backward -- sampling, pi_old and pi_ref log-probs, evaluation, export -- a sharded
 model runs inside :func:`gathered`: every layer's full weights are gathered once, the model is an
@@ -22,20 +24,17 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from ..batching import micro_batch_views
-from ..distributed import global_max
-from ..protocols import ModelAdapter
 from ..rollout import Rollout
-from .logprobs import completion_logprobs
+from .logprobs import TransformersAdapter, completion_logprobs
 from .lora import unwrap
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -122,8 +121,12 @@ class LogprobModule(nn.Module):
 
     def forward(self, input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
                 completion_mask: Bool[Tensor, "batch seq"], temperature: float = 1.0,
-                chunk_bytes: Optional[int] = None, packed: bool = False) -> Float[Tensor, "batch seq"]:
-        """log pi(o_t) at completion positions, 0 elsewhere (as ``completion_logprobs``)."""
+                chunk_bytes: Optional[int] = None, packed: bool = False, vocabulary: Optional[Callable] = None) -> Any:
+        """log pi(o_t) at completion positions, 0 elsewhere (as ``completion_logprobs``); with
+        ``vocabulary``, what ``vocabulary(states, head, vocab)`` returns on the head states at the
+        output positions (the engine's pass over the vocabulary, run inside the wrapper's forward)."""
+        if vocabulary is not None:
+            return vocabulary(*TransformersAdapter().head_states(self.model, Rollout(input_ids, attention_mask, completion_mask)))
         return completion_logprobs(self.model, input_ids, attention_mask, completion_mask, temperature=temperature,
                                    chunk_bytes=chunk_bytes, share_prefix=False, packed=packed)
 
@@ -233,51 +236,3 @@ def gathered(model: nn.Module) -> Iterator[None]:
         for m in mods:
             m.reshard()
             m.set_reshard_after_forward(m is not mods[0], recurse=False)
-
-
-class DistributedAdapter(ModelAdapter):
-    """Runs a :func:`fsdp`- or :func:`ddp`-wrapped policy: each micro-batch through the wrapper's
-    forward, all but the rank's last without gradient sync (one reduction per backward). Under
-    FSDP2 every rank runs as many forwards as the busiest one (extra passes have loss 0); under DDP a
-    rank with no completion tokens runs one such pass, so it still joins the reduction."""
-
-    def accepts(self, model: nn.Module) -> bool:
-        """True for :func:`fsdp`'s and :func:`ddp`'s wrappers."""
-        inner = model.module if isinstance(model, DistributedDataParallel) else model
-        return isinstance(inner, LogprobModule) and (inner is not model or isinstance(model, FSDPModule))
-
-    def passes(self, model: nn.Module, rollout: Rollout, plan, keep_groups: bool
-               ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:
-        """See :class:`~unified_rl.protocols.ModelAdapter`."""
-        views = [v for v in micro_batch_views(rollout, plan.max_tokens, keep_groups) if v[3].num_completion_tokens]
-        grad = torch.is_grad_enabled()
-        is_fsdp = isinstance(model, FSDPModule)
-        if is_fsdp:
-            padding = global_max(len(views)) - len(views)
-        else:
-            padding = 1 if grad and not views else 0
-        blank = views[0][3] if views else rollout.select([0])
-        total = padding + len(views)
-
-        def forward(mb: Rollout, k: int) -> Tensor:
-            last = k == total - 1
-            if is_fsdp:
-                model.set_requires_gradient_sync(last or not grad)
-                sync = contextlib.nullcontext()
-            else:
-                sync = contextlib.nullcontext() if last or not grad else model.no_sync()
-            with sync:
-                return model(mb.input_ids, mb.attention_mask, mb.completion_mask, temperature=rollout.temperature,
-                             chunk_bytes=plan.chunk_bytes, packed=plan.packed)
-
-        for k in range(padding):  # the same collectives as the other ranks, nothing added to the gradient
-            logp = forward(blank, k)
-            if grad:
-                (logp.sum() * 0.0).backward()
-        for k, (idx, lo, hi, mb) in enumerate(views, start=padding):
-            yield idx, lo, hi, mb, forward(mb, k)
-
-    def head_states(self, model: nn.Module, mb: Rollout) -> tuple[Tensor, Any, int]:
-        """Not yet: terms over the vocabulary do not run through an FSDP2 or DDP wrapper."""
-        raise ValueError("terms over the vocabulary (distillation, entropy_bonus, kl_full) do not run under torchrun's FSDP2/DDP "
-                         "wrappers yet; train them in one process")
