@@ -181,3 +181,28 @@ def test_cli_trains_a_lora_adapter_resumes_and_merges(tmp_path, capsys):
     assert not any("lora" in n for n, _ in loaded.named_parameters())
     assert main(["train", "--method", "grpo", "--merge", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "no effect without --lora-r" in capsys.readouterr().err
+
+
+def test_kl_full_reads_the_base_models_distribution_under_lora():
+    """The full KL to pi_ref of a LoRA policy: the distribution is the base model's (adapters off,
+    no copy), and the gradient equals the one with an explicit copy of the base model as pi_ref."""
+    import unified_rl.coefficients as C
+    from unified_rl.hf import BaseModel
+
+    model = lora_model(2)
+    rollout = random_rollout(4, n_groups=2, group_size=3)
+    coef = C.chain(None, aggregation=C.token_mean(), vocabulary=(C.kl_full(0.5),))
+    prepared = coef.prepare(rollout)
+    base = copy.deepcopy(model).unload()  # PEFT's own base model, its LoRA layers removed
+    grads = []
+    for ref in (BaseModel(model), base):
+        model.zero_grad()
+        engine.backward(model, prepared, coef, engine.ExecutionPlan(max_tokens=15), {"reference": ref})
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and all("lora_" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-12, atol=1e-15)
+    assert max(float(g.abs().max()) for g in grads[0].values()) > 0  # the adapters moved the policy off its base
+    trainer = Trainer(lora_model(2), TOK, methods.Method("kl_full", coef, methods.sft().data_source), ROWS,
+                      TrainConfig(steps=1, questions_per_step=2, max_new_tokens=48))
+    assert "kl_full/mean" in trainer.train_step()

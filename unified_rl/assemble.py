@@ -89,10 +89,7 @@ def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Opt
     if "teacher" in reads:
         out["teacher"] = teacher  # run without grad and in eval mode by the pass; the caller's model is left as it is
     if "reference" in reads:
-        if reference.copy is None:
-            raise ValueError("kl_full reads the reference's distribution, which a LoRA policy's base model cannot give yet; "
-                             "use the sampled kl (k1/k2/k3) with LoRA")
-        out["reference"] = reference.copy
+        out["reference"] = reference.distribution_model  # a LoRA policy's: its base model (adapters off)
     return out
 
 

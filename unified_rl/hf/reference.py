@@ -1,5 +1,6 @@
 """The reference policy pi_ref: a frozen copy of the starting policy, or -- for a LoRA policy --
-the policy itself with its adapters off (the base model: no second copy in memory)."""
+the policy itself with its adapters off (the base model: no second copy in memory; for the pass
+over the vocabulary, :class:`BaseModel`)."""
 
 import copy
 from typing import Any
@@ -11,6 +12,44 @@ from .. import engine
 from ..rollout import Rollout
 from .distributed import gathered
 from .lora import adapters_off, is_peft
+
+
+class BaseModel(nn.Module):
+    """A LoRA policy's base model as a model of its own, for the engine's pass over the vocabulary
+    (``kl_full`` reads pi_ref's whole distribution): its head states are the policy's with the
+    adapters off, and its train/eval mode is the policy's. It holds no parameters of its own (the
+    policy is not registered as a submodule) and no second copy of the weights."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.__dict__["policy"] = policy
+
+    @property
+    def training(self) -> bool:  # the policy's mode
+        return self.__dict__["policy"].training if "policy" in self.__dict__ else True
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        if "policy" in self.__dict__:
+            self.__dict__["policy"].train(mode)
+
+    def train(self, mode: bool = True) -> "BaseModel":
+        """Set the policy's mode."""
+        self.policy.train(mode)
+        return self
+
+
+class BaseModelAdapter(engine.PlainAdapter):
+    """The engine's adapter for :class:`BaseModel`: the policy's head states with its adapters off."""
+
+    def accepts(self, model: Any) -> bool:
+        """True for a :class:`BaseModel`."""
+        return isinstance(model, BaseModel)
+
+    def head_states(self, model: Any, mb: Rollout) -> tuple[Tensor, Any, int]:
+        """See :class:`~unified_rl.protocols.ModelAdapter` (the head is the base model's: LoRA leaves it as it is)."""
+        with adapters_off(model.policy):
+            return engine.adapter_for(model.policy).head_states(model.policy, mb)
 
 
 class Reference:
@@ -33,6 +72,12 @@ class Reference:
                 return engine.logprobs(self.copy, rollout, plan)
         with adapters_off(self.policy):
             return engine.logprobs(self.policy, rollout, plan)
+
+    @property
+    def distribution_model(self) -> Any:
+        """What the pass over the vocabulary reads pi_ref's distribution from: the copy, or the LoRA
+        policy's :class:`BaseModel`."""
+        return self.copy if self.copy is not None else BaseModel(self.policy)
 
     def reset(self) -> None:
         """pi_ref <- pi_theta (Algorithm 1's outer loop)."""
