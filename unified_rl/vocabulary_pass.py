@@ -112,7 +112,8 @@ def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, pla
         return loss, values
 
     total, sums, count = 0.0, torch.zeros(len(terms) + 1, dtype=torch.float64), 0
-    for mb, (loss, values) in (passes or (lambda *a: local_passes(*a[:3], states_of, a[3])))(model, rollout, plan, micro):
+    loop = passes or (lambda m, r, p, f: local_passes(m, r, p, states_of, f))
+    for mb, (loss, values) in loop(model, rollout, plan, micro):
         loss.backward()
         total += float(values[0])
         sums += values[1:]

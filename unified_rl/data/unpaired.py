@@ -67,7 +67,9 @@ class UnpairedSource(DataSource):
             questions += len({int(g) for g, k in zip(scored.group_ids, known) if bool(k)})
             for i in known.nonzero().squeeze(1).tolist():
                 p, c = _tokens(scored, i)
-                prompts.append(p), completions.append(c), texts.append(scored.texts[i])
+                prompts.append(p)
+                completions.append(c)
+                texts.append(scored.texts[i])
                 labels.append(bool(scored.rewards[i] > 0.5))
             if questions >= n and len(prompts) >= 2:
                 break
