@@ -2,6 +2,7 @@
 batch (whole groups), prepared with union-batch normalisers, backward through each wrapper (FSDP2,
 DDP) with its own micro-batch budget; writes its (full) gradients."""
 
+import contextlib
 import os
 import sys
 
@@ -101,7 +102,12 @@ def main(names: list, out: str) -> None:
             for wrapper in WRAPPERS:
                 model = tiny_model(0)
                 wrapped = getattr(url.hf, wrapper)(model)
-                url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]), others_for(name))
+                others = others_for(name)
+                with contextlib.ExitStack() as whole:
+                    for other in others.values() if wrapper == "fsdp" else ():  # sharded like the Trainer shards them, gathered for the pass
+                        url.hf.shard(other)
+                        whole.enter_context(url.hf.gathered(other))
+                    url.engine.backward(wrapped, prepared, method.coefficient, url.ExecutionPlan(max_tokens=BUDGETS[rank]), others)
                 grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).contiguous()
                          for n, p in model.named_parameters()}
                 save_file(grads, os.path.join(out, f"{name}-{wrapper}-rank{rank}.safetensors"))

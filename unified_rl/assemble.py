@@ -78,10 +78,10 @@ def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Opt
                   parallel: str = "none") -> dict[str, nn.Module]:
     """The models whose distributions the engine's pass over the vocabulary reads (``teacher``,
     ``reference``), checked before anything trains: a missing teacher or an unsupported set-up is
-    a one-line error. Under torchrun the teacher is whole on every rank."""
+    a one-line error. Under FSDP2 the teacher and the reference are sharded and gathered for the pass."""
     reads = reads_of(coefficient.vocabulary)
-    if "reference" in reads and world > 1 and parallel != "ddp":  # auto and fsdp shard it
-        raise ValueError("kl_full reads the reference's whole distribution, and under FSDP2 the reference is sharded; "
+    if "reference" in reads and world > 1 and parallel != "ddp" and reference.shares_policy:  # auto and fsdp shard the policy
+        raise ValueError("kl_full with a LoRA policy reads its base model, which FSDP2 shards with the policy; "
                          "train it with --parallel ddp (or use the sampled kl k1/k2/k3)")
     if ("teacher" in reads or "teacher_logprobs" in coefficient.needs) and teacher is None:
         raise ValueError("this method distils from a teacher: pass teacher= to the Trainer (the command line: --teacher PATH)")
@@ -93,17 +93,19 @@ def distributions(coefficient: Any, teacher: Optional[nn.Module], reference: Opt
     return out
 
 
-def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], critic: Optional[Critic]) -> nn.Module:
+def wrapped(policy: nn.Module, parallel: str, world: int, reference: Optional[Reference], critic: Optional[Critic],
+            teacher: Optional[nn.Module] = None) -> nn.Module:
     """The model the training passes run through: DDP (gradients summed over ranks, the weights stay
-    the policy's) or FSDP2 (each decoder layer sharded, then the log-prob root; the reference and the
-    critic's value model sharded the same way); the policy itself in one process."""
+    the policy's) or FSDP2 (each decoder layer sharded, then the log-prob root; the reference, the
+    teacher and the critic's value model sharded the same way); the policy itself in one process."""
     if world == 1:
         return policy
     if parallel == "ddp":
         return ddp(policy)
     model = fsdp(policy)
-    if reference is not None and reference.copy is not None:
-        shard(reference.copy)
+    for frozen in (reference.copy if reference is not None else None, teacher):
+        if frozen is not None:
+            shard(frozen)  # whole again inside gathered(): its passes and the pass over the vocabulary
     if critic is not None:  # PPO's value model
         shard_trained(critic.model, critic.optimizer)
     return model

@@ -4,7 +4,8 @@ the coefficient's ``prepare``, ``mu`` engine passes each followed by gradient cl
 step, the learning-rate schedule, and the critic's step. It owns the optimizer, the schedule and
 the critic."""
 
-from typing import Any, Optional, Protocol, runtime_checkable
+import contextlib
+from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -38,12 +39,14 @@ class AdamWLearner:
     """The default :class:`Learner`: updates ``policy`` (run through ``train_model``, its FSDP2/DDP wrapper or itself) on
     ``params`` with AdamW, the schedule and the clipping that ``optim`` sets; with a ``critic``
     (PPO), fills the rollout's values before the coefficient prepares it and trains the critic after
-    the policy's updates; ``models``: the distributions terms over the vocabulary read (a teacher)."""
+    the policy's updates; ``models``: the distributions terms over the vocabulary read (a teacher),
+    each whole inside ``whole(model)`` for the passes (FSDP2: ``hf.gathered``; default: as it is)."""
 
     def __init__(self, policy: nn.Module, train_model: nn.Module, params: list, coefficient: GradientCoefficient, plan: ExecutionPlan,
-                 optim: Optimisation, critic: Optional[Critic] = None, models: Optional[dict[str, nn.Module]] = None):
+                 optim: Optimisation, critic: Optional[Critic] = None, models: Optional[dict[str, nn.Module]] = None,
+                 whole: Callable[[nn.Module], ContextManager] = lambda model: contextlib.nullcontext()):
         self.policy, self.train_model, self.params, self.coefficient, self.plan = policy, train_model, params, coefficient, plan
-        self.critic, self.models = critic, models or {}
+        self.critic, self.models, self.whole = critic, models or {}, whole
         self.mu, self.grad_clip = optim.mu, optim.grad_clip
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
         lr_factor = schedule(optim.warmup_steps, optim.steps * optim.iterations, optim.schedule)
@@ -59,7 +62,10 @@ class AdamWLearner:
         self.policy.train()
         for _ in range(self.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan, self.models)
+            with contextlib.ExitStack() as stack:
+                for model in self.models.values():
+                    stack.enter_context(self.whole(model))
+                stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan, self.models)
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float("inf"))
             if not torch.isfinite(norm):
                 raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")

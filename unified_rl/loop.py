@@ -91,11 +91,11 @@ class Trainer:
         self.reference = reference_for(policy, self.coefficient, c.optim.iterations, c.optim.reset_reference)
         with seeded(c.run.seed + 1):  # the run's own critic (PPO) starts from the run's seed too
             self.critic = self.method.critic.build(policy) if self.method.critic is not None else None
-        self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic)
+        self.train_model = wrapped(policy, c.model.parallel, self.world, self.reference, self.critic, teacher)
         self.params = [p for _, p in trainable(policy)]  # LoRA: the adapters only; FSDP2: the shards
         others, self.teacher = distributions(self.coefficient, teacher, self.reference, self.world, c.model.parallel), teacher
         self.learner = plug(learner, self, lambda: AdamWLearner(policy, self.train_model, self.params, self.coefficient, self.plan,
-                                                                c.optim, self.critic, others), Learner, "learner")
+                                                                c.optim, self.critic, others, gathered), Learner, "learner")
         self.optimizer, self.scheduler = self.learner.optimizer, self.learner.scheduler
         self.producer = plug(producer, self, lambda: default_producer(self), RolloutProducer, "producer")
         self.step_count, self.iteration, self.history, self.interrupted = 0, 0, [], False
@@ -110,7 +110,8 @@ class Trainer:
             with self.full_weights() if self.reference.shares_policy else contextlib.nullcontext():  # LoRA: the base is the policy's
                 rollout = rollout.replace(ref_logprobs=self.reference.logprobs(rollout, self.plan))
         if "teacher_logprobs" in self.needs and rollout.teacher_logprobs is None:
-            rollout = rollout.replace(teacher_logprobs=engine.logprobs(self.teacher, rollout, self.plan))
+            with gathered(self.teacher):  # FSDP2: sharded like the reference
+                rollout = rollout.replace(teacher_logprobs=engine.logprobs(self.teacher, rollout, self.plan))
         return rollout
 
     def train_step(self) -> dict[str, Any]:
