@@ -343,14 +343,14 @@ def test_a_model_without_layer_classes_cannot_be_sharded():
 
 def test_torchrun_distils_from_a_teacher(tmp_path):
     """gkd (a term over the vocabulary, run inside the FSDP2 wrapper's forward, the teacher sharded and
-    gathered for the pass), opd (the sampled reverse KL, its teacher pass gathered) and distill under
-    DDP (the teacher whole on each rank) train through the real command on 2 ranks."""
+    gathered for the pass) and opd (the sampled reverse KL, its teacher pass gathered) train through
+    the real command on 2 ranks (the DDP path of the pass: the union-batch gradient tests above)."""
     from unified_rl.apps.tasks import char_tokenizer
     from unified_rl.hf import save_model, tiny_llama
 
     tok = char_tokenizer()
     save_model(tiny_llama(len(tok), seed=5), tok, str(tmp_path / "teacher"))
-    for method, parallel in (("gkd", "fsdp"), ("opd", "fsdp"), ("distill", "ddp")):
+    for method, parallel in (("gkd", "fsdp"), ("opd", "fsdp")):
         args = ["train", "--method", method, "--teacher", str(tmp_path / "teacher"), "--parallel", parallel, "--steps", "1",
                 "--questions-per-step", "2", "--max-new-tokens", "48", "--eval-size", "4", "--out", method, "--no-progress"]
         if method == "opd":

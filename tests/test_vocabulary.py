@@ -224,3 +224,19 @@ def test_a_teacher_of_another_tokenizer_or_a_method_without_one_is_one_line(tmp_
     assert main(base + ["--method", "grpo", "--out", str(tmp_path / "b")]) == 2
     assert "--teacher: --method grpo follows no teacher" in capsys.readouterr().err
     assert not (tmp_path / "a" / "metrics.jsonl").exists() and not (tmp_path / "b" / "metrics.jsonl").exists()
+
+
+def test_the_sampled_path_benchmark_runs():
+    """benchmarks/sampled_path.py end to end at a tiny size, against the checkout's own HEAD: its
+    table has both rows and the two gradients are bitwise equal."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, ".git")):
+        pytest.skip("needs the git checkout (git archive of a revision)")
+    done = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "sampled_path.py"), "--before", "HEAD", "--rounds", "1",
+                           "--steps", "1", "--vocab", "300"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| before: HEAD |" in done.stdout and "gradients bitwise equal: True" in done.stdout
