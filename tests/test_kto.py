@@ -136,3 +136,34 @@ def test_kto_metrics_are_trls():
     assert m["kto/reward_desirable"] == pytest.approx(float(reward[labelled & r.chosen].mean()), rel=1e-12)
     assert m["kto/reward_undesirable"] == pytest.approx(float(reward[labelled & ~r.chosen].mean()), rel=1e-12)
     assert m["kto/reference_point"] == float(prepared.reference_point[0])
+
+
+def test_sampled_kto_rows_are_labelled_by_the_reward_and_never_from_an_unscored_sample():
+    """UnpairedSource: each scored sample is a row, desirable exactly when its reward is > 0.5; an
+    unscored one is left out (counted in kto/unscored), then every row gets its mismatched row."""
+    from unified_rl.apps.tasks import char_tokenizer
+    from unified_rl.data.unpaired import UnpairedSource
+
+    class Judge(url.RewardFunction):
+        def __call__(self, rollout, texts):  # sample 0 of each group right, 1 unscored, 2 wrong
+            g = torch.arange(rollout.batch_size) % 3
+            return rollout.replace(rewards=(g == 0).float(), scored=g != 1)
+
+    class Fixed(url.DataSource):
+        def sample(self, policy, n):
+            r = random_rollout(4, n_groups=n, group_size=3)
+            return r.replace(texts=tuple(Sample(f"q{i // 3}", f"o{i}") for i in range(r.batch_size)))
+
+    source = UnpairedSource.__new__(UnpairedSource)
+    source.sampled, source.judge, source.max_draws, source._left_out = Fixed(), Judge(), 1, 0
+    source.sampled.encoder, source.sampled.temperature = url.data.Encoder(char_tokenizer()), 1.0
+    rows = source.sample(None, 2)
+    assert rows.batch_size == 8 and rows.kl_sample.tolist() == [False] * 4 + [True] * 4
+    assert rows.chosen.tolist() == [True, False, True, False] + [False] * 4
+    assert [t.completion for t in rows.texts[:4]] == ["o0", "o2", "o3", "o5"]  # the unscored o1 and o4 left out
+    assert source.metrics() == {"kto/unscored": 2.0}
+    original = random_rollout(4, n_groups=2, group_size=3)
+    for row, src in zip(range(4), (0, 2, 3, 5)):  # each row's tokens are its sample's: prompt, then completion
+        assert rows.input_ids[row][rows.completion_mask[row]].tolist() == original.input_ids[src][original.completion_mask[src]].tolist()
+        prompt = rows.attention_mask[row] & ~rows.completion_mask[row]
+        assert rows.input_ids[row][prompt].tolist() == original.input_ids[src][original.attention_mask[src] & ~original.completion_mask[src]].tolist()

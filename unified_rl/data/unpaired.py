@@ -61,7 +61,7 @@ class UnpairedSource(DataSource):
     def sample(self, policy: Optional[nn.Module], n: int) -> Rollout:
         prompts, completions, labels, texts, questions, self._left_out = [], [], [], [], 0, 0
         for _ in range(self.max_draws):
-            scored = self.judge(r := self.sampled.sample(policy, n - questions), r.texts)
+            scored = self.judge(r := self.sampled.sample(policy, max(1, n - questions)), r.texts)  # 1 more: still under 2 rows
             known = scored.scored if scored.scored is not None else torch.ones_like(scored.rewards, dtype=torch.bool)
             self._left_out += int((~known).sum())
             questions += len({int(g) for g, k in zip(scored.group_ids, known) if bool(k)})
