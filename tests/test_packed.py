@@ -44,7 +44,9 @@ def test_packed_logprobs_equal_padded(seed, kind, left):
 @pytest.mark.parametrize("max_tokens", [None, 20])
 def test_every_method_packed_gradient_equals_padded(name, max_tokens):
     r = with_steps(with_policy_logprobs(MODEL, random_rollout(5, n_groups=3, group_size=2), 5), 5)
-    r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0)
+    r = r.replace(chosen=torch.arange(6) % 2 == 0, truncated=torch.arange(6) % 3 == 0, teacher_logprobs=r.ref_logprobs - 0.5 * r.old_logprobs)
+    if name == "kto":  # a labelled row and a kl row per group, desirable and undesirable rows both present
+        r = r.replace(chosen=torch.arange(6) % 4 == 0, kl_sample=torch.arange(6) % 2 == 1)
     method = registered(name, max_new_tokens=12, group_size=2)
     prepared = method.coefficient.prepare(with_critic(method, r, copy.deepcopy(MODEL))[0])  # PPO's values; nothing for the others
     out = []

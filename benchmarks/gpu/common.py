@@ -91,8 +91,9 @@ def small_qwen(vocab: int = 512, seed: int = 0):
 def method_batch(model, vocab: int, seed: int = 0, n_groups: int = 4, group_size: int = 2, prompt_max: int = 24,
                  completion_max: int = 48) -> Rollout:
     """Right-padded rows of random prompts and completions, groups of ``group_size`` (pairs), with
-    every field some method reads: rewards, step rewards, chosen / rejected, truncation, and log
-    pi_old / log pi_ref near the model's own (so some tokens clip)."""
+    every field some method reads: rewards, step rewards, chosen / rejected, truncation, KTO's
+    mismatched rows (the second of each pair), and log pi_old / log pi_ref / a teacher's log pi near
+    the model's own (so some tokens clip)."""
     g = torch.Generator().manual_seed(seed)
     b = n_groups * group_size
     p_len = torch.randint(1, prompt_max + 1, (b,), generator=g)
@@ -111,9 +112,10 @@ def method_batch(model, vocab: int, seed: int = 0, n_groups: int = 4, group_size
     lp = torch.cat([torch.zeros_like(lp[:, :1]), lp], 1)
     old = torch.where(comp, lp + 0.3 * torch.randn(lp.shape, generator=g, dtype=lp.dtype), 0.0)
     ref = torch.where(comp, lp + 0.3 * torch.randn(lp.shape, generator=g, dtype=lp.dtype), 0.0)
+    teacher = torch.where(comp, lp + 0.5 * torch.randn(lp.shape, generator=g, dtype=lp.dtype), 0.0)
     last = comp & ~torch.cat([comp[:, 1:], torch.zeros_like(comp[:, :1])], 1)
     steps = (comp & (torch.rand(comp.shape, generator=g) < 0.3)) | last
-    return r.replace(old_logprobs=old, ref_logprobs=ref, step_mask=steps,
+    return r.replace(old_logprobs=old, ref_logprobs=ref, teacher_logprobs=teacher, kl_sample=torch.arange(b) % 2 == 1, step_mask=steps,
                      step_rewards=torch.where(steps, torch.randint(0, 2, comp.shape, generator=g).double(), 0.0))
 
 
