@@ -1,5 +1,5 @@
 """The engine's sampled-token path in two versions of the code, side by side in one run: one GRPO
-step (``engine.backward``, the chunked head, no terms over the vocabulary) timed in fresh processes
+step (``engine.backward`` on ``engine_step.py``'s batch, the chunked head, no terms over the vocabulary) timed in fresh processes
 that import ``unified_rl`` from the current tree and from the tree of ``--before REV`` (``git
 archive``), alternated each round so load drifts hit both alike. Each worker also writes its
 gradient: the two must be bitwise equal, or the path changed what it computes.
@@ -17,39 +17,21 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BATCH, PROMPT, COMPLETION, HIDDEN = 8, 64, 192, 256
 
 
 def worker(tree: str, vocab: int, steps: int, grads_out: str) -> None:
     """Time ``steps`` GRPO engine steps with ``unified_rl`` imported from ``tree``; print the seconds."""
     sys.path.insert(0, tree)
+    sys.path.insert(1, HERE)
     import time
 
-    import torch
     from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     import unified_rl as url
-    from unified_rl.hf.logprobs import completion_logprobs
+    from engine_step import setup  # engine_step.py's batch and GRPO coefficient, built with this tree's unified_rl
 
     assert os.path.dirname(os.path.dirname(os.path.abspath(url.__file__))) == os.path.abspath(tree), url.__file__
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=512)
-    model = LlamaForCausalLM(cfg)
-    seq = PROMPT + COMPLETION
-    ids = torch.randint(0, vocab, (BATCH, seq))
-    attn = torch.ones(BATCH, seq, dtype=torch.bool)
-    comp = torch.zeros(BATCH, seq, dtype=torch.bool)
-    comp[:, PROMPT:] = True
-    with torch.no_grad():
-        lp = completion_logprobs(model, ids, attn, comp)
-    g = torch.Generator().manual_seed(1)
-    r = url.Rollout(ids, attn, comp, group_ids=torch.arange(BATCH) // 4, rewards=torch.randint(0, 2, (BATCH,), generator=g).float(),
-                    old_logprobs=lp + 0.05 * torch.randn(lp.shape, generator=g) * comp,
-                    ref_logprobs=lp + 0.05 * torch.randn(lp.shape, generator=g) * comp)
-    coef = url.methods.grpo(beta=0.04, epsilon=0.2).coefficient
-    prepared = coef.prepare(r)
+    model, prepared, coef = setup(vocab)
     url.engine.backward(model, prepared, coef)  # warm-up
     times = []
     for _ in range(steps):
@@ -102,6 +84,8 @@ def main() -> None:
         same = a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {machine()}")
+    from engine_step import BATCH, COMPLETION, HIDDEN, PROMPT
+
     print(f"GRPO engine step, Llama hidden {HIDDEN}, 2 layers, vocab {args.vocab}, {BATCH} x ({PROMPT} + {COMPLETION}) tokens, fp32; "
           f"{args.rounds} alternated rounds of {args.steps} steps (median per round)\n")
     print("| code | s/step, median of rounds | rounds (min-max) |\n|---|---:|---|")
