@@ -60,16 +60,16 @@ class AdamWLearner:
             rollout = rollout.replace(values=self.critic.values(rollout))
         rollout = self.coefficient.prepare(rollout)
         self.policy.train()
-        for _ in range(self.mu):
-            self.optimizer.zero_grad(set_to_none=True)
-            with contextlib.ExitStack() as stack:
-                for model in self.models.values():
-                    stack.enter_context(self.whole(model))
+        with contextlib.ExitStack() as stack:  # the models the pass reads, whole once for all mu updates
+            for model in self.models.values():
+                stack.enter_context(self.whole(model))
+            for _ in range(self.mu):
+                self.optimizer.zero_grad(set_to_none=True)
                 stats = engine.backward(self.train_model, rollout, self.coefficient, self.plan, self.models)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float("inf"))
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")
-            self.optimizer.step()
+                norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip if self.grad_clip else float("inf"))
+                if not torch.isfinite(norm):
+                    raise FloatingPointError(f"step {step}: gradient norm is {float(norm)}; the update was skipped")
+                self.optimizer.step()
         self.scheduler.step()
         return rollout, stats, float(norm), self.critic.update(rollout) if self.critic is not None else {}
 

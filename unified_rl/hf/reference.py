@@ -25,18 +25,13 @@ class BaseModel(nn.Module):
         self.__dict__["policy"] = policy
 
     @property
-    def training(self) -> bool:  # the policy's mode
-        return self.__dict__["policy"].training if "policy" in self.__dict__ else True
+    def training(self) -> bool:  # the policy's mode: nn.Module's train() and eval() set it through here
+        return self.policy.training
 
     @training.setter
     def training(self, mode: bool) -> None:
-        if "policy" in self.__dict__:
-            self.__dict__["policy"].train(mode)
-
-    def train(self, mode: bool = True) -> "BaseModel":
-        """Set the policy's mode."""
-        self.policy.train(mode)
-        return self
+        if "policy" in self.__dict__:  # nn.Module.__init__ sets it before the policy is there
+            self.policy.train(mode)
 
 
 class BaseModelAdapter(engine.PlainAdapter):
