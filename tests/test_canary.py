@@ -26,3 +26,17 @@ def test_mis_shaped_call_raises():
         gae_advantages(torch.zeros(2, 6), torch.zeros(2, 5), mask, 1.0, 1.0)  # seq 6 vs 5
     with pytest.raises(TypeError):
         gae_advantages(torch.zeros(2, 6), torch.zeros(2, 6), mask.long(), 1.0, 1.0)  # Bool expected
+
+
+def test_a_collection_is_checked_by_its_first_item():
+    """conftest checks a list's items by the first one (typeguard 3+'s default strategy), not all of them."""
+    from unified_rl.data.rows import check_rows
+
+    rows = [{"prompt": "1+1="}, {"prompt": "2+2="}]
+    assert check_rows(rows, ["prompt"]) == rows
+    with pytest.raises(TypeError, match="parameter 'rows'"):
+        check_rows(["1+1=", {"prompt": "2+2="}], ["prompt"])  # the first row is not a dict
+    with pytest.raises(TypeError, match="parameter 'required'"):
+        check_rows(rows, [3, "prompt"])  # a column name that is not a str
+    with pytest.raises(TypeError):
+        check_rows({"prompt": "1+1="}, ["prompt"])  # not a sequence at all
