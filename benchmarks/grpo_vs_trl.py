@@ -115,6 +115,25 @@ def update_vs_plain(trainer):
     return statistics.median(t["ours"]), statistics.median(t["plain"]), r.input_ids.numel()
 
 
+def matmul_floor(trainer, width):
+    """Matrix-multiply FLOPs per completion token of one more step (torch's ``FlopCounterMode``: mm,
+    addmm, bmm, forward and backward; the CPU attention kernel is not in its registry, about 2% of a
+    step's FLOPs here), and this machine's GEMM rate on the largest shape a step multiplies,
+    (2048 x width) @ (width x 3 width), median of 20. FLOPs over rate is the time the matmuls alone
+    would take at that rate: no step can be faster on this machine."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        tokens = trainer.train_step()["tokens"]
+    x, w = torch.randn(2048, width), torch.randn(width, 3 * width)
+    times = []
+    for _ in range(25):
+        s = time.perf_counter()
+        x @ w
+        times.append(time.perf_counter() - s)
+    return counter.get_total_flops() / tokens, 2 * 2048 * width * 3 * width / statistics.median(times[5:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=128)
@@ -148,6 +167,7 @@ def main() -> None:
             trl += t2
             trl_lengths.append(length)
             round_ratios.append(statistics.median(t2) / statistics.median(t))
+        flops_per_token, rate = matmul_floor(trainer, a.width)
         upd, plain, n_tok = update_vs_plain(trainer)
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
@@ -168,6 +188,12 @@ def main() -> None:
     print("| " + " | ".join(f"{statistics.median(m[k] for m in phases):.3f}" for k in ("time/generate", "time/reward", "time/logprobs", "time/update")) + " |")
     print(f"\nupdate phase vs plain forward+backward (+AdamW) on the same {n_tok} padded tokens: "
           f"{upd:.3f} s vs {plain:.3f} s = {upd / plain:.2f}x")
+    flops = flops_per_token * med_tok
+    floor = flops / rate
+    print(f"\nmatmul floor: {flops / 1e9:.1f} GFLOP of matrix multiplies in a median unified_rl step ({flops_per_token / 1e6:.0f} MFLOP "
+          f"per completion token) at this machine's GEMM rate of "
+          f"{rate / 1e9:.0f} GFLOP/s = {floor:.3f} s; the step takes {mo / floor:.2f}x that, and the ratio to TRL could be "
+          f"at most {mt / floor:.2f}x if nothing but the matmuls took time")
 
 
 if __name__ == "__main__":
