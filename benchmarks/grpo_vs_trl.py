@@ -2,8 +2,9 @@
 
 The same tiny model (saved once as safetensors, loaded by both), the same prompts in the same
 order, G, maximum completion length, sampling (temperature 1, no top-k/top-p), beta, epsilon,
-learning rate, one update per batch, and the paper's per-sequence aggregation
-(TRL ``loss_type="grpo"``). Runs alternate A B A B ... in one process; the first step of every
+learning rate, one update per batch, the paper's per-sequence aggregation
+(TRL ``loss_type="grpo"``) and activation checkpointing, off in both by default (TRL 1.16's
+``GRPOConfig`` turns it on unless told; ``--gradient-checkpointing`` turns it on in both). Runs alternate A B A B ... in one process; the first step of every
 run is warm-up and not counted. Also prints unified_rl's per-phase breakdown and its update
 phase against one plain forward+backward of the same model on the same tokens.
 
@@ -20,6 +21,8 @@ import time
 import warnings
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _machine import machine  # noqa: E402
@@ -39,7 +42,8 @@ def correct(prompts, completions, answer, **_):
 
 def run_ours(path, rows, a, seed):
     model, tok = load_model(path), load_tokenizer(path)
-    cfg = TrainConfig(steps=a.steps, questions_per_step=a.questions, lr=a.lr, max_new_tokens=a.max_new_tokens, seed=seed, precision=a.precision)
+    cfg = TrainConfig(steps=a.steps, questions_per_step=a.questions, lr=a.lr, max_new_tokens=a.max_new_tokens, seed=seed, precision=a.precision,
+                      gradient_checkpointing=a.gradient_checkpointing)
     trainer = Trainer(model, tok, url.methods.grpo(beta=a.beta, epsilon=0.2, group_size=a.group), rows, cfg,
                       reward=url.rewards.FromCallable(correct))
     trainer.source.cursor.shuffle = False  # same prompt order as TRL's unshuffled dataset
@@ -76,7 +80,8 @@ def run_trl(path, rows, a, seed):
                          learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, temperature=1.0, top_k=0, top_p=1.0,
                          use_cpu=True, report_to="none", logging_steps=10_000, save_strategy="no", max_steps=a.steps,
                          num_iterations=1, gradient_accumulation_steps=1, shuffle_dataset=False, seed=seed, disable_tqdm=True,
-                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=a.precision == "bf16")
+                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=a.precision == "bf16",
+                         gradient_checkpointing=a.gradient_checkpointing)
         ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
         trainer = GRPOTrainer(model=load_model(path), reward_funcs=correct, args=cfg, train_dataset=ds,
                               processing_class=load_tokenizer(path), callbacks=[clock])
@@ -115,23 +120,42 @@ def update_vs_plain(trainer):
     return statistics.median(t["ours"]), statistics.median(t["plain"]), r.input_ids.numel()
 
 
-def matmul_floor(trainer, width):
-    """Matrix-multiply FLOPs per completion token of one more step (torch's ``FlopCounterMode``: mm,
-    addmm, bmm, forward and backward; the CPU attention kernel is not in its registry, about 2% of a
-    step's FLOPs here), and this machine's GEMM rate on the largest shape a step multiplies,
-    (2048 x width) @ (width x 3 width), median of 20. FLOPs over rate is the time the matmuls alone
-    would take at that rate: no step can be faster on this machine."""
-    from torch.utils.flop_counter import FlopCounterMode
+class _Flops(TorchDispatchMode):
+    """Sums the FLOPs of every op in torch's FLOP registry (``torch.utils.flop_counter``, the
+    counts ``FlopCounterMode`` reports) without its module tracker, whose hooks fail under
+    activation checkpointing's recomputation."""
 
-    with FlopCounterMode(display=False) as counter:
+    total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        count = flop_registry.get(func._overloadpacket)
+        if count is None:  # a composite op (aten.linear in inference mode): count what it decomposes into
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def matmul_floor(trainer, width, dtype):
+    """Matrix-multiply FLOPs per completion token of one more step (mm, addmm, bmm, forward and
+    backward, recomputation included; the CPU attention kernel is not in torch's FLOP registry,
+    about 2% of a step's FLOPs here), and this machine's GEMM rate on the largest shape a step
+    multiplies, (2048 x width) @ (width x 3 width) in ``dtype`` (bf16 where the step autocasts), median of 20. FLOPs over rate is the time the
+    matmuls alone would take at that rate: no step can be faster on this machine."""
+    with _Flops() as counter:
         tokens = trainer.train_step()["tokens"]
-    x, w = torch.randn(2048, width), torch.randn(width, 3 * width)
+    x, w = torch.randn(2048, width, dtype=dtype), torch.randn(width, 3 * width, dtype=dtype)
     times = []
     for _ in range(25):
         s = time.perf_counter()
         x @ w
         times.append(time.perf_counter() - s)
-    return counter.get_total_flops() / tokens, 2 * 2048 * width * 3 * width / statistics.median(times[5:])
+    return counter.total / tokens, 2 * 2048 * width * 3 * width / statistics.median(times[5:])
 
 
 def main() -> None:
@@ -146,6 +170,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="both libraries at this precision (bf16: autocast, TRL's default; fp32: TRL with bf16=False)")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="activation checkpointing in both (TRL 1.16's default; off here unless given)")
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -167,12 +193,12 @@ def main() -> None:
             trl += t2
             trl_lengths.append(length)
             round_ratios.append(statistics.median(t2) / statistics.median(t))
-        flops_per_token, rate = matmul_floor(trainer, a.width)
+        flops_per_token, rate = matmul_floor(trainer, a.width, torch.bfloat16 if a.precision == "bf16" else torch.float32)
         upd, plain, n_tok = update_vs_plain(trainer)
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
     print(f"model: Llama {n_params / 1e6:.2f}M parameters (width {a.width}); {a.questions} questions x G={a.group}, "
-          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
+          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both, activation checkpointing {'on' if a.gradient_checkpointing else 'off'} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
     print("| library | median s/step (range) | steps/s | ratio (TRL time / ours) |")
     print("|---|---|---|---|")
     print(f"| unified_rl | {mo:.3f} ({min(ours):.3f}-{max(ours):.3f}) | {1 / mo:.2f} | {mt / mo:.2f}x "
@@ -191,7 +217,7 @@ def main() -> None:
     flops = flops_per_token * med_tok
     floor = flops / rate
     print(f"\nmatmul floor: {flops / 1e9:.1f} GFLOP of matrix multiplies in a median unified_rl step ({flops_per_token / 1e6:.0f} MFLOP "
-          f"per completion token) at this machine's GEMM rate of "
+          f"per completion token) at this machine's {a.precision} GEMM rate of "
           f"{rate / 1e9:.0f} GFLOP/s = {floor:.3f} s; the step takes {mo / floor:.2f}x that, and the ratio to TRL could be "
           f"at most {mt / floor:.2f}x if nothing but the matmuls took time")
 

@@ -124,6 +124,20 @@ def test_shared_prompt_plan():
     assert plan_shared_prefix(r.input_ids, left, r.completion_mask & left) is None  # not right-padded: per-row path
     gpt2 = tiny_arch("gpt2")
     assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())
-    checkpointed = tiny_model()
-    checkpointed.activation_checkpointing_enable()  # checkpointed layers drop the cache: per-row path
+    checkpointed = tiny_model().train()
+    checkpointed.activation_checkpointing_enable()  # checkpointed layers drop the cache in training: per-row path
     assert not supports_shared_prefix(checkpointed)
+    assert supports_shared_prefix(checkpointed.eval())  # an eval-mode copy (the reference) runs its layers with the cache
+
+
+def test_a_checkpointed_model_in_eval_mode_shares_its_prompts_exactly():
+    """The reference is an eval-mode copy of the policy, checkpointing flag included: its prompts run
+    once per group, with the log-probs of the per-row pass (fp64) and of the model without checkpointing."""
+    r = shared_prompt_rollout(3, n_groups=3, group_size=4)
+    model = tiny_model().eval()
+    with torch.no_grad():
+        plain = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=False)
+        model.activation_checkpointing_enable()
+        shared = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=True)
+    assert supports_shared_prefix(model)
+    torch.testing.assert_close(shared, plain, rtol=1e-12, atol=1e-12)

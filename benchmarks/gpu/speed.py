@@ -219,7 +219,8 @@ def _trl(path: str, rows: list, s: Sizes, device: str, seed: int, precision: str
                          learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, temperature=1.0, top_k=0, top_p=1.0,
                          use_cpu=device == "cpu", report_to="none", logging_steps=1, save_strategy="no", max_steps=s.grpo_steps,
                          num_iterations=1, gradient_accumulation_steps=1, shuffle_dataset=False, seed=seed, disable_tqdm=True,
-                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=precision == "bf16")
+                         max_grad_norm=1.0, weight_decay=0.0, disable_dropout=True, bf16=precision == "bf16",
+                         gradient_checkpointing=False)  # as unified_rl runs (TRL 1.16's default is on: a recompute, less memory)
         ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
         trainer = GRPOTrainer(model=load_model(path).to(device), reward_funcs=parity_reward, args=cfg, train_dataset=ds,
                               processing_class=word_tokenizer(s.vocab_big), callbacks=[clock])

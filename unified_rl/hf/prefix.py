@@ -55,9 +55,11 @@ def llama_like(model: nn.Module) -> bool:
 
 
 def supports_shared_prefix(model: nn.Module) -> bool:
-    """True for ``llama_like`` models without activation checkpointing (checkpointed layers drop the cache)."""
+    """True for ``llama_like`` models, unless activation checkpointing is on and the model is in
+    training mode (checkpointed layers drop the cache there); an eval-mode copy such as the
+    reference runs its layers as they are, cache included."""
     flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    return llama_like(model) and not getattr(model, flag, False)  # transformers 5 renamed the flag
+    return llama_like(model) and not (getattr(model, flag, False) and model.training)  # transformers 5 renamed the flag
 
 
 def plan_shared_prefix(input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
