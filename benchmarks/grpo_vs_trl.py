@@ -4,9 +4,11 @@ The same tiny model (saved once as safetensors, loaded by both), the same prompt
 order, G, maximum completion length, sampling (temperature 1, no top-k/top-p), beta, epsilon,
 learning rate, one update per batch, the paper's per-sequence aggregation
 (TRL ``loss_type="grpo"``) and activation checkpointing, off in both by default (TRL 1.16's
-``GRPOConfig`` turns it on unless told; ``--gradient-checkpointing`` turns it on in both). Runs alternate A B A B ... in one process; the first step of every
-run is warm-up and not counted. Also prints unified_rl's per-phase breakdown and its update
-phase against one plain forward+backward of the same model on the same tokens.
+``GRPOConfig`` turns it on unless told; ``--gradient-checkpointing`` turns it on in both).
+Runs alternate A B A B ... in one process; the first step of every run is warm-up and not
+counted. Also prints unified_rl's per-phase breakdown, its update phase against one plain
+forward+backward of the same model on the same tokens, and the matmul floor: the time a step's
+matrix multiplies alone would take at this machine's GEMM rate.
 
     pip install -e ".[bench]"
     python benchmarks/grpo_vs_trl.py [--width 128] [--rounds 3] [--steps 6]
@@ -125,7 +127,9 @@ class _Flops(TorchDispatchMode):
     counts ``FlopCounterMode`` reports) without its module tracker, whose hooks fail under
     activation checkpointing's recomputation."""
 
-    total = 0
+    def __init__(self):
+        super().__init__()
+        self.total = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -145,8 +149,9 @@ def matmul_floor(trainer, width, dtype):
     """Matrix-multiply FLOPs per completion token of one more step (mm, addmm, bmm, forward and
     backward, recomputation included; the CPU attention kernel is not in torch's FLOP registry,
     about 2% of a step's FLOPs here), and this machine's GEMM rate on the largest shape a step
-    multiplies, (2048 x width) @ (width x 3 width) in ``dtype`` (bf16 where the step autocasts), median of 20. FLOPs over rate is the time the
-    matmuls alone would take at that rate: no step can be faster on this machine."""
+    multiplies, (2048 x width) @ (width x 3 width) in ``dtype`` (bf16 where the step autocasts),
+    median of 20. FLOPs over rate is the time the matmuls alone would take at that rate: no step
+    can be faster on this machine."""
     with _Flops() as counter:
         tokens = trainer.train_step()["tokens"]
     x, w = torch.randn(2048, width, dtype=dtype), torch.randn(width, 3 * width, dtype=dtype)
@@ -198,7 +203,8 @@ def main() -> None:
     mo, mt = statistics.median(ours), statistics.median(trl)
     print(f"machine: {machine()}")
     print(f"model: Llama {n_params / 1e6:.2f}M parameters (width {a.width}); {a.questions} questions x G={a.group}, "
-          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both, activation checkpointing {'on' if a.gradient_checkpointing else 'off'} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
+          f"max {a.max_new_tokens} new tokens, beta={a.beta}, lr={a.lr}, mu=1, {a.precision} in both, activation checkpointing "
+          f"{'on' if a.gradient_checkpointing else 'off'} in both; {a.rounds} rounds x {a.steps - 1} timed steps each\n")
     print("| library | median s/step (range) | steps/s | ratio (TRL time / ours) |")
     print("|---|---|---|---|")
     print(f"| unified_rl | {mo:.3f} ({min(ours):.3f}-{max(ours):.3f}) | {1 / mo:.2f} | {mt / mo:.2f}x "
