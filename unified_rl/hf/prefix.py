@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from .compat import CACHE_KWARG, output_cache
+from .models import activation_checkpointing
 
 # Architectures whose decoder layers and cache behave like Llama's (full attention, RoPE by
 # position id, DynamicCache); others take the plain per-row path.
@@ -58,8 +59,7 @@ def supports_shared_prefix(model: nn.Module) -> bool:
     """True for ``llama_like`` models, unless activation checkpointing is on and the model is in
     training mode (checkpointed layers drop the cache there); an eval-mode copy such as the
     reference runs its layers as they are, cache included."""
-    flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    return llama_like(model) and not (getattr(model, flag, False) and model.training)  # transformers 5 renamed the flag
+    return llama_like(model) and not (activation_checkpointing(model) and model.training)
 
 
 def plan_shared_prefix(input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
