@@ -125,7 +125,9 @@ def test_shared_prompt_plan():
     gpt2 = tiny_arch("gpt2")
     assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())
     checkpointed = tiny_model().train()
-    checkpointed.activation_checkpointing_enable()  # checkpointed layers drop the cache in training: per-row path
+    checkpointed.activation_checkpointing_enable()  # non-reentrant (transformers' default): prompts shared
+    assert supports_shared_prefix(checkpointed) and supports_shared_prefix(checkpointed.eval())
+    checkpointed.train().activation_checkpointing_enable({"use_reentrant": True})  # no gradient into a read cache: per-row path
     assert not supports_shared_prefix(checkpointed)
     assert supports_shared_prefix(checkpointed.eval())  # an eval-mode copy (the reference) runs its layers with the cache
 
@@ -141,3 +143,34 @@ def test_a_checkpointed_model_in_eval_mode_shares_its_prompts_exactly():
         shared = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=True)
     assert supports_shared_prefix(model)
     torch.testing.assert_close(shared, plain, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("max_tokens", [None, 20])
+def test_a_checkpointed_model_in_training_shares_its_prompts_exactly(max_tokens, reentrant):
+    """Under activation checkpointing in training, the engine's GRPO gradient (one call, or micro-batches
+    reading the prompts run once for the batch) equals the model's without checkpointing, per-row
+    pass, in fp64: non-reentrant checkpointing shares the prompts, reentrant takes the per-row path."""
+    import unified_rl as url
+
+    r = shared_prompt_rollout(5, n_groups=3, group_size=4, prompt_max=6)
+    grpo = url.methods.grpo(group_size=4).coefficient
+    with torch.no_grad():
+        prepared = grpo.prepare(r.replace(old_logprobs=true_logprobs(tiny_model(), r), ref_logprobs=true_logprobs(tiny_model(seed=1), r)))
+    out = {}
+    for name, checkpointing, share in (("plain", False, False), ("checkpointed", True, True)):
+        model = tiny_model().train()
+        if checkpointing:
+            _checkpoint(model, reentrant)
+            assert supports_shared_prefix(model) is not reentrant
+        stats = url.engine.backward(model, prepared, grpo, url.ExecutionPlan(max_tokens=max_tokens, share_prefix=share))
+        out[name] = stats.loss, grads(model)
+    assert out["checkpointed"][0] == pytest.approx(out["plain"][0], rel=1e-12, abs=1e-14)
+    for a, b in zip(out["checkpointed"][1], out["plain"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _checkpoint(model, reentrant: bool) -> None:
+    """Activation checkpointing on ``model``, by the name the installed transformers gives it."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": reentrant})

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 import torch
 
-from helpers import random_rollout, tiny_model
+from helpers import shared_prompt_rollout, tiny_model
 from helpers import ROWS, TOK, has_seven, small_model
 from unified_rl import engine, methods
 from unified_rl.config import TrainConfig
@@ -30,7 +30,7 @@ def test_gradient_checkpointing_gives_the_same_gradient(lora):
         m = tiny_model(3)
         return add_lora(m, r=4) if lora else m
 
-    rollout = random_rollout(4, n_groups=2, group_size=3)
+    rollout = shared_prompt_rollout(4, n_groups=2, group_size=3)  # prompts run once per group, checkpointed or not
     coef = methods.grpo(beta=0.0).coefficient
     plain = build()
     prepared = coef.prepare(rollout.replace(old_logprobs=engine.logprobs(plain, rollout)))

@@ -13,15 +13,26 @@ Across micro-batches (``PromptPass(..., split=True)``), the prompts run once for
 each micro-batch's suffix pass reads the prompts' keys/values through detached leaves, whose
 gradients add up over the micro-batches; ``finish()`` then back-propagates them through the
 prompt pass once. Micro-batches can then be cut by completion length alone.
+
+Under activation checkpointing in training (transformers' checkpointed layers drop a cache they
+are handed, since a layer that writes it would write it again when the backward recomputes it),
+the suffix pass reads the prompts' keys/values from a cache that is only read (``_PromptLayer``:
+its ``update`` returns the prompt's states with the new ones appended and stores nothing), so the
+layers may keep it (``_can_checkpoint_with_cache``; ``use_cache=False`` tells the model not to
+start a cache of its own) and a recomputation reads what the forward read. The prompt pass is then checkpointed as a whole: only its keys/values and last hidden states
+are kept, and the backward recomputes it once.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .compat import CACHE_KWARG, output_cache
 from .models import activation_checkpointing
@@ -56,10 +67,58 @@ def llama_like(model: nn.Module) -> bool:
 
 
 def supports_shared_prefix(model: nn.Module) -> bool:
-    """True for ``llama_like`` models, unless activation checkpointing is on and the model is in
-    training mode (checkpointed layers drop the cache there); an eval-mode copy such as the
-    reference runs its layers as they are, cache included."""
-    return llama_like(model) and not (activation_checkpointing(model) and model.training)
+    """True for ``llama_like`` models; with activation checkpointing on in training, only where every
+    checkpointed layer recomputes by torch's non-reentrant checkpoint (transformers' default), which
+    back-propagates into the prompt's keys/values a layer reads without taking them as an input."""
+    if not llama_like(model):
+        return False
+    if not (activation_checkpointing(model) and model.training):
+        return True
+    return all(_non_reentrant(m) for m in _checkpointing(model) if _is_layer(m))
+
+
+def _checkpointing(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` with transformers' ``gradient_checkpointing`` flag set: its
+    checkpointed layers, and the models around them (which turn ``use_cache`` off in training)."""
+    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+
+
+def _is_layer(m: nn.Module) -> bool:
+    """A transformers ``GradientCheckpointingLayer``."""
+    return hasattr(m, "_can_checkpoint_with_cache")
+
+
+def _non_reentrant(layer: nn.Module) -> bool:
+    """Whether ``layer`` checkpoints with ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``."""
+    func = getattr(layer, "_gradient_checkpointing_func", None)
+    return getattr(func, "func", None) is checkpoint and getattr(func, "keywords", {}).get("use_reentrant") is False
+
+
+@contextmanager
+def _layers_set(layers: list[nn.Module], name: str, value: bool) -> Iterator[None]:
+    """Set attribute ``name`` of each of ``layers`` to ``value`` for the duration (restored after)."""
+    before = [m.__dict__.get(name, _MISSING) for m in layers]
+    for m in layers:
+        setattr(m, name, value)
+    try:
+        yield
+    finally:
+        for m, old in zip(layers, before):
+            if old is _MISSING:
+                delattr(m, name)
+            else:
+                setattr(m, name, old)
+
+
+_MISSING = object()
+
+
+class _PromptLayer(DynamicLayer):
+    """A cache layer holding prompts' keys/values that the suffix pass only reads: ``update``
+    returns them with the new states appended and stores nothing (see the module docstring)."""
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        return torch.cat([self.keys, key_states], -2), torch.cat([self.values, value_states], -2)
 
 
 def plan_shared_prefix(input_ids: Int[Tensor, "batch seq"], attention_mask: Bool[Tensor, "batch seq"],
@@ -102,17 +161,27 @@ class PromptPass:
     graph by leaves (see the module docstring) and ``finish()`` must run after the last backward."""
 
     def __init__(self, trunk: nn.Module, plan: PrefixPlan, split: bool = False):
-        lp = plan.prefix_ids.shape[1]
-        dev = plan.prefix_ids.device
-        out = trunk(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask.long(),
-                    position_ids=torch.arange(lp, device=dev).expand_as(plan.prefix_ids), use_cache=True)
-        last = out.last_hidden_state[torch.arange(len(plan.prefix_len), device=dev), plan.prefix_len - 1]
-        self.outputs = [t for layer in output_cache(out).layers for t in (layer.keys, layer.values)] + [last]
+        self.checkpointed = _checkpointing(trunk) if trunk.training and torch.is_grad_enabled() else []
+        if self.checkpointed:  # the prompt pass checkpointed as a whole, its layers run plain inside it
+            self.outputs = list(checkpoint(self._run, trunk, plan, use_reentrant=False))
+        else:
+            self.outputs = self._run(trunk, plan)
+        last = self.outputs[-1]
         split = split and last.requires_grad
         # a leaf for each output the trained weights reach; with LoRA on some projections only
         # (q_proj, v_proj) the first layers' keys depend on no trained weight and stay as they are
         self.inputs = [t.detach().requires_grad_() if t.requires_grad else t for t in self.outputs] if split else self.outputs
         self.trunk, self.plan, self.split = trunk, plan, split
+
+    def _run(self, trunk: nn.Module, plan: PrefixPlan) -> list[Tensor]:
+        """The prompt pass: every layer's keys and values, then each prompt's last hidden state."""
+        lp = plan.prefix_ids.shape[1]
+        dev = plan.prefix_ids.device
+        with _layers_set(self.checkpointed, "gradient_checkpointing", False):
+            out = trunk(input_ids=plan.prefix_ids, attention_mask=plan.prefix_mask.long(),
+                        position_ids=torch.arange(lp, device=dev).expand_as(plan.prefix_ids), use_cache=True)
+        last = out.last_hidden_state[torch.arange(len(plan.prefix_len), device=dev), plan.prefix_len - 1]
+        return [t for layer in output_cache(out).layers for t in (layer.keys, layer.values)] + [last]
 
     def hidden(self, rows: Int[Tensor, " rows"]):
         """(hidden, completion): for ``rows`` of the batch, the hidden state that predicts each of
@@ -128,11 +197,14 @@ class PromptPass:
         # their gradients with index_put_(accumulate=True), whose order varies with CPU threads
         # (not bitwise reproducible); index_select's backward (index_add_) sums in a fixed order
         cache = DynamicCache(ddp_cache_data=[(kv[i].index_select(0, prompt), kv[i + 1].index_select(0, prompt)) for i in range(0, len(kv), 2)])
+        for layer in cache.layers:
+            layer.__class__ = _PromptLayer
         mask = torch.cat([p.prefix_mask[prompt], suffix_mask], 1)
         start = p.prefix_len[prompt]
-        hidden = self.trunk(input_ids=p.suffix_ids[rows, :ls], attention_mask=mask.long(),
-                            position_ids=start[:, None] + torch.arange(ls, device=dev),
-                            use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
+        with _layers_set([m for m in self.checkpointed if _is_layer(m)], "_can_checkpoint_with_cache", True):
+            hidden = self.trunk(input_ids=p.suffix_ids[rows, :ls], attention_mask=mask.long(),
+                                position_ids=start[:, None] + torch.arange(ls, device=dev),
+                                use_cache=not self.checkpointed, **{CACHE_KWARG: cache}).last_hidden_state
         last = self.inputs[-1].index_select(0, prompt)
         return torch.cat([last[:, None], hidden[:, :-1]], 1), p.suffix_completion[rows, :ls]
 
