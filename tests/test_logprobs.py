@@ -125,9 +125,9 @@ def test_shared_prompt_plan():
     gpt2 = tiny_arch("gpt2")
     assert not supports_shared_prefix(gpt2) and supports_shared_prefix(tiny_model())
     checkpointed = tiny_model().train()
-    checkpointed.activation_checkpointing_enable()  # non-reentrant (transformers' default): prompts shared
+    _checkpoint(checkpointed)  # non-reentrant (transformers' default): prompts shared
     assert supports_shared_prefix(checkpointed) and supports_shared_prefix(checkpointed.eval())
-    checkpointed.train().activation_checkpointing_enable({"use_reentrant": True})  # no gradient into a read cache: per-row path
+    _checkpoint(checkpointed.train(), reentrant=True)  # no gradient into a read cache: per-row path
     assert not supports_shared_prefix(checkpointed)
     assert supports_shared_prefix(checkpointed.eval())  # an eval-mode copy (the reference) runs its layers with the cache
 
@@ -139,7 +139,7 @@ def test_a_checkpointed_model_in_eval_mode_shares_its_prompts_exactly():
     model = tiny_model().eval()
     with torch.no_grad():
         plain = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=False)
-        model.activation_checkpointing_enable()
+        _checkpoint(model)
         shared = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=True)
     assert supports_shared_prefix(model)
     torch.testing.assert_close(shared, plain, rtol=1e-12, atol=1e-12)
@@ -168,9 +168,14 @@ def test_a_checkpointed_model_in_training_shares_its_prompts_exactly(max_tokens,
     assert out["checkpointed"][0] == pytest.approx(out["plain"][0], rel=1e-12, abs=1e-14)
     for a, b in zip(out["checkpointed"][1], out["plain"][1]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # log-probs of the training-mode model without grad (pi_old): the same values
+        shared = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=True)
+        per_row = completion_logprobs(model, r.input_ids, r.attention_mask, r.completion_mask, share_prefix=False)
+    torch.testing.assert_close(shared, per_row, rtol=1e-12, atol=1e-12)
 
 
-def _checkpoint(model, reentrant: bool) -> None:
-    """Activation checkpointing on ``model``, by the name the installed transformers gives it."""
+def _checkpoint(model, reentrant=None) -> None:
+    """Activation checkpointing on ``model``, by the name the installed transformers gives it
+    (``reentrant`` None: transformers' default)."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable({"use_reentrant": reentrant})
+    enable() if reentrant is None else enable({"use_reentrant": reentrant})

@@ -161,8 +161,10 @@ class PromptPass:
     graph by leaves (see the module docstring) and ``finish()`` must run after the last backward."""
 
     def __init__(self, trunk: nn.Module, plan: PrefixPlan, split: bool = False):
-        self.checkpointed = _checkpointing(trunk) if trunk.training and torch.is_grad_enabled() else []
-        if self.checkpointed:  # the prompt pass checkpointed as a whole, its layers run plain inside it
+        # flags set in training: lifted for the prompt pass, which runs its layers plain (some transformers
+        # versions drop the cache in training even without grad); with grad, it is checkpointed as a whole
+        self.checkpointed = _checkpointing(trunk) if trunk.training else []
+        if self.checkpointed and torch.is_grad_enabled():
             self.outputs = list(checkpoint(self._run, trunk, plan, use_reentrant=False))
         else:
             self.outputs = self._run(trunk, plan)
