@@ -22,27 +22,23 @@ from _machine import machine  # noqa: E402
 
 import unified_rl as url  # noqa: E402
 from unified_rl.apps.peak_memory import peak, reset_peak  # noqa: E402
+from unified_rl.data import to_rollout  # noqa: E402
 from unified_rl.hf import enable_activation_checkpointing, tiny_llama  # noqa: E402
 
 
 def batch(a) -> url.Rollout:
-    """Right-padded rows: each question's prompt, then a random completion; group ids and rewards."""
+    """Right-padded rows (``to_rollout``): each question's prompt, then a random completion; rewards."""
     g = torch.Generator().manual_seed(0)
-    rows, starts = [], []
+    prompts, completions = [], []
     for _ in range(a.questions):
-        prompt = torch.randint(3, a.vocab, (a.prompt,), generator=g)
+        prompt = torch.randint(3, a.vocab, (a.prompt,), generator=g).tolist()
         for _ in range(a.group):
             n = int(torch.randint(a.completion // 2, a.completion + 1, (1,), generator=g))
-            rows.append(torch.cat([prompt, torch.randint(3, a.vocab, (n,), generator=g)]))
-            starts.append(a.prompt)
-    seq = max(len(r) for r in rows)
-    ids = torch.zeros((len(rows), seq), dtype=torch.long)
-    attn = torch.zeros_like(ids, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], attn[i, : len(r)] = r, True
-    comp = attn & (torch.arange(seq)[None] >= torch.tensor(starts)[:, None])
-    groups = torch.arange(a.questions).repeat_interleave(a.group)
-    return url.Rollout(ids, attn, comp, group_ids=groups, rewards=torch.randint(0, 2, (len(rows),), generator=g).double())
+            prompts.append(prompt)
+            completions.append(torch.randint(3, a.vocab, (n,), generator=g).tolist())
+    groups = [q for q in range(a.questions) for _ in range(a.group)]
+    r = to_rollout(prompts, completions, pad_id=0, group_ids=groups)
+    return r.replace(rewards=torch.randint(0, 2, (len(prompts),), generator=g).double())
 
 
 def main() -> None:

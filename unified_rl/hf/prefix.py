@@ -19,8 +19,9 @@ are handed, since a layer that writes it would write it again when the backward 
 the suffix pass reads the prompts' keys/values from a cache that is only read (``_PromptLayer``:
 its ``update`` returns the prompt's states with the new ones appended and stores nothing), so the
 layers may keep it (``_can_checkpoint_with_cache``; ``use_cache=False`` tells the model not to
-start a cache of its own) and a recomputation reads what the forward read. The prompt pass is then checkpointed as a whole: only its keys/values and last hidden states
-are kept, and the backward recomputes it once.
+start a cache of its own) and a recomputation reads what the forward read. The prompt pass is then
+checkpointed as a whole: only its keys/values and last hidden states are kept, and the backward
+recomputes it once.
 """
 
 from contextlib import contextmanager
@@ -94,6 +95,9 @@ def _non_reentrant(layer: nn.Module) -> bool:
     return getattr(func, "func", None) is checkpoint and getattr(func, "keywords", {}).get("use_reentrant") is False
 
 
+_MISSING = object()
+
+
 @contextmanager
 def _layers_set(layers: list[nn.Module], name: str, value: bool) -> Iterator[None]:
     """Set attribute ``name`` of each of ``layers`` to ``value`` for the duration (restored after)."""
@@ -108,9 +112,6 @@ def _layers_set(layers: list[nn.Module], name: str, value: bool) -> Iterator[Non
                 delattr(m, name)
             else:
                 setattr(m, name, old)
-
-
-_MISSING = object()
 
 
 class _PromptLayer(DynamicLayer):
