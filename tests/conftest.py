@@ -25,6 +25,17 @@ for _origin, _check in list(typeguard.origin_type_checkers.items()):
     if _check in (typeguard.check_list, typeguard.check_sequence, typeguard.check_set, typeguard.check_dict):
         typeguard.origin_type_checkers[_origin] = _first_item(_check)
 
+# The hook's loader points every import made while a hooked module runs at its own bytecode cache
+# names, so a dependency first imported from inside unified_rl is compiled from source (torch,
+# transformers, sympy, scipy: about 2,500 modules, 8-10 s per test process). Imported first, they
+# load from their caches; the hook still instruments every unified_rl module.
+import einops  # noqa: E402,F401
+import torch.distributed.checkpoint.state_dict  # noqa: E402,F401
+import torch.distributed.fsdp  # noqa: E402,F401
+import torch.distributed.tensor  # noqa: E402,F401
+import transformers.modeling_utils  # noqa: E402,F401
+import transformers.models.llama.modeling_llama  # noqa: E402,F401
+
 with install_import_hook("unified_rl", "typeguard.typechecked"):
     import unified_rl
 

@@ -25,7 +25,7 @@ to the end.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, no_type_check
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,7 @@ def _fuse(linears: list[nn.Module], dtype: Optional[torch.dtype]) -> tuple[Tenso
     return weight, bias.to(weight.dtype)
 
 
+@no_type_check  # a per-token kernel on plain tensors: its shapes are checked at the step that calls it
 def _rms(x: Tensor, w: Tensor, eps: float) -> Tensor:
     """transformers' RMSNorm: normalise in fp32 (fp64 stays fp64), cast back, scale by the weight."""
     h = x if x.dtype == torch.float64 else x.float()
@@ -201,6 +202,7 @@ class StaticDecoder:
             raise RuntimeError("StaticDecoder.graphed: needs start(..., fixed=True) on a CUDA device")
         self.graph = _Graphed(self)
 
+    @no_type_check  # the per-token body of step (whose shapes are checked) and of the CUDA graph's capture
     def _step(self, tokens: Int[Tensor, " batch"], positions: Int[Tensor, " batch"], t) -> Float[Tensor, "batch vocab"]:
         """One step writing at ``t``: a Python int (growing cache), or a one-element device tensor
         (fixed shapes: every op's shape is the same each step, and ``t`` advances on the device)."""
@@ -270,6 +272,7 @@ class _Graphed:
         return self.logits
 
 
+@no_type_check  # as _rms
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), -1)
