@@ -1,6 +1,10 @@
 """Every annotated function in unified_rl is shape-checked at run time in tests
 (jaxtyping + typeguard 2.13.3, installed before the package is first imported)."""
 
+import inspect
+import types
+import weakref
+
 import typeguard
 from jaxtyping import install_import_hook
 
@@ -20,6 +24,47 @@ def _first_item(check):
         check(argname, value, expected_type, memo)
     return first
 
+
+def _cached(signature):
+    """inspect.signature for typeguard, kept per function: typeguard 2.13.3 recomputes a function's
+    signature on every call it checks (most of a check's cost); a function's signature never changes."""
+    seen = weakref.WeakKeyDictionary()
+
+    def cached(f):
+        try:
+            return seen[f]
+        except (KeyError, TypeError):
+            pass
+        sig = signature(f)
+        try:
+            seen[f] = sig
+        except TypeError:  # not weakly referable: computed each time, as before
+            pass
+        return sig
+    return cached
+
+
+class _Inspect(types.ModuleType):
+    """typeguard's view of ``inspect``: the same module, with the signature kept per function."""
+
+    def __getattr__(self, name):
+        return getattr(inspect, name)
+
+
+typeguard.inspect = _Inspect("inspect")
+typeguard.inspect.signature = _cached(inspect.signature)
+
+
+def _check_type(argname, value, expected_type, memo=None, *, globals=None, locals=None):
+    """jaxtyping's shim of typeguard.check_type (``X | Y`` unions go to check_union), without binding
+    its own signature on every call."""
+    if type(expected_type) is types.UnionType:
+        return typeguard.check_union(argname, value, expected_type, memo)
+    return _ORIGINAL_CHECK_TYPE(argname, value, expected_type, memo, globals=globals, locals=locals)
+
+
+_ORIGINAL_CHECK_TYPE = getattr(typeguard.check_type, "__wrapped__", typeguard.check_type)
+typeguard.check_type = _check_type
 
 for _origin, _check in list(typeguard.origin_type_checkers.items()):
     if _check in (typeguard.check_list, typeguard.check_sequence, typeguard.check_set, typeguard.check_dict):

@@ -40,3 +40,13 @@ def test_a_collection_is_checked_by_its_first_item():
         check_rows(rows, [3, "prompt"])  # a column name that is not a str
     with pytest.raises(TypeError):
         check_rows({"prompt": "1+1="}, ["prompt"])  # not a sequence at all
+
+
+def test_checks_hold_on_every_call_not_only_the_first():
+    """conftest keeps each function's signature for typeguard: a function already checked many times
+    with good shapes still rejects a bad one, by name."""
+    h, w, tokens = torch.zeros(5, 4), torch.zeros(7, 4), torch.zeros(5, dtype=torch.long)
+    for _ in range(50):
+        linear_logprobs(h, w, None, tokens)
+    with pytest.raises(TypeError, match="linear_logprobs"):
+        linear_logprobs(h, w, None, torch.zeros(6, dtype=torch.long))
