@@ -27,7 +27,8 @@ def _first_item(check):
 
 def _cached(signature):
     """inspect.signature for typeguard, kept per function: typeguard 2.13.3 recomputes a function's
-    signature on every call it checks (most of a check's cost); a function's signature never changes."""
+    signature on every call it checks (with jaxtyping's shim below, about half a check's cost); a
+    function's signature never changes."""
     seen = weakref.WeakKeyDictionary()
 
     def cached(f):
