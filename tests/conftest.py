@@ -2,8 +2,15 @@
 (jaxtyping + typeguard 2.13.3, installed before the package is first imported)."""
 
 import inspect
+import os
 import types
 import weakref
+
+# One compute thread per test process, and for the processes a test starts (they inherit the
+# environment): the suite runs as two pytest-xdist workers on two cores, and OpenMP threads that
+# share a core with another process wait at every barrier (unified_rl/threads.py). Tests of the
+# thread count itself remove the variable for their own runs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import typeguard
 from jaxtyping import install_import_hook
@@ -90,14 +97,13 @@ with install_import_hook("unified_rl", "typeguard.typechecked"):
     import unified_rl.lm_head  # noqa: F401
     import unified_rl.batching  # noqa: F401
 
-import os
 import sys
 
 import torch
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 settings.register_profile("ci", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("thorough", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -72,23 +72,26 @@ def test_a_huge_prompt_is_refused_before_it_is_tokenised():
         SupervisedSource([{"prompt": "1=", "completion": "#1"}, huge], Encoder(char_tokenizer()))
 
 
-def test_threads_fit_the_cores_this_process_may_use():
+def test_threads_fit_the_cores_this_process_may_use(monkeypatch):
     import os
 
     import torch
 
     from unified_rl import threads
 
-    n = threads.available_cpus()
+    n, was = threads.available_cpus(), torch.get_num_threads()
     assert 1 <= n <= len(os.sched_getaffinity(0))
-    assert threads.fit_threads() <= max(n, int(os.environ.get("OMP_NUM_THREADS", 0)))
-    torch.set_num_threads(n + 3)  # more threads than cores: fit_threads brings them back
-    if "OMP_NUM_THREADS" not in os.environ:
+    try:
+        torch.set_num_threads(n + 3)  # more threads than cores: OMP_NUM_THREADS keeps them ...
+        monkeypatch.setenv("OMP_NUM_THREADS", str(n + 3))
+        assert threads.fit_threads() == n + 3
+        monkeypatch.delenv("OMP_NUM_THREADS")  # ... without it, fit_threads brings them back
         assert threads.fit_threads() == n
+    finally:
+        torch.set_num_threads(was)
 
 
-def test_threads_leave_the_cores_that_busy_processes_hold():
-    import os
+def test_threads_leave_the_cores_that_busy_processes_hold(monkeypatch):
     import subprocess
     import sys
     import time
@@ -97,13 +100,16 @@ def test_threads_leave_the_cores_that_busy_processes_hold():
 
     from unified_rl import threads
 
-    if "OMP_NUM_THREADS" in os.environ:
-        return  # the environment fixed the count: nothing adapts
-    n = threads.available_cpus()
+    n, was = threads.available_cpus(), torch.get_num_threads()
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         time.sleep(0.5)
         assert threads.others_running() >= 2
+        monkeypatch.setenv("OMP_NUM_THREADS", str(n))
+        torch.set_num_threads(n)
+        threads.adapt_threads()
+        assert threads.adapt_threads() == n  # the environment fixed the count: nothing adapts
+        monkeypatch.delenv("OMP_NUM_THREADS")
         threads.adapt_threads()  # load is taken for load once it lasts two steps
         assert threads.adapt_threads() <= max(1, n - 2) and torch.get_num_threads() <= max(1, n - 2)
     finally:
@@ -111,4 +117,6 @@ def test_threads_leave_the_cores_that_busy_processes_hold():
             h.kill()
             h.wait()
     time.sleep(0.3)
-    assert threads.adapt_threads() >= 1
+    back = threads.adapt_threads()
+    torch.set_num_threads(was)
+    assert back >= 1
