@@ -107,7 +107,7 @@ def test_threads_leave_the_cores_that_busy_processes_hold(monkeypatch):
         assert threads.others_running() >= 2
         monkeypatch.setenv("OMP_NUM_THREADS", str(n))
         torch.set_num_threads(n)
-        threads.adapt_threads()
+        threads.adapt_threads()  # two calls, as below: were the variable ignored, the load would count
         assert threads.adapt_threads() == n  # the environment fixed the count: nothing adapts
         monkeypatch.delenv("OMP_NUM_THREADS")
         threads.adapt_threads()  # load is taken for load once it lasts two steps
