@@ -1,6 +1,7 @@
 """The GPU check: one command, on one GPU, writes ``check.json`` and ``check.md`` (the GPU, driver and
 library versions; correctness of every method's gradient on the device; FSDP2, LoRA and the CUDA
-tests; the loss head's memory; the update's MFU; the samplers; a GRPO step vs TRL's GRPOTrainer).
+tests; the loss head's memory; the update's MFU; padded vs packed training; the samplers; a GRPO step
+vs TRL's GRPOTrainer).
 
     python benchmarks/gpu/check.py --out runs/gpu-check          # on a GPU (about 5 minutes on an H200)
     python benchmarks/gpu/check.py --dry-run --out /tmp/check    # every path at tiny sizes on CPU (tests)
@@ -27,11 +28,12 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 import torch  # noqa: E402
 
 import correctness  # noqa: E402
+import packed  # noqa: E402
 import speed  # noqa: E402
 from common import DRY, FULL  # noqa: E402
 from report import markdown  # noqa: E402
 
-SECTIONS = ("methods", "fsdp", "lora", "cuda_tests", "head_memory", "mfu", "samplers", "grpo_vs_trl")
+SECTIONS = ("methods", "fsdp", "lora", "cuda_tests", "head_memory", "mfu", "packing", "samplers", "grpo_vs_trl")
 
 
 def versions() -> dict:
@@ -67,6 +69,7 @@ def run_section(name: str, device: str, sizes, profile_to: str = "") -> dict:
     calls = {"methods": lambda: correctness.methods(device), "fsdp": lambda: correctness.fsdp(device),
              "lora": lambda: correctness.lora(device), "cuda_tests": lambda: correctness.cuda_tests(ROOT),
              "head_memory": lambda: speed.head_memory(device, sizes), "mfu": lambda: speed.mfu(device, sizes, profile_to),
+             "packing": lambda: packed.packing(device, sizes),
              "samplers": lambda: speed.samplers(device, sizes), "grpo_vs_trl": lambda: speed.grpo_vs_trl(device, sizes)}
     t = time.perf_counter()
     try:

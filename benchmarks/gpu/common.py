@@ -32,6 +32,9 @@ class Sizes:
     grpo_rounds: int
     grpo_steps: int
     repeats: int
+    pack_rows: int = 32          # packing: rows, longest completion, padded tokens per micro-batch
+    pack_completion: int = 2048
+    pack_max_tokens: int = 16384
 
 
 FULL = Sizes(big={}, vocab_big=151_936, head_tokens=8192, update_batch=16, update_prompt=256, update_completion=768,
@@ -40,7 +43,8 @@ FULL = Sizes(big={}, vocab_big=151_936, head_tokens=8192, update_batch=16, updat
 TINY_QWEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  max_position_embeddings=512)
 DRY = Sizes(big=TINY_QWEN, vocab_big=1024, head_tokens=64, update_batch=2, update_prompt=8, update_completion=16, sampler_prompts=2,
-            sampler_group=2, sampler_new=8, grpo_questions=2, grpo_group=2, grpo_new=8, grpo_rounds=1, grpo_steps=2, repeats=1)
+            sampler_group=2, sampler_new=8, grpo_questions=2, grpo_group=2, grpo_new=8, grpo_rounds=1, grpo_steps=2, repeats=1,
+            pack_rows=6, pack_completion=24, pack_max_tokens=96)
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 

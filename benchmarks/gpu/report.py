@@ -43,6 +43,22 @@ def _mfu(r):
     return out
 
 
+def _packing(r):
+    what = r["what"][0].upper() + r["what"][1:]
+    out = [f"{what}: {r['real_tokens']:,} real tokens, {r['padded_tokens']:,} in the padded micro-batches "
+           f"({_f(100 * r['padded_share'], '.1f')}% padding). Speed-up against SDPA padded; gradient relative error against "
+           f"SDPA padded (pass: <= {r['tolerance']:g}).", "",
+           "| attention | micro-batches | s | speed-up | peak GiB | gradient error |", "|---|---|---|---|---|---|"]
+    for k, v in r["rows"].items():
+        if "error" in v:
+            out.append(f"| {k} | **failed**: `{v['error']}` | | | | |")
+        for way in ("padded", "packed"):
+            if f"{way}_s" in v:
+                out.append(f"| {k} | {way} | {_f(v[way + '_s'], '.3f')} | **{_f(v['speedup_' + way], '.2f')}x** | "
+                           f"{_f(v[way + '_peak_gib'], '.1f')} | {_f(v.get('grad_rel_error_' + way, ''), '.1e')} |")
+    return out
+
+
 def _samplers(r):
     out = [f"{r['what']}; the static decoder's fast path {'is' if r['fast_decode'] else 'is not'} taken for Qwen2.", "",
            "| sampler | tokens/s | s per draw |", "|---|---|---|"]
@@ -73,6 +89,7 @@ RENDER = {"methods": ("Every method's gradient on the device", _methods),
           "cuda_tests": ("The suite's CUDA tests", lambda r: [f"`pytest -m cuda`: {r['summary']}"]),
           "head_memory": ("Loss-head memory at a 152k vocabulary", _head),
           "mfu": ("The update's throughput and MFU", _mfu),
+          "packing": ("Padded vs packed training", _packing),
           "samplers": ("Samplers", _samplers),
           "grpo_vs_trl": ("A GRPO step vs TRL", _grpo)}
 
