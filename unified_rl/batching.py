@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .rollout import Rollout
+from .rollout import _SPEC as SPEC, Rollout
 
 # What one more forward/backward call costs beyond its tokens, in padded tokens (module calls,
 # the shared prompt pass): the price that keeps the bucketing from cutting tiny micro-batches.
@@ -16,18 +16,19 @@ CALL_COST_TOKENS = 128
 
 
 def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
-                  lengths: Optional[Tensor] = None) -> Iterator[list[int]]:
+                  lengths: "Optional[Tensor | list[int]]" = None) -> Iterator[list[int]]:
     """Row indices of micro-batches whose padded size (rows x longest row) stays within
     ``max_tokens``. Rows (or whole groups, with ``keep_groups``) are sorted by length and cut into
     runs by dynamic programming to minimise the padded tokens plus ``CALL_COST_TOKENS`` per run,
     so each micro-batch pads only to its own longest row; a single row or group larger than the
     budget forms its own. ``lengths``: each row's padded size if not its attention mask's sum
-    (rows continuing prompts that ran once already: their completion lengths)."""
+    (rows continuing prompts that ran once already: their completion lengths), a tensor or a list."""
     n = rollout.batch_size
     if max_tokens is None:
         yield list(range(n))
         return
-    lengths = (rollout.attention_mask.sum(-1) if lengths is None else lengths).tolist()
+    lengths = rollout.attention_mask.sum(-1) if lengths is None else lengths
+    lengths = lengths.tolist() if isinstance(lengths, Tensor) else lengths
     units: list[list[int]] = [[i] for i in range(n)]
     if keep_groups and rollout.group_ids is not None:  # whole groups stay together
         by_group: dict[int, list[int]] = {}
@@ -63,11 +64,49 @@ def micro_batches(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool
 
 def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: bool,
                       lengths: Optional[Tensor] = None) -> Iterator[tuple[Tensor, int, int, Rollout]]:
-    """(row index, lo, hi, view) per micro-batch: the view holds those rows and only the columns
-    [lo, hi) that are a real token in one of them, ready for a forward pass; write results back
-    with ``full[rows, lo:hi] = value``."""
+    """(row index, lo, hi, view) per micro-batch with at least one output token: the view holds
+    those rows and only the columns [lo, hi) that are a real token in one of them, ready for a
+    forward pass; write results back with ``full[rows, lo:hi] = value``.
+
+    What the cut needs (lengths, each row's first and last real column, its output tokens) is read
+    from the device once per batch. Per micro-batch nothing is read back, and the row index goes
+    to the device from pinned memory without waiting, so a GPU still running one micro-batch's
+    backward is not drained while the host prepares the next."""
+    mask, device = rollout.attention_mask, rollout.input_ids.device
+    seq = mask.shape[1]
+    if seq == 0 or rollout.batch_size == 0:  # no token at all: nothing to run
+        return
+    cols = torch.arange(seq, device=mask.device)
+    sizes = mask.sum(-1) if lengths is None else lengths.to(mask.device)
+    first, last, outputs, sizes = torch.stack([torch.where(mask, cols, seq).amin(-1), torch.where(mask, cols, -1).amax(-1),
+                                               rollout.completion_mask.sum(-1), sizes.long()]).tolist()
     everything = list(range(rollout.batch_size))
-    for rows in micro_batches(rollout, max_tokens, keep_groups, lengths):
-        sel = rollout if rows == everything else rollout.select(rows)
-        lo, hi = sel.used_columns()
-        yield torch.tensor(rows, device=rollout.input_ids.device), lo, hi, sel.columns(lo, hi)
+    for rows in micro_batches(rollout, max_tokens, keep_groups, sizes):
+        if not any(outputs[r] for r in rows):
+            continue
+        lo, hi = min(first[r] for r in rows), max(last[r] for r in rows) + 1
+        if hi <= lo:  # no real token in any row: every column (as Rollout.used_columns)
+            lo, hi = 0, seq
+        index = _to_device(torch.tensor(rows, dtype=torch.long), device)
+        yield index, lo, hi, _view(rollout, None if rows == everything else index, rows, lo, hi)
+
+
+def _view(rollout: Rollout, index: Optional[Tensor], rows: list[int], lo: int, hi: int) -> Rollout:
+    """Rows ``index`` (``rows`` on the host; None: all) and columns [lo, hi) of ``rollout``, as
+    ``select(rows).columns(lo, hi)`` gives them, without re-checking a part of a checked rollout."""
+    def part(name: str) -> Optional[Tensor]:
+        value = getattr(rollout, name)
+        if value is None:
+            return None
+        value = value if index is None else value[index]
+        return value[:, lo:hi] if len(SPEC[name][0]) == 2 else value
+
+    texts = rollout.texts if index is None or rollout.texts is None else tuple(rollout.texts[i] for i in rows)
+    return Rollout._unchecked(**{name: part(name) for name in SPEC}, texts=texts, temperature=rollout.temperature)
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` (host memory) on ``device``: through pinned memory without a wait where that is a GPU."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)

@@ -94,8 +94,6 @@ class PlainAdapter(ModelAdapter):
                ) -> Iterator[tuple[Int[Tensor, " rows"], int, int, Rollout, Float[Tensor, "rows cols"]]]:
         """One full forward per micro-batch; log-probs gathered at the completion tokens."""
         for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups):
-            if mb.num_completion_tokens == 0:
-                continue
             logits = forward_logits(model, mb, hint=True)
             target = mb.completion_mask[:, 1:]
             logp = logits_logprobs(logits[:, :-1][target], mb.input_ids[:, 1:][target], mb.temperature)
@@ -135,7 +133,8 @@ def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficien
         raise ValueError("engine.backward: Rollout.weights is None; call coefficient.prepare(rollout) first")
     gc_full = torch.zeros(rollout.input_ids.shape, dtype=torch.float64, device=rollout.input_ids.device)
     logp_full = torch.zeros_like(gc_full)
-    loss_total, extra = 0.0, {}
+    loss_sum = torch.zeros((), dtype=torch.float64, device=gc_full.device)  # read once at the end: no wait per micro-batch
+    extra = {}
     adapter = adapter_for(model)
     with autocast(model, plan.precision, backward=True):
         defer = {"reduce": False} if coefficient.vocabulary and hasattr(adapter, "vocabulary_passes") else {}  # one reduction, at the end
@@ -149,9 +148,10 @@ def backward(model: nn.Module, rollout: Rollout, coefficient: GradientCoefficien
                 raise FloatingPointError(f"engine.backward: gradient coefficient is {gc[b, t].item()} at sample {int(idx[b])}, position {lo + t}")
             loss = -(mb.weights.to(logp.dtype) * gc.to(logp.dtype) * logp).sum()
             loss.backward()
-            loss_total += float(loss.detach())
+            loss_sum += loss.detach().double()
             gc_full[idx, lo:hi] = gc.detach().to(gc_full.dtype)
             logp_full[idx, lo:hi] = logp.detach().to(gc_full.dtype)
+        loss_total = float(loss_sum)
         if coefficient.vocabulary:
             states_of = lambda m, mb: adapter_for(m).head_states(m, mb)  # noqa: E731
             vocab_loss, extra = backward_vocabulary(model, rollout, coefficient.vocabulary, plan, models or {}, states_of,
@@ -192,8 +192,6 @@ def entropies(model: nn.Module, rollout: Rollout, plan: ExecutionPlan = Executio
     try:
         with autocast(model, plan.precision), torch.inference_mode():
             for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, False):
-                if mb.num_completion_tokens == 0:
-                    continue
                 logits = forward_logits(model, mb)[:, :-1][mb.completion_mask[:, 1:]].float() / mb.temperature
                 logp = torch.log_softmax(logits, -1)
                 h = -(logp.exp() * logp).sum(-1)

@@ -176,6 +176,15 @@ class Rollout:
         return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts,
                        temperature=self.temperature)
 
+    @classmethod
+    def _unchecked(cls, **values: Any) -> "Rollout":
+        """A rollout built without ``__post_init__``'s checks, which read values back from the device:
+        only for rows and columns of a checked rollout (micro-batch views), valid by construction."""
+        out = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            object.__setattr__(out, f.name, values[f.name] if f.name in values else f.default)
+        return out
+
     def to(self, device: "torch.device | str") -> "Rollout":
         """The same rollout on ``device``."""
         return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f).to(device)) for f in _SPEC}, texts=self.texts,

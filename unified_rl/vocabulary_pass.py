@@ -61,8 +61,7 @@ def local_passes(model: nn.Module, rollout: Rollout, plan, states_of: Callable, 
     on the model's head states. A distributed adapter's ``vocabulary_passes`` yields the same, with
     ``micro`` run inside the wrapper's forward (so the wrapper's hooks see the head)."""
     for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups=False):
-        if mb.num_completion_tokens:
-            yield mb, micro(*states_of(model, mb), idx, lo, hi, mb)
+        yield mb, micro(*states_of(model, mb), idx, lo, hi, mb)
 
 
 def backward_vocabulary(model: nn.Module, rollout: Rollout, terms: Sequence, plan, models: Mapping[str, nn.Module],

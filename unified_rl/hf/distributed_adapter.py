@@ -58,7 +58,7 @@ class DistributedAdapter(ModelAdapter):
         """(idx, lo, hi, view, the wrapper's output) per micro-batch, ``options(view)`` the forward's own
         arguments (``options(None)`` for an extra pass, whose ``zero(output)`` is back-propagated): the
         extra passes and the gradient-sync rule of the class docstring; ``reduce`` False: none at the end."""
-        views = [v for v in micro_batch_views(rollout, plan.max_tokens, keep_groups) if v[3].num_completion_tokens]
+        views = list(micro_batch_views(rollout, plan.max_tokens, keep_groups))
         grad = torch.is_grad_enabled()
         is_fsdp = isinstance(model, FSDPModule)
         if is_fsdp:

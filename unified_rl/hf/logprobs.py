@@ -148,8 +148,6 @@ class TransformersAdapter(ModelAdapter):
                               max_tokens=plan.max_tokens) if plan.share_prefix else None
         lengths = suffix_lengths(prompts) if prompts is not None else None
         for idx, lo, hi, mb in micro_batch_views(rollout, plan.max_tokens, keep_groups, lengths):
-            if mb.num_completion_tokens == 0:
-                continue
             if prompts is not None:
                 logp = prompt_pass_logprobs(model, prompts, idx, mb.completion_mask, temperature=rollout.temperature,
                                             chunk_bytes=plan.chunk_bytes)
