@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .rollout import _SPEC as SPEC, Rollout
+from .rollout import Rollout
 
 # What one more forward/backward call costs beyond its tokens, in padded tokens (module calls,
 # the shared prompt pass): the price that keeps the bucketing from cutting tiny micro-batches.
@@ -84,25 +84,9 @@ def micro_batch_views(rollout: Rollout, max_tokens: Optional[int], keep_groups: 
     for rows in micro_batches(rollout, max_tokens, keep_groups, sizes):
         if not any(outputs[r] for r in rows):
             continue
-        lo, hi = min(first[r] for r in rows), max(last[r] for r in rows) + 1
-        if hi <= lo:  # no real token in any row: every column (as Rollout.used_columns)
-            lo, hi = 0, seq
+        lo, hi = min(first[r] for r in rows), max(last[r] for r in rows) + 1  # a row with an output token has real ones
         index = _to_device(torch.tensor(rows, dtype=torch.long), device)
-        yield index, lo, hi, _view(rollout, None if rows == everything else index, rows, lo, hi)
-
-
-def _view(rollout: Rollout, index: Optional[Tensor], rows: list[int], lo: int, hi: int) -> Rollout:
-    """Rows ``index`` (``rows`` on the host; None: all) and columns [lo, hi) of ``rollout``, as
-    ``select(rows).columns(lo, hi)`` gives them, without re-checking a part of a checked rollout."""
-    def part(name: str) -> Optional[Tensor]:
-        value = getattr(rollout, name)
-        if value is None:
-            return None
-        value = value if index is None else value[index]
-        return value[:, lo:hi] if len(SPEC[name][0]) == 2 else value
-
-    texts = rollout.texts if index is None or rollout.texts is None else tuple(rollout.texts[i] for i in rows)
-    return Rollout._unchecked(**{name: part(name) for name in SPEC}, texts=texts, temperature=rollout.temperature)
+        yield index, lo, hi, rollout._part(None if rows == everything else index, rows, lo, hi)
 
 
 def _to_device(t: Tensor, device: torch.device) -> Tensor:

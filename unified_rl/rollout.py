@@ -176,13 +176,18 @@ class Rollout:
         return Rollout(**{f: (None if getattr(self, f) is None else getattr(self, f)[index]) for f in _SPEC}, texts=texts,
                        temperature=self.temperature)
 
-    @classmethod
-    def _unchecked(cls, **values: Any) -> "Rollout":
-        """A rollout built without ``__post_init__``'s checks, which read values back from the device:
-        only for rows and columns of a checked rollout (micro-batch views), valid by construction."""
-        out = object.__new__(cls)
-        for f in dataclasses.fields(cls):
-            object.__setattr__(out, f.name, values[f.name] if f.name in values else f.default)
+    def _part(self, index: Optional[Tensor], rows: list[int], lo: int, hi: int) -> "Rollout":
+        """``select(rows).columns(lo, hi)`` with [lo, hi) the selection's ``used_columns()`` (``index``:
+        ``rows`` on the device; None: every row, in order), built without ``__post_init__``'s checks,
+        which read values back from the device: such a part of a checked rollout is valid by
+        construction (micro-batch views, ``batching.micro_batch_views``)."""
+        out = object.__new__(Rollout)
+        for f in _SPEC:
+            value = getattr(self, f)
+            object.__setattr__(out, f, None if value is None else _window(f, value if index is None else value[index], lo, hi))
+        texts = self.texts if index is None or self.texts is None else tuple(self.texts[i] for i in rows)
+        object.__setattr__(out, "texts", texts)
+        object.__setattr__(out, "temperature", self.temperature)
         return out
 
     def to(self, device: "torch.device | str") -> "Rollout":
@@ -200,7 +205,7 @@ class Rollout:
     def columns(self, lo: int, hi: int) -> "Rollout":
         """Columns [lo, hi) of every per-token tensor."""
         return Rollout(
-            **{f: (None if getattr(self, f) is None else (getattr(self, f)[:, lo:hi] if len(_SPEC[f][0]) == 2 else getattr(self, f))) for f in _SPEC},
+            **{f: (None if getattr(self, f) is None else _window(f, getattr(self, f), lo, hi)) for f in _SPEC},
             texts=self.texts, temperature=self.temperature,
         )
 
@@ -245,6 +250,13 @@ _SPEC: dict[str, tuple[tuple[str, ...], str]] = {
     f.name: (tuple(t.dim_str.split()), t.dtype.__name__.lower())
     for f in dataclasses.fields(Rollout) if (t := _tensor_type(f.type)) is not None
 }
+
+
+def _window(name: str, value: Tensor, lo: int, hi: int) -> Tensor:
+    """Columns [lo, hi) of field ``name`` if it is per token, else the whole field."""
+    return value[:, lo:hi] if len(_SPEC[name][0]) == 2 else value
+
+
 # The names a coefficient's ``needs`` may hold (checked at construction by protocols.check_needs).
 RolloutField = Literal[tuple(_SPEC)]
 

@@ -44,7 +44,7 @@ TINY_QWEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
                  max_position_embeddings=512)
 DRY = Sizes(big=TINY_QWEN, vocab_big=1024, head_tokens=64, update_batch=2, update_prompt=8, update_completion=16, sampler_prompts=2,
             sampler_group=2, sampler_new=8, grpo_questions=2, grpo_group=2, grpo_new=8, grpo_rounds=1, grpo_steps=2, repeats=1,
-            pack_rows=6, pack_completion=24, pack_max_tokens=96)
+            pack_rows=6, pack_completion=24, pack_max_tokens=512)
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 

@@ -6,7 +6,6 @@ restarting positions). Each cell's gradient is compared with SDPA's padded one."
 
 import gc
 import importlib.util
-import math
 import statistics
 
 import torch
@@ -15,22 +14,7 @@ import unified_rl as url
 from unified_rl.batching import micro_batch_views
 
 from common import Sizes, peak_gib, qwen, rel_error, reset_peak, timed
-
-
-def spread_batch(s: Sizes, vocab: int) -> url.Rollout:
-    """``pack_rows`` rows, each its own prompt of 32-128 tokens and a completion log-uniform in
-    16..``pack_completion`` tokens (8-32 and 4.. in a dry run); right-padded."""
-    g = torch.Generator().manual_seed(0)
-    full = s.pack_completion >= 256
-    p_lo, c_lo = (32, 16) if full else (8, 4)
-    p = torch.randint(p_lo, 4 * p_lo + 1, (s.pack_rows,), generator=g)
-    c = torch.exp(torch.empty(s.pack_rows).uniform_(math.log(c_lo), math.log(s.pack_completion), generator=g)).long()
-    seq = int((p + c).max())
-    pos = torch.arange(seq)[None]
-    attn = pos < (p + c)[:, None]
-    comp = (pos >= p[:, None]) & attn
-    ids = torch.where(attn, torch.randint(4, vocab, (s.pack_rows, seq), generator=g), 0)
-    return url.Rollout(ids, attn, comp, group_ids=torch.arange(s.pack_rows))
+from packing import batch  # benchmarks/packing.py: its batch of realistic spread
 
 
 def _implementations(device: str) -> list[str]:
@@ -42,13 +26,6 @@ def _implementations(device: str) -> list[str]:
     return out
 
 
-def _use(model, impl: str) -> None:
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(impl)
-    else:
-        model.config._attn_implementation = impl
-
-
 def packing(device: str, s: Sizes) -> dict:
     """Median seconds and peak memory of the update, padded vs packed, per attention implementation;
     the padded-token share of the padded micro-batches; gradients against SDPA padded (pass: within
@@ -57,14 +34,14 @@ def packing(device: str, s: Sizes) -> dict:
     tol = 5e-2 if dtype == torch.bfloat16 else 1e-4
     model = qwen(s, device, dtype)
     method = url.methods.sft()
-    r = method.coefficient.prepare(spread_batch(s, model.config.vocab_size)).to(device)
+    r = method.coefficient.prepare(batch(s.pack_rows, s.pack_completion, model.config.vocab_size)).to(device)
     real = int(r.attention_mask.sum())
     padded = sum(mb.input_ids.numel() for _, _, _, mb in micro_batch_views(r, s.pack_max_tokens, False))
     grads, cells = {}, {}
     for impl in _implementations(device):
         ways = (False, True) if impl == "sdpa" else (True,)  # SDPA padded is the baseline; the others are packing's fast paths
         try:
-            _use(model, impl)
+            model.set_attn_implementation(impl)
             times, peaks = {w: [] for w in ways}, {}
 
             def step(packed: bool) -> None:
